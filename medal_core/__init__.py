@@ -1,0 +1,1 @@
+"""MedAL Triage core: data, models, training, evaluation and inference, with no UI."""

@@ -1,0 +1,239 @@
+"""Model bundles: one folder per trained model, written once and verified on every load.
+
+    models/NAME/
+        model.keras            the Keras model (flat graph, see models.py)
+        manifest.json          what the model is, how it was trained and chosen, its figures
+        val_predictions.csv    image_id,label,logit,probability on its validation set
+        history.csv            the training log, one row per epoch
+        ood.npz                feature statistics for the "is this a lesion?" check
+
+`load_bundle` refuses a bundle that is missing a file, has a malformed or incomplete
+manifest, or whose model file does not match the sha256 in the manifest; the model is
+loaded in Keras safe mode, so a bundle cannot smuggle in code (e.g. a Lambda layer).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medal_core.ood import OOD_FILE, FeatureDistribution
+
+MODEL_FILE = "model.keras"
+MANIFEST_FILE = "manifest.json"
+PREDICTIONS_FILE = "val_predictions.csv"
+HISTORY_FILE = "history.csv"
+FORMAT_VERSION = 1
+
+REQUIRED_FIELDS = {
+    "format_version": int,
+    "name": str,
+    "architecture": str,
+    "input_size": int,
+    "class_names": list,
+    "backbone_weights": dict,
+    "gradcam_layer": str,
+    "test_time_views": int,
+    "temperature": (int, float),
+    "threshold": dict,
+    "data": dict,
+    "validation_metrics": dict,
+    "versions": dict,
+    "model_sha256": str,
+}
+
+
+class BundleError(RuntimeError):
+    """A bundle that cannot be used, with what is wrong and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Stored validation predictions, each array of shape (n,)."""
+
+    image_ids: np.ndarray
+    labels: np.ndarray          # 0 benign, 1 malignant
+    logits: np.ndarray          # raw model logits (mean over test-time views if used)
+    probabilities: np.ndarray   # sigmoid(logit / temperature)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    folder: Path
+    manifest: dict
+    predictions: Predictions
+    model: object = None        # keras.Model, or None when loaded with load_model=False
+    ood: FeatureDistribution | None = None   # None when the bundle has no OOD statistics
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def threshold(self) -> float:
+        return float(self.manifest["threshold"]["value"])
+
+    @property
+    def temperature(self) -> float:
+        return float(self.manifest["temperature"])
+
+
+# ---------------------------------------------------------------- writing
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_predictions(path: Path, predictions: Predictions) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image_id", "label", "logit", "probability"])
+        for row in zip(predictions.image_ids, predictions.labels, predictions.logits,
+                       predictions.probabilities):
+            # Shortest exact repr: the manifest's threshold is one of these probabilities,
+            # and rounding could move that case below it when the file is read back.
+            writer.writerow([row[0], int(row[1]), repr(float(row[2])), repr(float(row[3]))])
+
+
+def save_bundle(folder: str | Path, model, manifest: dict, predictions: Predictions,
+                history_csv: str | Path | None = None) -> Path:
+    """Write a bundle; the manifest gets the model file's sha256 and the format version."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save(folder / MODEL_FILE)
+    manifest = {**manifest, "format_version": FORMAT_VERSION,
+                "model_sha256": sha256_file(folder / MODEL_FILE)}
+    missing = validate_manifest(manifest)
+    if missing:
+        raise ValueError(f"manifest is incomplete: {missing}")
+    write_predictions(folder / PREDICTIONS_FILE, predictions)
+    if history_csv is not None and Path(history_csv).exists():
+        (folder / HISTORY_FILE).write_text(Path(history_csv).read_text())
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    return folder
+
+
+def attach_ood(folder: str | Path, distribution: FeatureDistribution, entry: dict) -> None:
+    """Store OOD feature statistics in a bundle and record them (and their sha256) in
+    its manifest."""
+    folder = Path(folder)
+    distribution.save(folder / OOD_FILE)
+    manifest = read_manifest(folder)
+    manifest["ood"] = {**entry, "sha256": sha256_file(folder / OOD_FILE)}
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------- reading
+
+
+def validate_manifest(manifest) -> list[str]:
+    """Problems with a manifest's fields (empty when it is complete and well typed)."""
+    if not isinstance(manifest, dict):
+        return ["the manifest is not a JSON object"]
+    problems = []
+    for field, kind in REQUIRED_FIELDS.items():
+        if field not in manifest:
+            problems.append(f"missing field '{field}'")
+        elif not isinstance(manifest[field], kind) or isinstance(manifest[field], bool):
+            problems.append(f"field '{field}' has the wrong type ({type(manifest[field]).__name__})")
+    if not problems and "value" not in manifest["threshold"]:
+        problems.append("field 'threshold' has no 'value'")
+    return problems
+
+
+def read_manifest(folder: str | Path) -> dict:
+    """Parse and validate `folder/manifest.json`, or raise BundleError."""
+    folder = Path(folder)
+    path = folder / MANIFEST_FILE
+    if not folder.is_dir():
+        raise BundleError(f"model bundle not found: {folder}. Train one with "
+                          f"`python -m medal_core.train ... --out {folder}`.")
+    if not path.is_file():
+        raise BundleError(f"{folder} has no {MANIFEST_FILE}: the bundle is incomplete. "
+                          "Re-run training or restore the folder from the repository.")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BundleError(f"{path} is not valid JSON ({error}); restore it from the repository.") from error
+    problems = validate_manifest(manifest)
+    if problems:
+        raise BundleError(f"{path} is malformed: {'; '.join(problems)}.")
+    return manifest
+
+
+def read_predictions(path: Path) -> Predictions:
+    try:
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        predictions = Predictions(
+            np.array([r["image_id"] for r in rows], dtype=str),
+            np.array([int(r["label"]) for r in rows], dtype=np.int64),
+            np.array([float(r["logit"]) for r in rows]),
+            np.array([float(r["probability"]) for r in rows]))
+    except (KeyError, ValueError, TypeError) as error:
+        raise BundleError(f"{path} is malformed ({error!r}); restore it from the repository.") from error
+    if len(rows) == 0 or len(set(predictions.labels.tolist())) < 2:
+        raise BundleError(f"{path} must hold predictions for both classes.")
+    return predictions
+
+
+def load_bundle(folder: str | Path, load_model: bool = True) -> Bundle:
+    """Read and verify a bundle; with `load_model`, also load its Keras model (safe mode)."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    for required in (MODEL_FILE, PREDICTIONS_FILE):
+        if not (folder / required).is_file():
+            raise BundleError(f"{folder} has no {required}: the bundle is incomplete. "
+                              "Re-run training or restore the folder from the repository.")
+    predictions = read_predictions(folder / PREDICTIONS_FILE)
+    model = ood = None
+    if load_model:
+        verify_sha256(folder / MODEL_FILE, manifest["model_sha256"])
+        model = _load_keras_model(folder / MODEL_FILE)
+        if "ood" in manifest:
+            verify_sha256(folder / OOD_FILE, manifest["ood"].get("sha256", ""))
+            ood = FeatureDistribution.load(folder / OOD_FILE)
+        for layer in ("logit", manifest["gradcam_layer"]):
+            try:
+                model.get_layer(layer)
+            except ValueError as error:
+                raise BundleError(f"{folder / MODEL_FILE} has no layer '{layer}' named in its manifest.") from error
+    return Bundle(folder, manifest, predictions, model, ood)
+
+
+def verify_sha256(path: Path, expected: str) -> None:
+    """Raise BundleError unless `path` exists and hashes to `expected`."""
+    if not path.is_file():
+        raise BundleError(f"{path} is missing: the bundle is incomplete. Restore it from the repository.")
+    actual = sha256_file(path)
+    if actual != expected:
+        raise BundleError(f"{path} does not match its manifest (sha256 {actual[:12]}… instead of "
+                          f"{expected[:12]}…): the file was changed or damaged. Restore it from "
+                          "the repository; do not use it.")
+
+
+def _load_keras_model(path: Path):
+    import keras  # deferred: reading manifests and predictions must not need TensorFlow
+
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:  # Keras raises many types for a bad archive; all mean "unusable"
+        raise BundleError(f"{path} could not be loaded safely: {error}") from error
+
+
+def find_bundles(models_dir: str | Path) -> list[Path]:
+    """Folders directly under `models_dir` that look like bundles (hold a manifest)."""
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        return []
+    return sorted(p for p in models_dir.iterdir() if p.is_dir() and (p / MANIFEST_FILE).exists())

@@ -1,0 +1,244 @@
+"""Labelled dermoscopy datasets: discovery, validation split and tf.data pipelines.
+
+Three layouts are understood (see `load_dataset`):
+
+* **ISIC** — a folder with `labels.csv` holding at least `path,label,split`
+  (`path` relative to the folder), as in `../shared/data/isic2017`.
+* **Class folders** — `ROOT/{benign,malignant}/*`, optionally below split folders
+  `ROOT/{train,val,test}/{benign,malignant}/*`.
+* **CSV manifest** — a file with `filepath,label` (and optionally `split`); labels are
+  mapped to the two classes with `ISIC_LABEL_MAP` or a mapping you give.
+
+Every image is decoded by one function, `load_image`, for training and evaluation alike,
+so the model sees the same pixels in both.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+CLASS_NAMES = ("benign", "malignant")
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+SPLITS = ("train", "val", "test")
+
+# The classic ISIC 2017 task 3 mapping: melanoma against everything else.
+ISIC_LABEL_MAP = {
+    "benign": "benign",
+    "nevus": "benign",
+    "seborrheic_keratosis": "benign",
+    "malignant": "malignant",
+    "melanoma": "malignant",
+}
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used, with a message that says why and where."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Image paths with binary labels (0 = benign, 1 = malignant) and split names.
+
+    All arrays have shape (n,). `splits` holds "train", "val", "test" or "" when the
+    layout does not say.
+    """
+
+    paths: np.ndarray
+    labels: np.ndarray
+    splits: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def image_ids(self) -> np.ndarray:
+        return np.array([Path(p).stem for p in self.paths])
+
+    def subset(self, mask: np.ndarray) -> "Dataset":
+        return Dataset(self.paths[mask], self.labels[mask], self.splits[mask])
+
+    def select_split(self, split: str) -> "Dataset":
+        """The images of one split; `split="all"` keeps every image."""
+        if split == "all":
+            return self
+        chosen = self.subset(self.splits == split)
+        if len(chosen) == 0:
+            found = sorted(set(self.splits) - {""}) or ["none"]
+            raise DatasetError(f"no images in split '{split}' (splits present: {', '.join(found)})")
+        return chosen
+
+    def summary(self) -> dict:
+        """Counts per class and prevalence, for manifests and logs."""
+        n_malignant = int(self.labels.sum())
+        return {
+            "images": len(self),
+            "benign": len(self) - n_malignant,
+            "malignant": n_malignant,
+            "prevalence": round(n_malignant / max(len(self), 1), 4),
+        }
+
+
+# ---------------------------------------------------------------- layouts
+
+
+def load_dataset(root: str | Path, manifest: str | Path | None = None,
+                 label_map: dict[str, str] | None = None) -> Dataset:
+    """Read a dataset in any of the three layouts and check it is usable.
+
+    `manifest` names a CSV manifest (relative paths in it are taken from `root`); without
+    it, `root/labels.csv` means the ISIC layout, otherwise class folders are expected.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"data folder not found: {root}")
+    if manifest is not None:
+        dataset = read_csv_manifest(manifest, root=root, label_map=label_map)
+    elif (root / "labels.csv").is_file():
+        dataset = read_csv_manifest(root / "labels.csv", root=root, label_map=label_map)
+    else:
+        dataset = read_class_folders(root)
+    check_dataset(dataset, root)
+    return dataset
+
+
+def read_class_folders(root: Path) -> Dataset:
+    """`root/{benign,malignant}/*`, or the same below `root/{train,val,test}/`."""
+    split_dirs = [(s, root / s) for s in SPLITS if (root / s).is_dir()]
+    if not split_dirs:
+        split_dirs = [("", root)]
+    paths, labels, splits = [], [], []
+    for split, folder in split_dirs:
+        for label, class_name in enumerate(CLASS_NAMES):
+            class_dir = folder / class_name
+            if not class_dir.is_dir():
+                continue
+            for path in sorted(class_dir.iterdir()):
+                if path.suffix.lower() in IMAGE_SUFFIXES:
+                    paths.append(str(path))
+                    labels.append(label)
+                    splits.append(split)
+    if not paths:
+        raise DatasetError(
+            f"no images found in {root}: expected labels.csv, or images in "
+            f"{root}/benign and {root}/malignant (optionally below train/val/test)")
+    return _as_dataset(paths, labels, splits)
+
+
+def read_csv_manifest(csv_path: str | Path, root: str | Path | None = None,
+                      label_map: dict[str, str] | None = None) -> Dataset:
+    """A CSV with a path column (`filepath` or `path`), a `label` column and an
+    optional `split` column. Labels go through `label_map` (default `ISIC_LABEL_MAP`)."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise DatasetError(f"manifest not found: {csv_path}")
+    base = Path(root) if root is not None else csv_path.parent
+    label_map = {k.lower(): v for k, v in (label_map or ISIC_LABEL_MAP).items()}
+    with csv_path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise DatasetError(f"manifest {csv_path} has no rows")
+    path_key = "filepath" if "filepath" in rows[0] else "path"
+    for key in (path_key, "label"):
+        if key not in rows[0]:
+            raise DatasetError(f"manifest {csv_path} needs a '{key}' column; found {list(rows[0])}")
+    paths, labels, splits = [], [], []
+    for line, row in enumerate(rows, start=2):
+        raw_label = row["label"].strip().lower()
+        if raw_label not in label_map:
+            raise DatasetError(
+                f"{csv_path}, line {line}: label '{row['label']}' is not in the label mapping "
+                f"({', '.join(sorted(label_map))})")
+        class_name = label_map[raw_label]
+        if class_name not in CLASS_NAMES:
+            raise DatasetError(f"label mapping sends '{raw_label}' to '{class_name}', "
+                               f"which is not one of {CLASS_NAMES}")
+        path = Path(row[path_key])
+        paths.append(str(path if path.is_absolute() else base / path))
+        labels.append(CLASS_NAMES.index(class_name))
+        splits.append((row.get("split") or "").strip())
+    return _as_dataset(paths, labels, splits)
+
+
+def check_dataset(dataset: Dataset, root: Path) -> None:
+    """Refuse datasets training cannot use: empty, one class only, or missing files."""
+    if len(dataset) == 0:
+        raise DatasetError(f"no images found in {root}")
+    present = set(dataset.labels.tolist())
+    if present != {0, 1}:
+        only = CLASS_NAMES[present.pop()]
+        raise DatasetError(f"{root} holds only '{only}' images: both classes are needed")
+    for path in dataset.paths:
+        if not Path(path).is_file():
+            raise DatasetError(f"image listed but not found: {path}")
+
+
+def _as_dataset(paths, labels, splits) -> Dataset:
+    return Dataset(np.array(paths, dtype=str), np.array(labels, dtype=np.int32),
+                   np.array(splits, dtype=str))
+
+
+# ---------------------------------------------------------------- validation split
+
+
+def make_validation_split(dataset: Dataset, extra_fraction: float = 0.15,
+                          seed: int = 42) -> tuple[Dataset, Dataset]:
+    """Split into (train, validation), deterministically and stratified by class.
+
+    The validation set is the official `val` split plus a seeded, class-stratified
+    `extra_fraction` of `train`: ISIC 2017's official validation split has only 150
+    images (30 melanomas), too few to choose a threshold on. Without an official
+    validation split, `max(extra_fraction, 0.2)` of the training images is held out.
+    `test` images are never used by either part.
+    """
+    if not 0 < extra_fraction < 1:
+        raise ValueError(f"extra_fraction must be in (0, 1), got {extra_fraction}")
+    official_val = dataset.splits == "val"
+    trainable = np.isin(dataset.splits, ["train", ""])
+    if not official_val.any():
+        extra_fraction = max(extra_fraction, 0.2)
+    rng = np.random.default_rng(seed)
+    moved = np.zeros(len(dataset), dtype=bool)
+    for label in (0, 1):
+        candidates = np.flatnonzero(trainable & (dataset.labels == label))
+        n_moved = int(round(extra_fraction * len(candidates)))
+        moved[rng.choice(candidates, size=n_moved, replace=False)] = True
+    validation = official_val | moved
+    return dataset.subset(trainable & ~moved), dataset.subset(validation)
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def load_image(path: str | Path, size: int) -> np.ndarray:
+    """Decode one image file to uint8 RGB of shape (size, size, 3).
+
+    EXIF orientation is applied and any mode is converted to RGB; the resize is
+    Pillow's antialiased bilinear, the same that `resize_for_model` uses on uploads.
+    """
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            return resize_for_model(np.asarray(image.convert("RGB")), size)
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise DatasetError(f"cannot read image {path}: {error}") from error
+
+
+def resize_for_model(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Resize an (h, w, 3) uint8 RGB array to (size, size, 3) uint8."""
+    if rgb.shape[:2] == (size, size):
+        return np.ascontiguousarray(rgb, dtype=np.uint8)
+    resized = Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def load_images(paths, size: int) -> np.ndarray:
+    """Decode many files to a (n, size, size, 3) uint8 array, naming any bad file."""
+    images = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    for i, path in enumerate(paths):
+        images[i] = load_image(path, size)
+    return images

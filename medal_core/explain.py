@@ -1,0 +1,328 @@
+"""Explanations: Grad-CAM heatmaps, heatmap overlays and per-layer activation maps.
+
+Grad-CAM (Selvaraju et al., 2017) asks *where* the evidence for a decision sits: it
+weights the channels of a convolutional layer by how much the decision's score changes
+with them, sums the weighted channels, and keeps the positive part.
+
+The layout follows pytorch-grad-cam: one base class owns the costly part (a sub-model
+returning a layer's activations and the logit, plus a traced gradient function), a CAM
+method is a small subclass that only says how to weight channels, and drawing
+(`overlay_heatmap`, `activation_grid`) is kept apart from the maths.
+
+Every model here is a flat functional graph from `medal_core.models`: raw RGB 0–255 in,
+a Dense layer named `logit`, then a sigmoid named `probability`. A positive logit means
+"malignant" (label 1).
+
+Typical use::
+
+    cam = GradCAM(model)                       # layer defaults to the architecture's
+    heatmap = cam(image)                       # (s, s) float32 in [0, 1]
+    picture = overlay_heatmap(original_rgb, heatmap)
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import weakref
+
+import cv2
+import keras
+import numpy as np
+import tensorflow as tf
+
+from medal_core.models import ARCHITECTURES, LOGIT_LAYER
+
+DIRECTIONS = ("malignant", "benign")
+
+# Layers with 4-D outputs that are not features: they only copy, rescale or pad pixels.
+_NOT_FEATURE_LAYERS = (keras.layers.InputLayer, keras.layers.Rescaling,
+                       keras.layers.Normalization, keras.layers.ZeroPadding2D)
+
+
+# --------------------------------------------------------------------------- layers
+
+
+def _is_4d(layer: keras.layers.Layer) -> bool:
+    try:
+        return len(layer.output.shape) == 4
+    except (AttributeError, ValueError):  # layers with several or no outputs
+        return False
+
+
+def conv_layer_names(model: keras.Model) -> list[str]:
+    """Names of the layers whose output is a 4-D feature map (n, h, w, c), in graph
+    order (input side first): convolutions, batch norms, activations, poolings, adds.
+    The input and pixel-level preprocessing (rescaling, normalisation, zero padding)
+    are left out. Meant for a layer picker; any of these works with `GradCAM` and
+    `activation_maps`."""
+    return [layer.name for layer in model.layers
+            if _is_4d(layer) and not isinstance(layer, _NOT_FEATURE_LAYERS)]
+
+
+def _feature_layer(model: keras.Model, layer_name: str) -> keras.layers.Layer:
+    """The layer called `layer_name`, checked to output a 4-D map; ValueError otherwise."""
+    try:
+        layer = model.get_layer(layer_name)
+    except ValueError:
+        layer = None
+    if layer is None or not _is_4d(layer):
+        problem = "has no layer" if layer is None else "has no 4-D (n, h, w, c) layer"
+        raise ValueError(f"model '{model.name}' {problem} named '{layer_name}'; "
+                         f"convolutional layers: {conv_layer_names(model)}")
+    return layer
+
+
+def default_gradcam_layer(model: keras.Model) -> str:
+    """The layer Grad-CAM looks at by default: the architecture's `gradcam_layer` when
+    the model is named after one in `models.ARCHITECTURES` (and has that layer), else
+    the last 4-D feature layer."""
+    spec = ARCHITECTURES.get(model.name)
+    names = conv_layer_names(model)
+    if spec is not None and spec.gradcam_layer in names:
+        return spec.gradcam_layer
+    if not names:
+        raise ValueError(f"model '{model.name}' has no 4-D convolutional layer")
+    return names[-1]
+
+
+def layer_channels(model: keras.Model, layer_name: str) -> int:
+    """Number of channels c of the (n, h, w, c) output of `layer_name`."""
+    return int(_feature_layer(model, layer_name).output.shape[-1])
+
+
+# ---------------------------------------------------------------- shared sub-models
+
+
+class ActivationsAndLogit:
+    """Images → one layer's activations and the logit, for one (model, layer).
+
+    Building the sub-model and tracing its functions is the costly part, so instances
+    are cached per model and layer (see `activations_and_logit`). Both functions have a
+    fixed input signature (None, h, w, 3) float32, so new batch sizes do not retrace.
+    """
+
+    def __init__(self, model: keras.Model, layer_name: str):
+        layer = _feature_layer(model, layer_name)
+        self.layer_name = layer_name
+        self.channels = int(layer.output.shape[-1])
+        # (h, w) of the model input; None entries for a model taking any size.
+        self.input_size = tuple(model.inputs[0].shape[1:3])
+        # Holds the layers, never `model` itself, so the cache cannot keep it alive.
+        self.model = keras.Model(model.inputs,
+                                 [layer.output, model.get_layer(LOGIT_LAYER).output],
+                                 name=f"{model.name}_{layer_name}_and_logit")
+        spec = tf.TensorSpec((None, *self.input_size, 3), tf.float32)
+        self.forward = tf.function(self._forward, input_signature=[spec])
+        self.gradients = tf.function(
+            self._gradients, input_signature=[spec, tf.TensorSpec((), tf.float32)])
+
+    def _forward(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(activations (n, h, w, c), logits (n,)), both float32."""
+        activations, logits = self.model(images, training=False)
+        return tf.cast(activations, tf.float32), tf.reshape(tf.cast(logits, tf.float32), [-1])
+
+    def _gradients(self, images: tf.Tensor, sign: tf.Tensor
+                   ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """(activations, d(sign · logit)/d activations, logits). The logit, not the
+        probability: the sigmoid saturates, and its near-zero gradients would blank
+        the maps of confident predictions."""
+        with tf.GradientTape() as tape:
+            activations, logits = self._forward(images)
+            # Images are independent, so the gradient of the sum is each image's own.
+            score = tf.reduce_sum(sign * logits)
+        grads = tape.gradient(score, activations)
+        if grads is None:  # the layer does not feed the logit
+            grads = tf.zeros_like(activations)
+        return activations, grads, logits
+
+    @property
+    def tracing_count(self) -> int:
+        """How many times the gradient function has been traced (1 after first use)."""
+        return self.gradients.experimental_get_tracing_count()
+
+
+_CACHE: "weakref.WeakKeyDictionary[keras.Model, dict[str, ActivationsAndLogit]]" = \
+    weakref.WeakKeyDictionary()
+_CACHE_LOCK = threading.Lock()  # Streamlit serves sessions from several threads
+
+
+def activations_and_logit(model: keras.Model, layer_name: str) -> ActivationsAndLogit:
+    """The cached `ActivationsAndLogit` for (model, layer_name), built on first use.
+    Entries go away with the model (weak keys), so ids are never confused."""
+    with _CACHE_LOCK:
+        per_layer = _CACHE.setdefault(model, {})
+        if layer_name not in per_layer:
+            per_layer[layer_name] = ActivationsAndLogit(model, layer_name)
+        return per_layer[layer_name]
+
+
+def _as_batch(images: np.ndarray, input_size: tuple) -> tuple[np.ndarray, bool]:
+    """float32 (n, h, w, 3) batch from a batch or a single image, and whether it was
+    single. Checks the spatial size against the model input's."""
+    images = np.asarray(images)
+    single = images.ndim == 3
+    if single:
+        images = images[None]
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"expected RGB images (n, h, w, 3) or one image (h, w, 3), "
+                         f"got shape {images.shape}")
+    for got, want in zip(images.shape[1:3], input_size):
+        if want is not None and got != want:
+            raise ValueError(f"images are {images.shape[1]}×{images.shape[2]}, the model "
+                             f"takes {input_size[0]}×{input_size[1]}; resize them first")
+    return images.astype(np.float32, copy=False), single
+
+
+def _scale_to_unit(maps: np.ndarray, subtract_min: bool) -> np.ndarray:
+    """Scale each (h, w) map of a (k, h, w) stack to [0, 1] by its own range; a map
+    with no range (all zero, or constant with `subtract_min`) becomes all zero."""
+    maps = maps.astype(np.float32, copy=True)
+    low = maps.min(axis=(1, 2), keepdims=True) if subtract_min else np.zeros_like(maps[:, :1, :1])
+    span = maps.max(axis=(1, 2), keepdims=True) - low
+    safe = np.where(span > 0, span, 1.0)
+    scaled = np.where(span > 0, (maps - low) / safe, 0.0)
+    return np.clip(scaled, 0.0, 1.0).astype(np.float32)
+
+
+def _resize(maps: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of a (k, hs, ws) float32 stack to (k, height, width)."""
+    return np.stack([cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR)
+                     for m in maps]).astype(np.float32)
+
+
+# ------------------------------------------------------------------------ Grad-CAM
+
+
+class BaseCAM:
+    """Class activation maps over one convolutional layer of a model.
+
+    Subclasses say how to weight the layer's channels (`channel_weights`); the map is
+    ReLU(Σ_c weight_c · activation_c), upsampled to the input size and scaled to [0, 1].
+    Instances are reusable: call them on as many batches as needed.
+    """
+
+    def __init__(self, model: keras.Model, layer_name: str | None = None):
+        self.layer_name = layer_name or default_gradcam_layer(model)
+        self._extractor = activations_and_logit(model, self.layer_name)
+
+    @property
+    def tracing_count(self) -> int:
+        """Traces of the underlying gradient function (stays 1 across batch sizes)."""
+        return self._extractor.tracing_count
+
+    def channel_weights(self, activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+        """(n, c) weights from activations and gradients, both (n, h, w, c)."""
+        raise NotImplementedError
+
+    def __call__(self, images: np.ndarray, direction: str = "malignant") -> np.ndarray:
+        """Heatmaps for a batch (n, s, s, 3) or one image (s, s, 3), uint8 or float,
+        RGB 0–255 at the model's input size.
+
+        `direction` "malignant" shows the evidence raising the logit, "benign" the
+        evidence lowering it. Returns float32 (n, s, s) — or (s, s) for one image — in
+        [0, 1], each map scaled by its own maximum; 0 everywhere when there is no such
+        evidence.
+        """
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        batch, single = _as_batch(images, self._extractor.input_size)
+        sign = tf.constant(1.0 if direction == "malignant" else -1.0)
+        activations, grads, _ = self._extractor.gradients(tf.constant(batch), sign)
+        activations, grads = activations.numpy(), grads.numpy()
+        weights = self.channel_weights(activations, grads)
+        cams = np.maximum(np.einsum("nhwc,nc->nhw", activations, weights), 0.0)
+        heatmaps = _scale_to_unit(_resize(cams, *batch.shape[1:3]), subtract_min=False)
+        return heatmaps[0] if single else heatmaps
+
+
+class GradCAM(BaseCAM):
+    """Grad-CAM: a channel's weight is the spatial mean of the logit's gradient over it."""
+
+    def channel_weights(self, activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+        return gradients.mean(axis=(1, 2))
+
+
+# ------------------------------------------------------------------------- drawing
+
+
+def overlay_heatmap(rgb: np.ndarray, heatmap: np.ndarray, opacity: float = 0.4,
+                    colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
+    """Blend a colour-mapped heatmap over an image.
+
+    rgb: uint8 (h, w, 3), any size (e.g. the original upload). heatmap: (hs, ws) with
+    values in [0, 1] (clipped), bilinearly resized to (h, w). opacity: weight of the
+    heatmap colours, 0 (image only) to 1 (colours only). colormap: an OpenCV
+    `cv2.COLORMAP_*`. Returns uint8 RGB (h, w, 3).
+    """
+    rgb = np.asarray(rgb)
+    heatmap = np.asarray(heatmap)
+    if rgb.dtype != np.uint8:
+        raise TypeError(f"rgb must be uint8, got {rgb.dtype}")
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"rgb must have shape (h, w, 3), got {rgb.shape}")
+    if heatmap.ndim != 2 or min(heatmap.shape) == 0:
+        raise ValueError(f"heatmap must have shape (h, w), got {heatmap.shape}")
+    if not (isinstance(opacity, (int, float)) and 0.0 <= opacity <= 1.0):
+        raise ValueError(f"opacity must be a number in [0, 1], got {opacity!r}")
+    height, width = rgb.shape[:2]
+    heat = np.nan_to_num(heatmap.astype(np.float32), nan=0.0)
+    heat = np.clip(cv2.resize(heat, (width, height), interpolation=cv2.INTER_LINEAR), 0, 1)
+    bgr = cv2.applyColorMap(np.rint(heat * 255).astype(np.uint8), colormap)
+    colours = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # OpenCV colormaps come out BGR
+    blended = (1.0 - opacity) * rgb.astype(np.float32) + opacity * colours.astype(np.float32)
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------- activation maps
+
+
+def activation_maps(model: keras.Model, layer_name: str, image: np.ndarray,
+                    max_maps: int = 16) -> np.ndarray:
+    """What `layer_name` sees: its first k = min(max_maps, channels) channels for one
+    image (s, s, 3) — or a batch of one — in RGB 0–255 at the model's input size.
+
+    Returns float32 (k, h, w) at the layer's own resolution, each map min–max scaled
+    to [0, 1] (a constant map becomes 0). Use `layer_channels` for the channel count.
+    """
+    if max_maps < 1:
+        raise ValueError(f"max_maps must be at least 1, got {max_maps}")
+    extractor = activations_and_logit(model, layer_name)
+    batch, _ = _as_batch(image, extractor.input_size)
+    if len(batch) != 1:
+        raise ValueError(f"activation_maps takes one image, got a batch of {len(batch)}")
+    activations, _ = extractor.forward(tf.constant(batch))
+    maps = np.moveaxis(activations.numpy()[0, :, :, :max_maps], -1, 0)
+    return _scale_to_unit(maps, subtract_min=True)
+
+
+def activation_grid(maps: np.ndarray, columns: int = 4, pad: int = 2,
+                    colormap: int | None = None, pad_value: int = 255) -> np.ndarray:
+    """Tile k maps (k, h, w) in [0, 1] into one image for display.
+
+    The grid has c = min(columns, k) columns and r = ceil(k / columns) rows, with `pad`
+    pixels of `pad_value` between tiles (none around the edge), so its size is
+    H = r·h + (r − 1)·pad by W = c·w + (c − 1)·pad. Returns uint8 grayscale (H, W), or
+    RGB (H, W, 3) coloured with OpenCV `colormap` (e.g. `cv2.COLORMAP_VIRIDIS`).
+    """
+    maps = np.asarray(maps)
+    if maps.ndim != 3 or 0 in maps.shape:
+        raise ValueError(f"maps must have shape (k, h, w) with k ≥ 1, got {maps.shape}")
+    if columns < 1 or pad < 0:
+        raise ValueError(f"need columns ≥ 1 and pad ≥ 0, got columns={columns}, pad={pad}")
+    k, h, w = maps.shape
+    cols, rows = min(columns, k), math.ceil(k / columns)
+    tiles = np.rint(np.clip(np.nan_to_num(maps.astype(np.float32)), 0, 1) * 255).astype(np.uint8)
+    grid = np.full((rows * h + (rows - 1) * pad, cols * w + (cols - 1) * pad),
+                   pad_value, dtype=np.uint8)
+    is_tile = np.zeros(grid.shape, dtype=bool)
+    for index, tile in enumerate(tiles):
+        top, left = (index // cols) * (h + pad), (index % cols) * (w + pad)
+        grid[top:top + h, left:left + w] = tile
+        is_tile[top:top + h, left:left + w] = True
+    if colormap is None:
+        return grid
+    coloured = cv2.cvtColor(cv2.applyColorMap(grid, colormap), cv2.COLOR_BGR2RGB)
+    # Keep the padding neutral rather than coloured as if it were a strong activation.
+    coloured[~is_tile] = pad_value
+    return coloured

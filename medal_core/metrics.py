@@ -1,0 +1,323 @@
+"""Binary classification metrics on scores, with confidence intervals.
+
+Pure functions, NumPy arrays in and out. Conventions throughout:
+
+* `y_true` — shape (n,), 0 = benign, 1 = malignant (melanoma).
+* `y_score` — shape (n,), a probability in [0, 1] or any monotone score (a logit);
+  rank metrics (ROC AUC, PR AUC) only use its order.
+* A case is called positive ("refer") when `y_score >= threshold`.
+
+Ranking metrics are computed on the scores themselves, never on thresholded labels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import optimize, stats
+
+# ---------------------------------------------------------------- validation
+
+
+def check_binary_inputs(y_true, y_score, need_both_classes: bool = True):
+    """Validate and return (y_true int array, y_score float array), both shape (n,)."""
+    y_true = np.asarray(y_true)
+    y_score = np.asarray(y_score, dtype=np.float64)
+    if y_true.ndim != 1 or y_score.ndim != 1:
+        raise ValueError(f"y_true and y_score must be 1-D; got shapes {y_true.shape} and {y_score.shape}")
+    if len(y_true) != len(y_score):
+        raise ValueError(f"y_true has {len(y_true)} entries but y_score has {len(y_score)}")
+    if len(y_true) == 0:
+        raise ValueError("no samples given")
+    if not np.isin(y_true, (0, 1)).all():
+        raise ValueError(f"y_true must contain only 0 and 1; found {np.unique(y_true)[:5]}")
+    if not np.isfinite(y_score).all():
+        raise ValueError("y_score contains NaN or infinite values")
+    if need_both_classes and len(np.unique(y_true)) < 2:
+        raise ValueError("y_true must contain both classes for this metric")
+    return y_true.astype(np.int64), y_score
+
+
+# ---------------------------------------------------------------- ranking metrics
+
+
+def roc_curve(y_true, y_score):
+    """ROC curve: (fpr, tpr, thresholds), each shape (k,), thresholds decreasing.
+
+    The first point is (0, 0) at threshold +inf; each later point is the rate of cases
+    with `y_score >= threshold` among negatives (fpr) and positives (tpr).
+    """
+    y_true, y_score = check_binary_inputs(y_true, y_score)
+    order = np.argsort(-y_score, kind="mergesort")
+    sorted_scores, sorted_true = y_score[order], y_true[order]
+    # Only the last index of each run of tied scores is a distinct operating point.
+    distinct = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(sorted_scores) - 1]
+    tps = np.cumsum(sorted_true)[distinct]
+    fps = (distinct + 1) - tps
+    tpr = np.r_[0.0, tps / tps[-1]]
+    fpr = np.r_[0.0, fps / fps[-1]]
+    return fpr, tpr, np.r_[np.inf, sorted_scores[distinct]]
+
+
+def roc_auc(y_true, y_score) -> float:
+    """Area under the ROC curve: the probability that a random melanoma scores higher
+    than a random benign lesion (ties count one half), via the Mann–Whitney U statistic."""
+    y_true, y_score = check_binary_inputs(y_true, y_score)
+    ranks = stats.rankdata(y_score)
+    n_pos = y_true.sum()
+    n_neg = len(y_true) - n_pos
+    return float((ranks[y_true == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def precision_recall_curve(y_true, y_score):
+    """(precision, recall, thresholds) at each distinct score, thresholds decreasing,
+    starting from the highest threshold (shortest list of referrals)."""
+    y_true, y_score = check_binary_inputs(y_true, y_score)
+    order = np.argsort(-y_score, kind="mergesort")
+    sorted_scores, sorted_true = y_score[order], y_true[order]
+    distinct = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(sorted_scores) - 1]
+    tps = np.cumsum(sorted_true)[distinct]
+    predicted_positive = distinct + 1
+    return tps / predicted_positive, tps / tps[-1], sorted_scores[distinct]
+
+
+def average_precision(y_true, y_score) -> float:
+    """PR AUC as average precision: sum over thresholds of (ΔRecall × Precision), the
+    step-wise estimate that does not interpolate optimistically."""
+    precision, recall, _ = precision_recall_curve(y_true, y_score)
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def bootstrap_ci(y_true, y_score, metric=roc_auc, n_resamples: int = 2000,
+                 level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of `metric(y_true, y_score)`.
+
+    Resamples are stratified (positives and negatives resampled separately), so every
+    resample keeps the observed class counts and the metric is always defined.
+    """
+    y_true, y_score = check_binary_inputs(y_true, y_score)
+    rng = np.random.default_rng(seed)
+    positives, negatives = np.flatnonzero(y_true == 1), np.flatnonzero(y_true == 0)
+    values = np.empty(n_resamples)
+    for i in range(n_resamples):
+        idx = np.r_[rng.choice(positives, len(positives)), rng.choice(negatives, len(negatives))]
+        values[i] = metric(y_true[idx], y_score[idx])
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+# ---------------------------------------------------------------- at a threshold
+
+
+def wilson_interval(successes: int, total: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion `successes / total`; (nan, nan) if total is 0.
+    Unlike the normal approximation it stays inside [0, 1] and behaves at 0% and 100%."""
+    if total == 0:
+        return (math.nan, math.nan)
+    if not 0 <= successes <= total:
+        raise ValueError(f"successes must be in [0, {total}], got {successes}")
+    z = stats.norm.ppf(1 - (1 - level) / 2)
+    p = successes / total
+    denominator = 1 + z**2 / total
+    centre = (p + z**2 / (2 * total)) / denominator
+    half_width = z * math.sqrt(p * (1 - p) / total + z**2 / (4 * total**2)) / denominator
+    return (max(0.0, centre - half_width), min(1.0, centre + half_width))
+
+
+@dataclass(frozen=True)
+class Confusion:
+    """Counts at one threshold."""
+
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+
+    def as_matrix(self) -> np.ndarray:
+        """[[tn, fp], [fn, tp]]: rows are the true class, columns the decision."""
+        return np.array([[self.tn, self.fp], [self.fn, self.tp]])
+
+
+def confusion_at(y_true, y_score, threshold: float) -> Confusion:
+    """Confusion counts when cases with `y_score >= threshold` are called malignant."""
+    y_true, y_score = check_binary_inputs(y_true, y_score, need_both_classes=False)
+    called = y_score >= threshold
+    return Confusion(tp=int(np.sum(called & (y_true == 1))), fp=int(np.sum(called & (y_true == 0))),
+                     tn=int(np.sum(~called & (y_true == 0))), fn=int(np.sum(~called & (y_true == 1))))
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A proportion with its 95% Wilson interval and the counts behind it."""
+
+    value: float
+    low: float
+    high: float
+    successes: int
+    total: int
+
+    @classmethod
+    def of(cls, successes: int, total: int, level: float = 0.95) -> "Estimate":
+        value = successes / total if total else math.nan
+        return cls(value, *wilson_interval(successes, total, level), successes, total)
+
+
+def threshold_metrics(y_true, y_score, threshold: float) -> dict[str, Estimate]:
+    """Sensitivity, specificity, PPV, NPV, accuracy (Wilson CIs) and F1 at a threshold.
+
+    F1 is not a simple proportion; its interval is the percentile bootstrap.
+    """
+    c = confusion_at(y_true, y_score, threshold)
+    n = c.tp + c.fp + c.tn + c.fn
+    result = {
+        "sensitivity": Estimate.of(c.tp, c.tp + c.fn),
+        "specificity": Estimate.of(c.tn, c.tn + c.fp),
+        "ppv": Estimate.of(c.tp, c.tp + c.fp),
+        "npv": Estimate.of(c.tn, c.tn + c.fn),
+        "accuracy": Estimate.of(c.tp + c.tn, n),
+    }
+    f1 = f1_at(y_true, y_score, threshold)
+    low, high = (bootstrap_ci(y_true, y_score, lambda y, s: f1_at(y, s, threshold), 500)
+                 if len(np.unique(y_true)) == 2 else (math.nan, math.nan))
+    result["f1"] = Estimate(f1, low, high, c.tp, 2 * c.tp + c.fp + c.fn)
+    return result
+
+
+def f1_at(y_true, y_score, threshold: float) -> float:
+    """F1 of the malignant class at a threshold; 0 when nothing is called or present."""
+    c = confusion_at(y_true, y_score, threshold)
+    denominator = 2 * c.tp + c.fp + c.fn
+    return 2 * c.tp / denominator if denominator else 0.0
+
+
+def per_class_report(y_true, y_score, threshold: float,
+                     class_names=("benign", "malignant")) -> list[dict]:
+    """MedAL's table: precision, recall, F1 and support for each class at a threshold."""
+    c = confusion_at(y_true, y_score, threshold)
+    rows = []
+    for name, tp, fp, fn in ((class_names[0], c.tn, c.fn, c.fp), (class_names[1], c.tp, c.fp, c.fn)):
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append({"class": name, "precision": precision, "recall": recall, "f1": f1,
+                     "support": tp + fn})
+    return rows
+
+
+# ---------------------------------------------------------------- operating points
+
+
+def threshold_for_sensitivity(y_true, y_score, target: float = 0.95) -> float:
+    """The largest threshold whose sensitivity reaches `target`.
+
+    Recall first: this keeps at least `target` of the melanomas above the threshold while
+    referring as few benign lesions as that allows.
+    """
+    if not 0 < target <= 1:
+        raise ValueError(f"target sensitivity must be in (0, 1], got {target}")
+    y_true, y_score = check_binary_inputs(y_true, y_score)
+    positive_scores = np.sort(y_score[y_true == 1])[::-1]
+    needed = math.ceil(target * len(positive_scores) - 1e-9)
+    return float(positive_scores[needed - 1])
+
+
+def youden_threshold(y_true, y_score) -> float:
+    """The threshold that maximises Youden's J = sensitivity + specificity − 1."""
+    fpr, tpr, thresholds = roc_curve(y_true, y_score)
+    best = np.argmax(tpr[1:] - fpr[1:]) + 1  # skip the +inf point
+    return float(thresholds[best])
+
+
+# ---------------------------------------------------------------- prevalence
+
+
+def predictive_values(sensitivity: float, specificity: float, prevalence: float) -> tuple[float, float]:
+    """(PPV, NPV) of a test with this sensitivity and specificity at another prevalence
+    (Bayes' rule): the validation set's prevalence is not a clinic's."""
+    if not 0 <= prevalence <= 1:
+        raise ValueError(f"prevalence must be in [0, 1], got {prevalence}")
+    true_pos = sensitivity * prevalence
+    false_pos = (1 - specificity) * (1 - prevalence)
+    true_neg = specificity * (1 - prevalence)
+    false_neg = (1 - sensitivity) * prevalence
+    ppv = true_pos / (true_pos + false_pos) if true_pos + false_pos else math.nan
+    npv = true_neg / (true_neg + false_neg) if true_neg + false_neg else math.nan
+    return ppv, npv
+
+
+@dataclass(frozen=True)
+class NaturalFrequencies:
+    """What happens to `patients` people at a given prevalence and operating point."""
+
+    patients: int
+    with_melanoma: float
+    referred: float
+    melanomas_caught: float
+    melanomas_missed: float
+    benign_referred: float
+    benign_reassured: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def natural_frequencies(sensitivity: float, specificity: float, prevalence: float,
+                        patients: int = 1000) -> NaturalFrequencies:
+    """Expected counts per `patients` people: referred, melanomas caught and missed."""
+    with_melanoma = prevalence * patients
+    without = patients - with_melanoma
+    caught = sensitivity * with_melanoma
+    benign_referred = (1 - specificity) * without
+    return NaturalFrequencies(patients, with_melanoma, caught + benign_referred, caught,
+                              with_melanoma - caught, benign_referred, without - benign_referred)
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def sigmoid(x):
+    """Numerically stable logistic function."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x))))
+
+
+def log_loss(y_true, y_prob, eps: float = 1e-12) -> float:
+    """Mean negative log-likelihood (nats) of binary labels under probabilities."""
+    y_true, y_prob = check_binary_inputs(y_true, y_prob, need_both_classes=False)
+    p = np.clip(y_prob, eps, 1 - eps)
+    return float(-np.mean(y_true * np.log(p) + (1 - y_true) * np.log(1 - p)))
+
+
+def brier_score(y_true, y_prob) -> float:
+    """Mean squared difference between probability and outcome (0 is perfect)."""
+    y_true, y_prob = check_binary_inputs(y_true, y_prob, need_both_classes=False)
+    return float(np.mean((y_prob - y_true) ** 2))
+
+
+def expected_calibration_error(y_true, y_prob, n_bins: int = 10) -> float:
+    """ECE: the size-weighted mean |observed rate − mean probability| over equal-width
+    probability bins."""
+    y_true, y_prob = check_binary_inputs(y_true, y_prob, need_both_classes=False)
+    bins = np.minimum((y_prob * n_bins).astype(int), n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        in_bin = bins == b
+        if in_bin.any():
+            ece += in_bin.mean() * abs(y_true[in_bin].mean() - y_prob[in_bin].mean())
+    return float(ece)
+
+
+def fit_temperature(y_true, logits) -> float:
+    """Temperature T > 0 minimising the NLL of sigmoid(logits / T) (Guo et al., 2017).
+
+    T > 1 softens over-confident scores; it never changes their order, so ROC AUC and
+    the set of achievable operating points stay the same.
+    """
+    y_true, logits = check_binary_inputs(y_true, logits)
+    result = optimize.minimize_scalar(
+        lambda log_t: log_loss(y_true, sigmoid(logits / np.exp(log_t))),
+        bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    return float(np.exp(result.x))

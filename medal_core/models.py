@@ -1,0 +1,116 @@
+"""Model builders: MobileNet and EfficientNetB0 transfer models and a custom CNN.
+
+Every model
+* takes raw RGB in 0–255 at its input size (rescaling happens inside the model);
+* is one flat functional graph — the backbone's layers sit directly in it, not in a
+  nested sub-model — so Grad-CAM can reach any convolutional layer by name;
+* ends in a linear layer named `logit` followed by a sigmoid named `probability`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+from keras import layers
+
+LOGIT_LAYER = "logit"
+PROBABILITY_LAYER = "probability"
+FEATURE_LAYER = "avg_pool"   # pooled features: the out-of-distribution check reads them
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """What a bundle needs to know about an architecture."""
+
+    build: Callable[..., keras.Model]
+    default_input_size: int
+    gradcam_layer: str       # last convolutional activation, where Grad-CAM looks
+    is_transfer: bool        # has a pretrained backbone to freeze, then fine-tune
+
+
+def _classifier_head(features, dropout: float) -> keras.KerasTensor:
+    x = layers.GlobalAveragePooling2D(name=FEATURE_LAYER)(features)
+    x = layers.Dropout(dropout, name="head_dropout")(x)
+    logit = layers.Dense(1, name=LOGIT_LAYER)(x)
+    return layers.Activation("sigmoid", name=PROBABILITY_LAYER, dtype="float32")(logit)
+
+
+def _weights_argument(weights: str | None) -> str | None:
+    """`None`/"none" → random init; "imagenet" → Keras download; else a file path."""
+    if weights is None or str(weights).lower() == "none":
+        return None
+    return str(weights)
+
+
+def build_mobilenet(input_size: int = 256, weights: str | None = None,
+                    alpha: float = 0.75) -> keras.Model:
+    """MobileNet v1 (alpha 0.75, the ImageNet weights available offline in
+    `../shared/weights`), global average pooling, dropout 0.3, one sigmoid unit."""
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    scaled = layers.Rescaling(1 / 127.5, offset=-1, name="to_unit_range")(inputs)
+    backbone = keras.applications.MobileNet(
+        input_tensor=scaled, alpha=alpha, include_top=False,
+        weights=_weights_argument(weights))
+    return keras.Model(inputs, _classifier_head(backbone.output, 0.3), name="mobilenet")
+
+
+def build_efficientnetb0(input_size: int = 224, weights: str | None = None) -> keras.Model:
+    """EfficientNetB0, the original MedAL backbone: global average pooling, dropout 0.3,
+    one sigmoid unit. Keras' EfficientNet rescales 0–255 inputs itself."""
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    backbone = keras.applications.EfficientNetB0(
+        input_tensor=inputs, include_top=False, weights=_weights_argument(weights))
+    return keras.Model(inputs, _classifier_head(backbone.output, 0.3), name="efficientnetb0")
+
+
+def build_custom_cnn(input_size: int = 192, weights: str | None = None,
+                     filters: tuple[int, ...] = (32, 64, 128, 256, 256)) -> keras.Model:
+    """A small CNN trained from scratch: blocks of a 3×3 Conv2D (batch-normalised, GELU)
+    and a 2×2 MaxPooling, then global average pooling, dropout 0.5, one sigmoid unit."""
+    if weights is not None and str(weights).lower() != "none":
+        raise ValueError("custom_cnn is trained from scratch and takes no pretrained weights")
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    x = layers.Rescaling(1 / 255.0, name="to_unit_interval")(inputs)
+    for block, width in enumerate(filters, start=1):
+        x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"block{block}_conv")(x)
+        x = layers.BatchNormalization(name=f"block{block}_bn")(x)
+        x = layers.Activation("gelu", name=f"block{block}_gelu")(x)
+        x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+    return keras.Model(inputs, _classifier_head(x, 0.5), name="custom_cnn")
+
+
+ARCHITECTURES: dict[str, ArchitectureSpec] = {
+    "mobilenet": ArchitectureSpec(build_mobilenet, 256, "conv_pw_13_relu", True),
+    "efficientnetb0": ArchitectureSpec(build_efficientnetb0, 224, "top_activation", True),
+    "custom_cnn": ArchitectureSpec(build_custom_cnn, 192, "block5_gelu", False),
+}
+
+
+def build_model(arch: str, input_size: int | None = None,
+                weights: str | None = None) -> keras.Model:
+    """Build architecture `arch` (a key of `ARCHITECTURES`)."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture '{arch}'; choose one of {sorted(ARCHITECTURES)}")
+    spec = ARCHITECTURES[arch]
+    return spec.build(input_size=input_size or spec.default_input_size, weights=weights)
+
+
+def logit_model(model: keras.Model) -> keras.Model:
+    """The same graph, ending at the `logit` layer instead of the sigmoid."""
+    return keras.Model(model.inputs, model.get_layer(LOGIT_LAYER).output)
+
+
+def is_backbone_layer(layer: keras.layers.Layer) -> bool:
+    """True for layers of a pretrained backbone, False for the input and the head."""
+    return layer.name not in {"image", "to_unit_range", FEATURE_LAYER, "head_dropout",
+                              LOGIT_LAYER, PROBABILITY_LAYER}
+
+
+def set_backbone_trainable(model: keras.Model, trainable: bool) -> None:
+    """Freeze or unfreeze the backbone. Batch-norm layers stay frozen either way: with
+    batches of 32 their statistics would drift away from the ImageNet ones."""
+    for layer in model.layers:
+        if is_backbone_layer(layer):
+            layer.trainable = trainable and not isinstance(layer, layers.BatchNormalization)

@@ -1,0 +1,78 @@
+"""tf.data pipelines: shapes, dtypes, resizing, and augmentation on training batches only."""
+
+import numpy as np
+import pytest
+
+from conftest import write_image
+from medal_core import data, pipeline
+
+SIZE = 24
+
+
+def as_arrays(tf_dataset):
+    images, labels = zip(*[(x.numpy(), y.numpy()) for x, y in tf_dataset])
+    return np.concatenate(images), np.concatenate(labels)
+
+
+@pytest.fixture
+def non_square_dataset(tmp_path):
+    """Five distinct noise images of 40×24 and 24×40 pixels, PNG and JPEG."""
+    paths = [write_image(tmp_path / f"img{i}{'.png' if i % 2 else '.jpg'}",
+                         size=(40, 24) if i % 2 else (24, 40), seed=i) for i in range(5)]
+    return data.Dataset(np.array([str(p) for p in paths]), np.array([0, 1, 0, 1, 1], np.int32),
+                        np.array([""] * 5))
+
+
+@pytest.fixture
+def identical_images_dataset(tmp_path):
+    """Four copies of one asymmetric image: any difference between passes is augmentation,
+    not shuffling."""
+    path = write_image(tmp_path / "same.png", size=(32, 32), seed=42)
+    return data.Dataset(np.array([str(path)] * 4), np.array([0, 1, 0, 1], np.int32),
+                        np.array([""] * 4))
+
+
+def test_evaluation_batches_have_the_documented_shapes_and_dtypes(non_square_dataset):
+    batches = list(pipeline.make_pipeline(non_square_dataset, SIZE, batch_size=2))
+    assert [len(x) for x, _ in batches] == [2, 2, 1]
+    images, labels = as_arrays(pipeline.make_pipeline(non_square_dataset, SIZE, batch_size=2))
+    assert images.shape == (5, SIZE, SIZE, 3) and images.dtype == np.float32
+    assert labels.shape == (5, 1) and labels.dtype == np.float32
+    np.testing.assert_array_equal(labels[:, 0], [0, 1, 0, 1, 1])
+    assert images.min() >= 0 and images.max() <= 255 and images.max() > 1  # 0–255, not 0–1
+
+
+def test_evaluation_pipeline_decodes_with_load_image_in_order(non_square_dataset):
+    images, _ = as_arrays(pipeline.make_pipeline(non_square_dataset, SIZE, batch_size=3))
+    expected = data.load_images(non_square_dataset.paths, SIZE).astype(np.float32)
+    np.testing.assert_array_equal(images, expected)
+
+
+def test_evaluation_pipeline_is_deterministic(non_square_dataset):
+    ds = pipeline.make_pipeline(non_square_dataset, SIZE, batch_size=2)
+    first, _ = as_arrays(ds)
+    second, _ = as_arrays(ds)
+    np.testing.assert_array_equal(first, second)
+
+
+def test_training_batches_are_augmented_and_stay_in_range(identical_images_dataset):
+    plain, _ = as_arrays(pipeline.make_pipeline(identical_images_dataset, SIZE, batch_size=4))
+    training = pipeline.make_pipeline(identical_images_dataset, SIZE, batch_size=4,
+                                      training=True, seed=1)
+    first, labels = as_arrays(training)
+    second, _ = as_arrays(training)
+
+    for augmented in (first, second):
+        assert augmented.shape == (4, SIZE, SIZE, 3) and augmented.dtype == np.float32
+        assert augmented.min() >= 0.0 and augmented.max() <= 255.0
+        assert np.abs(augmented - plain).mean() > 1.0
+    assert np.abs(first - second).mean() > 1.0, "every epoch must see new augmentations"
+    assert sorted(labels[:, 0]) == [0, 0, 1, 1]
+
+
+def test_training_pipeline_reshuffles_every_epoch(tmp_path):
+    paths = [str(write_image(tmp_path / f"{i}.png", value=i * 10)) for i in range(12)]
+    dataset = data.Dataset(np.array(paths), np.array([0, 1] * 6, np.int32), np.array([""] * 12))
+    training = pipeline.make_pipeline(dataset, 8, batch_size=12, training=True, seed=0)
+    orders = [tuple(labels[:, 0]) for _, labels in (as_arrays(training) for _ in range(4))]
+    assert len(set(orders)) > 1
