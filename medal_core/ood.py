@@ -63,7 +63,7 @@ class FeatureDistribution:
 def threshold_keeping(distances: np.ndarray, share: float = KEEP_SHARE) -> float:
     """The smallest distance limit that keeps at least `share` of these in-distribution
     distances."""
-    return float(np.quantile(distances, share, method="higher"))
+    return float(np.quantile(distances, share, method="inverted_cdf"))
 
 
 # ---------------------------------------------------------------- non-lesion images

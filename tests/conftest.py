@@ -107,3 +107,16 @@ def tiny_bundle(tmp_path, tiny_keras_model) -> Path:
     history.write_text("epoch,loss,val_auc\n0,0.69,0.5\n1,0.6,0.7\n")
     return bundle.save_bundle(tmp_path / "models" / "tiny", tiny_keras_model, tiny_manifest(),
                               tiny_predictions(), history)
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_bundle(tmp_path_factory) -> Path:
+    """A bundle written by `train.train` itself (custom CNN at 32×32, one epoch on 24
+    synthetic images): 8 test-time views, a fitted temperature and OOD statistics.
+    Shared by the whole session: copy it before changing any of its files."""
+    from medal_core.train import TrainConfig, train
+
+    data_dir = write_class_folders(tmp_path_factory.mktemp("trained_data"), per_class=12)
+    return train(TrainConfig(arch="custom_cnn", data=str(data_dir), input_size=TINY_INPUT,
+                             out=str(tmp_path_factory.mktemp("trained") / "tiny_trained"),
+                             epochs=1, batch_size=8))

@@ -1,0 +1,208 @@
+"""Predictor on a bundle written by training, and the Prediction result object's logic."""
+
+import cv2
+import numpy as np
+import pytest
+
+from medal_core.bundle import load_bundle
+from medal_core.data import resize_for_model
+from medal_core.inference import DIHEDRAL_VIEWS
+from medal_core.metrics import sigmoid
+from medal_core.models import FEATURE_LAYER, logit_model
+from medal_core.predictor import VERDICTS, Prediction, Predictor
+from medal_core.quality import assess_quality
+
+import keras
+
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def predictor(trained_tiny_bundle) -> Predictor:
+    return Predictor.from_folder(trained_tiny_bundle)
+
+
+def photo(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A lesion-ish uint8 RGB picture: a dark blob on skin tones, with seeded texture."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    blob = ((y - height * 0.45) / (height * 0.3)) ** 2 + ((x - width * 0.55) / (width * 0.25)) ** 2 < 1
+    rgb = np.empty((height, width, 3), np.float32)
+    rgb[...] = (205, 160, 135)
+    rgb[blob] = (110, 70, 50)
+    rgb += rng.normal(0, 12, rgb.shape)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def independent_probability(predictor: Predictor, rgb: np.ndarray):
+    """(probability, mean view logit, 8 view probabilities, pooled features) computed from the Keras
+    model directly, with NumPy views — no ModelRunner involved."""
+    bundle = predictor.bundle
+    size = bundle.manifest["input_size"]
+    image = resize_for_model(rgb, size).astype(np.float32)[None]
+    mirrored = image[:, :, ::-1]
+    views = ([np.rot90(image, k, axes=(1, 2)) for k in range(4)]
+             + [np.rot90(mirrored, k, axes=(1, 2)) for k in range(4)])
+    raw = logit_model(bundle.model)
+    logits = np.array([raw([np.ascontiguousarray(v)]).numpy()[0, 0] for v in views])
+    temperature = bundle.manifest["temperature"]
+    pooled = keras.Model(bundle.model.inputs, bundle.model.get_layer(FEATURE_LAYER).output)
+    features = pooled([image]).numpy()
+    return (float(sigmoid(logits.mean() / temperature)), float(logits.mean()),
+            sigmoid(logits / temperature), features)
+
+
+# ---------------------------------------------------------------- Prediction logic
+
+
+def made(probability=0.5, threshold=0.4, views=(0.3, 0.6), ood_distance=None, ood_threshold=None):
+    """A hand-made Prediction; `views` are the view probabilities (only min/max matter)."""
+    return Prediction(probability=probability, logit=0.0, threshold=threshold,
+                      view_probabilities=np.array(views, dtype=float), ood_distance=ood_distance,
+                      ood_threshold=ood_threshold, quality=assess_quality(photo(256, 256)))
+
+
+@pytest.mark.parametrize("probability, views, threshold, refer, indeterminate, code", [
+    (0.10, (0.05, 0.20), 0.40, False, False, "low"),
+    (0.80, (0.60, 0.90), 0.40, True, False, "refer"),
+    (0.40, (0.40, 0.40), 0.40, True, False, "refer"),            # at the threshold: refer
+    (0.35, (0.20, 0.50), 0.40, False, True, "indeterminate"),    # below, but views straddle
+    (0.45, (0.30, 0.60), 0.40, True, True, "indeterminate"),     # above, views straddle
+    (0.45, (0.40, 0.60), 0.40, True, False, "refer"),            # lowest view on it: all refer
+    (0.35, (0.20, 0.40), 0.40, False, True, "indeterminate"),    # highest view reaches it
+    (0.30, (0.20, 0.399), 0.40, False, False, "low"),
+])
+def test_refer_indeterminate_and_verdict(probability, views, threshold, refer, indeterminate, code):
+    p = made(probability, threshold, views)
+    assert p.spread == (min(views), max(views))
+    assert p.refer is refer
+    assert p.indeterminate is indeterminate
+    assert p.looks_like_lesion
+    assert p.verdict_code == code
+    assert p.verdict == VERDICTS[code]
+
+
+@pytest.mark.parametrize("distance, limit, lesion", [(None, None, True), (1.0, 2.0, True),
+                                                     (2.0, 2.0, True), (2.01, 2.0, False)])
+def test_not_lesion_when_the_ood_distance_exceeds_its_threshold(distance, limit, lesion):
+    for probability, views in ((0.9, (0.8, 0.95)), (0.35, (0.2, 0.5)), (0.1, (0.05, 0.2))):
+        p = made(probability, 0.4, views, ood_distance=distance, ood_threshold=limit)
+        assert p.looks_like_lesion is lesion
+        if not lesion:  # overrides every other verdict
+            assert p.verdict_code == "not_lesion"
+            assert p.verdict == VERDICTS["not_lesion"]
+        else:
+            assert p.verdict_code != "not_lesion"
+
+
+# ---------------------------------------------------------------- Predictor
+
+
+def test_predictor_refuses_a_bundle_without_its_model(trained_tiny_bundle):
+    with pytest.raises(ValueError, match="without its model"):
+        Predictor(load_bundle(trained_tiny_bundle, load_model=False))
+
+
+def test_predictor_is_traced_once_at_construction(predictor):
+    assert predictor.runner.tracing_count == 1
+    assert predictor.input_size == 32
+    assert predictor.default_threshold == predictor.bundle.threshold
+
+
+@pytest.mark.parametrize("height, width", [(32, 32), (300, 200), (40, 120), (257, 511), (17, 9)])
+def test_probability_is_the_calibrated_mean_over_the_eight_views(predictor, height, width):
+    assert predictor.bundle.manifest["test_time_views"] == DIHEDRAL_VIEWS
+    rgb = photo(height, width, seed=height)
+    result = predictor.predict(rgb)
+    expected, mean_logit, view_probabilities, features = independent_probability(predictor, rgb)
+    assert isinstance(result, Prediction)
+    assert result.probability == pytest.approx(expected, abs=ATOL)
+    assert result.logit == pytest.approx(mean_logit, abs=ATOL)
+    assert sigmoid(result.logit / predictor.bundle.temperature) == pytest.approx(result.probability)
+    assert result.view_probabilities.shape == (DIHEDRAL_VIEWS,)
+    np.testing.assert_allclose(result.view_probabilities, view_probabilities, atol=ATOL)
+    assert np.all((result.view_probabilities >= 0) & (result.view_probabilities <= 1))
+    low, high = result.spread
+    assert low - 1e-9 <= result.probability <= high + 1e-9
+    assert result.indeterminate == (low < result.threshold <= high)
+    assert result.threshold == predictor.default_threshold
+    # The OOD distance is that of the unmodified view's pooled features.
+    assert result.ood_threshold == predictor.bundle.manifest["ood"]["threshold"]
+    assert result.ood_distance == pytest.approx(float(predictor.bundle.ood.distance(features)[0]),
+                                                rel=1e-4, abs=1e-4)
+
+
+def test_indeterminate_exactly_when_the_threshold_falls_inside_the_spread(predictor):
+    rgb = photo(64, 64, seed=5)
+    low, high = predictor.predict(rgb).spread
+    assert low < high  # a random network is not invariant to flips and turns
+    assert 0 < low and high < 1
+    cases = [(low, False), (high, True), ((low + high) / 2, True),
+             (min(1.0, high + 1e-3), False), (max(0.0, low - 1e-3), False)]
+    for threshold, expected in cases:
+        result = predictor.predict(rgb, threshold)
+        assert result.spread == (low, high)
+        assert result.indeterminate is expected, threshold
+        if result.looks_like_lesion:
+            assert result.verdict_code == ("indeterminate" if expected else
+                                           "refer" if result.refer else "low")
+
+
+def test_a_custom_threshold_changes_the_decision_not_the_probability(predictor):
+    rgb = photo(100, 80, seed=7)
+    default = predictor.predict(rgb)
+    below = predictor.predict(rgb, threshold=max(0.0, default.probability - 0.01))
+    above = predictor.predict(rgb, threshold=min(1.0, default.probability + 0.01))
+    assert below.probability == above.probability == default.probability
+    np.testing.assert_array_equal(below.view_probabilities, default.view_probabilities)
+    assert below.refer and not above.refer
+    assert predictor.predict(rgb, threshold=0.0).refer
+    assert predictor.predict(rgb, threshold=1).refer is (default.probability >= 1)
+
+
+@pytest.mark.parametrize("threshold", [-0.01, 1.01, 5, float("nan")])
+def test_threshold_outside_zero_one_is_refused(predictor, threshold):
+    with pytest.raises(ValueError, match="threshold must be in"):
+        predictor.predict(photo(32, 32), threshold)
+    with pytest.raises(ValueError, match="threshold must be in"):
+        predictor.predict_batch([photo(32, 32)], threshold)
+
+
+def test_predict_batch_equals_predict_one_by_one(predictor):
+    images = [photo(h, w, seed=i) for i, (h, w) in
+              enumerate([(32, 32), (64, 48), (20, 90), (256, 256), (33, 31)])]
+    batch = predictor.predict_batch(images, threshold=0.3, batch_size=2)
+    assert len(batch) == len(images)
+    for rgb, together in zip(images, batch):
+        alone = predictor.predict(rgb, threshold=0.3)
+        assert together.probability == pytest.approx(alone.probability, abs=ATOL)
+        assert together.logit == pytest.approx(alone.logit, abs=ATOL)
+        np.testing.assert_allclose(together.view_probabilities, alone.view_probabilities, atol=ATOL)
+        assert together.ood_distance == pytest.approx(alone.ood_distance, rel=1e-4, abs=1e-4)
+        assert together.quality == alone.quality
+        assert together.threshold == alone.threshold == 0.3
+    assert predictor.predict_batch([]) == []
+    assert predictor.runner.tracing_count == 1  # no retracing for new batch sizes
+
+
+def test_the_quality_report_is_attached(predictor):
+    sharp = photo(300, 300, seed=11)
+    blurred = cv2.GaussianBlur(sharp, (0, 0), sigmaX=6)
+    assert predictor.predict(sharp).quality == assess_quality(sharp)
+    assert "blurred" not in predictor.predict(sharp).quality.codes
+    result = predictor.predict(blurred)
+    assert "blurred" in result.quality.codes
+    assert result.quality == assess_quality(blurred)
+    assert "low_resolution" in predictor.predict(photo(100, 300)).quality.codes
+
+
+def test_single_view_bundle_without_ood_uses_the_unmodified_view(tiny_bundle):
+    """The shared `tiny_bundle` validated with 1 view and has no OOD statistics."""
+    predictor = Predictor.from_folder(tiny_bundle)
+    rgb = photo(50, 70, seed=3)
+    result = predictor.predict(rgb)
+    view_logits, _ = predictor.runner(resize_for_model(rgb, 32)[None], DIHEDRAL_VIEWS)
+    assert result.logit == pytest.approx(float(view_logits[0, 0]), abs=ATOL)
+    assert result.probability == pytest.approx(float(sigmoid(view_logits[0, 0] / 1.5)), abs=ATOL)
+    assert result.ood_distance is None and result.ood_threshold is None
+    assert result.looks_like_lesion and result.verdict_code != "not_lesion"

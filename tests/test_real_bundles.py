@@ -1,0 +1,74 @@
+"""The committed model bundles in models/: they load, and their stored validation
+predictions reproduce the figures in their manifests. No images are needed."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medal_core import bundle, metrics
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+BUNDLES = bundle.find_bundles(MODELS_DIR)
+MAX_BUNDLE_BYTES = 40 * 1024 * 1024
+
+if not BUNDLES:
+    pytest.skip(f"no trained bundles yet ({MODELS_DIR}/*/manifest.json not found); "
+                "they are checked here once written", allow_module_level=True)
+
+
+@pytest.fixture(scope="module", params=BUNDLES, ids=[b.name for b in BUNDLES])
+def loaded(request) -> bundle.Bundle:
+    """Each bundle loaded once, model included: the sha256 of model.keras is verified and
+    the model is read in safe mode."""
+    return bundle.load_bundle(request.param)
+
+
+def sensitivity_at(predictions: bundle.Predictions, threshold: float) -> tuple[int, int]:
+    positives = predictions.probabilities[predictions.labels == 1]
+    return int(np.sum(positives >= threshold)), len(positives)
+
+
+def test_bundle_loads_with_its_model(loaded):
+    size = loaded.manifest["input_size"]
+    assert loaded.model.input_shape == (None, size, size, 3)
+    assert loaded.model.get_layer(loaded.manifest["gradcam_layer"]) is not None
+    assert loaded.manifest["model_sha256"] == bundle.sha256_file(loaded.folder / bundle.MODEL_FILE)
+
+
+def test_stored_predictions_match_the_manifest_counts_and_temperature(loaded):
+    p = loaded.predictions
+    validation = loaded.manifest["data"]["validation"]
+    assert len(p.labels) == validation["images"]
+    assert int(p.labels.sum()) == validation["malignant"]
+    np.testing.assert_allclose(p.probabilities, metrics.sigmoid(p.logits / loaded.temperature),
+                               atol=1e-6)
+
+
+def test_stored_predictions_reproduce_the_validation_auc(loaded):
+    p = loaded.predictions
+    recorded = loaded.manifest["validation_metrics"]["roc_auc"]["value"]
+    # Exact for full-precision files; a little slack for files rounded to 6 decimals.
+    assert metrics.roc_auc(p.labels, p.probabilities) == pytest.approx(recorded, abs=1e-4)
+
+
+def test_stored_predictions_reproduce_the_threshold_sensitivity(loaded):
+    recorded = loaded.manifest["validation_metrics"]["at_threshold"]["sensitivity"]
+    caught, positives = sensitivity_at(loaded.predictions, loaded.threshold)
+    assert (caught, positives) == (recorded["successes"], recorded["total"])
+
+
+def test_threshold_meets_the_target_sensitivity(loaded):
+    target = loaded.manifest["threshold"]["target_sensitivity"]
+    caught, positives = sensitivity_at(loaded.predictions, loaded.threshold)
+    assert caught / positives >= target
+
+
+def test_bundle_folder_is_small_enough_to_commit(loaded):
+    # checkpoints/ is git-ignored: only the bundle's own files are committed.
+    files = [f for f in loaded.folder.rglob("*")
+             if f.is_file() and "checkpoints" not in f.relative_to(loaded.folder).parts]
+    names = {f.name for f in files}
+    assert {bundle.MODEL_FILE, bundle.MANIFEST_FILE, bundle.PREDICTIONS_FILE} <= names
+    total = sum(f.stat().st_size for f in files)
+    assert total < MAX_BUNDLE_BYTES, f"{loaded.folder} holds {total / 2**20:.1f} MiB"

@@ -1,0 +1,143 @@
+"""Training end to end on a tiny synthetic dataset, resuming, and evaluating the bundle."""
+
+import csv
+import json
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+
+from conftest import write_class_folders
+from medal_core import bundle, data, evaluate, metrics
+from medal_core.train import TrainConfig, class_weights, parse_args, train
+
+# Keras notes that fit()'s shuffle flag does not apply to a tf.data pipeline (it shuffles itself).
+pytestmark = pytest.mark.filterwarnings("ignore:`shuffle=True` was passed:UserWarning")
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    """16 dark 'benign' and 16 bright 'malignant' 32×32 images, no split folders."""
+    return write_class_folders(tmp_path_factory.mktemp("data"), per_class=16)
+
+
+@pytest.fixture(scope="module")
+def config(dataset_dir, tmp_path_factory) -> TrainConfig:
+    return TrainConfig(arch="custom_cnn", data=str(dataset_dir),
+                       out=str(tmp_path_factory.mktemp("models") / "b"),
+                       input_size=32, epochs=2, batch_size=8, patience=5)
+
+
+@pytest.fixture(scope="module")
+def trained(config):
+    """Train once for the whole module; returns the bundle folder."""
+    return train(config)
+
+
+def test_training_writes_a_bundle_that_loads(trained, config):
+    folder = trained
+    loaded = bundle.load_bundle(folder)
+    manifest = loaded.manifest
+    assert folder == bundle.find_bundles(folder.parent)[0]
+    assert (manifest["name"], manifest["architecture"], manifest["input_size"]) == ("b", "custom_cnn", 32)
+    assert manifest["training"]["config"] == asdict(config)
+    assert manifest["data"]["train"]["images"] + manifest["data"]["validation"]["images"] == 32
+    # No official validation split: 20% of each class is held out.
+    assert manifest["data"]["validation"] == {"images": 6, "benign": 3, "malignant": 3, "prevalence": 0.5}
+    assert len(loaded.predictions.labels) == 6
+    assert manifest["temperature"] > 0
+    with open(folder / bundle.HISTORY_FILE, newline="") as handle:
+        history = list(csv.DictReader(handle))
+    assert [row["epoch"] for row in history] == ["0", "1"]
+    assert {"loss", "auc", "val_loss", "val_auc"} <= set(history[0])
+
+
+def test_threshold_reaches_target_sensitivity_on_stored_predictions(trained):
+    loaded = bundle.load_bundle(trained, load_model=False)
+    p = loaded.predictions
+    threshold = loaded.manifest["threshold"]
+    assert threshold["target_sensitivity"] == 0.95
+    sensitivity = np.mean(p.probabilities[p.labels == 1] >= loaded.threshold)
+    assert sensitivity >= 0.95
+    np.testing.assert_allclose(p.probabilities, metrics.sigmoid(p.logits / loaded.temperature))
+    assert metrics.roc_auc(p.labels, p.probabilities) == pytest.approx(
+        loaded.manifest["validation_metrics"]["roc_auc"]["value"], abs=1e-12)
+
+
+def test_rerunning_the_same_command_resumes_instead_of_retraining(trained, config):
+    folder = trained
+    before = bundle.load_bundle(folder, load_model=False).predictions
+    work = folder / "checkpoints"
+    assert (work / "scratch" / "done").is_file()
+
+    assert train(config) == folder
+
+    after = bundle.load_bundle(folder)
+    np.testing.assert_array_equal(after.predictions.logits, before.logits)
+    assert list(after.manifest["training"]["phases"]) == ["scratch"]
+    assert after.manifest["training"]["phases"]["scratch"]["best_epoch"] in (0, 1)
+    with open(work / "history.csv") as handle:
+        assert len(handle.readlines()) == 3  # header and 2 epochs: nothing was retrained
+
+
+def test_evaluate_writes_a_json_report_matching_recomputed_metrics(trained, dataset_dir, tmp_path):
+    folder = trained
+    out = tmp_path / "report.json"
+    evaluate.main(["--bundle", str(folder), "--data", str(dataset_dir), "--split", "all",
+                   "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert (report["n"], report["malignant"], report["split"]) == (32, 16, "all")
+
+    loaded = bundle.load_bundle(folder)
+    dataset = data.load_dataset(dataset_dir)
+    logits = evaluate.dataset_logits(loaded.model, dataset, views=loaded.manifest["test_time_views"])
+    probabilities = metrics.sigmoid(logits / loaded.temperature)
+    assert report["roc_auc"]["value"] == pytest.approx(metrics.roc_auc(dataset.labels, probabilities),
+                                                       abs=1e-9)
+    assert report["roc_auc"]["low"] <= report["roc_auc"]["value"] <= report["roc_auc"]["high"]
+    assert report["threshold"] == loaded.threshold
+
+
+def test_evaluate_on_the_bundles_validation_split_reproduces_the_manifest(trained, dataset_dir, tmp_path):
+    folder = trained
+    report = evaluate.main(["--bundle", str(folder), "--data", str(dataset_dir),
+                            "--json", str(tmp_path / "validation.json")])
+    manifest = bundle.read_manifest(folder)
+    assert report["n"] == 6
+    assert report["roc_auc"]["value"] == pytest.approx(
+        manifest["validation_metrics"]["roc_auc"]["value"], abs=1e-6)
+
+
+def test_evaluate_exits_with_a_message_on_a_bad_bundle(tmp_path, dataset_dir):
+    with pytest.raises(SystemExit, match="error: model bundle not found"):
+        evaluate.main(["--bundle", str(tmp_path / "none"), "--data", str(dataset_dir)])
+
+
+def test_class_weights_average_one_and_favour_the_minority():
+    labels = np.array([0] * 80 + [1] * 20)
+    weights = class_weights(labels)
+    assert weights == pytest.approx({0: 0.625, 1: 2.5})
+    assert np.mean([weights[label] for label in labels]) == pytest.approx(1.0)
+    assert class_weights(np.array([0, 1, 0, 1])) == {0: 1.0, 1: 1.0}
+
+
+def test_parse_args_maps_cli_flags_to_the_config():
+    config = parse_args(["--arch", "mobilenet", "--data", "d", "--out", "models/m",
+                         "--weights", "w.weights.h5", "--input-size", "224", "--batch-size", "16",
+                         "--head-epochs", "2", "--epochs", "5", "--head-lr", "0.002",
+                         "--backbone-lr", "1e-4", "--patience", "3", "--extra-val-fraction", "0.2",
+                         "--max-minutes", "2.5", "--test-time-views", "1", "--seed", "7",
+                         "--manifest", "m.csv"])
+    assert config == TrainConfig(arch="mobilenet", data="d", out="models/m", weights="w.weights.h5",
+                                 manifest="m.csv", input_size=224, batch_size=16, head_epochs=2,
+                                 epochs=5, head_lr=0.002, backbone_lr=1e-4, patience=3,
+                                 extra_val_fraction=0.2, max_minutes=2.5, test_time_views=1, seed=7)
+
+
+def test_parse_args_defaults_and_refusals():
+    config = parse_args(["--arch", "custom_cnn", "--data", "d", "--out", "o"])
+    assert config == TrainConfig(arch="custom_cnn", data="d", out="o")
+    with pytest.raises(SystemExit):
+        parse_args(["--arch", "resnet", "--data", "d", "--out", "o"])
+    with pytest.raises(SystemExit):
+        parse_args(["--arch", "custom_cnn", "--data", "d"])
