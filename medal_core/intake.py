@@ -7,7 +7,9 @@
 * sizes are checked from the header *before* any pixel is decoded (decompression
   bombs), independently of Pillow's global `Image.MAX_IMAGE_PIXELS`;
 * truncated or corrupt files are refused rather than padded
-  (`ImageFile.LOAD_TRUNCATED_IMAGES` is left alone and must stay False);
+  (`ImageFile.LOAD_TRUNCATED_IMAGES` is left alone and must stay False), and so are
+  files padded out with more than `MAX_SEGMENTS` empty chunks or segments, which
+  Pillow would walk one by one;
 * EXIF orientation is applied and every mode is reduced to (h, w, 3) uint8 RGB:
   transparency is composited on mid-grey, high bit depths are scaled (not clipped);
 * everything happens in memory; nothing is written to disk.
@@ -22,6 +24,7 @@ The resize to the model's input size is not done here: see
 from __future__ import annotations
 
 import io
+import re
 import struct
 import warnings
 import zlib
@@ -55,6 +58,14 @@ SUPPORTED_TEXT = "JPEG, PNG, WebP, BMP, TIFF"
 # Transparent areas are filled with a neutral grey: black or white would look like a
 # dark lesion or an overexposed patch to the model and to the quality checks.
 TRANSPARENT_FILL = (128, 128, 128)
+
+# Pillow walks PNG chunks, JPEG header segments and GIF blocks one by one in Python:
+# a 19 MB file made of nothing but empty chunks or segments took 5-11 s to read (a
+# real 19 MB PNG: 0.1 s), and one of empty JPEG APP segments or 1-byte GIF comment
+# blocks up to +600/+800 MB, as Pillow keeps each in a list. Real files have a few
+# dozen (a 20 MB PNG in libpng's 8 kB IDAT chunks ~2,600); above this many the file
+# is refused as damaged, before Pillow sees it (~0.4 s of parsing at most).
+MAX_SEGMENTS = 50_000
 
 _MEGABYTE = 1024 * 1024
 
@@ -162,6 +173,8 @@ def _damaged() -> IntakeError:
 
 def _decode(data: bytes, *, max_pixels: int, min_side: int) -> UploadedImage:
     """Open, check the header, decode the first frame and reduce it to RGB."""
+    if _segment_count(data, MAX_SEGMENTS) > MAX_SEGMENTS:
+        raise _damaged()
     with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as image:
         width, height = image.size
         _check_dimensions(width, height, max_pixels=max_pixels, min_side=min_side)
@@ -199,6 +212,63 @@ def _check_dimensions(width: int, height: int, *, max_pixels: int, min_side: int
         raise IntakeError(
             f"The image is only {width} x {height} pixels; it must be at least {min_side} "
             f"pixels on each side. Please upload the original photo, not a thumbnail.")
+
+
+def _segment_count(data: bytes, limit: int) -> int:
+    """How many pieces Pillow's Python parser would walk through in a PNG (chunks),
+    JPEG (segments, fill and junk bytes before the first scan) or GIF (extensions and
+    sub-blocks shorter than 64 bytes up to the second image); counting stops just
+    above `limit`. 0 for other formats. Reads lengths only."""
+    end = len(data)
+    count = 0
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        position = 8
+        while (position + 8 <= end and count <= limit
+               and data[position + 4:position + 8] != b"IEND"):
+            count += 1
+            position += 12 + int.from_bytes(data[position:position + 4], "big")
+    elif data.startswith(b"\xff\xd8"):
+        position = 2
+        while position + 1 < end and count <= limit:
+            junk = _NOT_FF.match(data, position)
+            if junk:  # Pillow skips these a byte at a time
+                count += junk.end() - position
+                position = junk.end()
+                continue
+            fill_end = _FF_RUN.match(data, position).end()
+            count += fill_end - position  # each 0xFF: one turn of Pillow's loop
+            position = fill_end - 1  # the last 0xFF starts the marker
+            marker = data[position + 1] if position + 1 < end else 0xDA
+            if marker == 0xDA:  # start of scan: Pillow's parsing ends
+                break
+            if marker in (0x00, 0x01) or 0xD0 <= marker <= 0xD9:
+                position += 2
+            else:
+                position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+    elif data[:6] in (b"GIF87a", b"GIF89a") and end >= 13:
+        position = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+        images = 0
+        while position < end and count <= limit:
+            if data[position] == 0x21:  # extension: introducer, label, sub-blocks
+                count += 1
+                position += 2
+            elif data[position] == 0x2C and images == 0 and position + 10 < end:
+                images += 1
+                flags = data[position + 9]
+                position += 11 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+            else:  # second image, trailer or junk: Pillow stops here for frame 0
+                break
+            while position < end and count <= limit:
+                size = data[position]
+                position += 1 + size
+                if size == 0:
+                    break
+                count += size < 64
+    return count
+
+
+_NOT_FF = re.compile(rb"[^\xff]+")
+_FF_RUN = re.compile(rb"\xff+")
 
 
 def _verify_png_chunks(data: bytes) -> None:
@@ -279,12 +349,16 @@ def _high_depth_to_rgb(image: Image.Image) -> tuple[np.ndarray, list[str]]:
     lowest = float(raw[finite].min())
     highest = float(raw[finite].max())
     if highest > lowest:
-        # Scale first, then shift: with the scale <= 255 / range nothing can overflow
-        # float32, even for float images spanning +-3e38. Missing values sit at the
-        # lowest level, i.e. black.
+        # In float64, shift then scale: a float32 image spanning +-3e38 has a range of
+        # 6e38, and one whose values differ by less than ~1e-36 (denormals) a scale
+        # above float32's maximum; float64 holds both, so no inf or NaN can arise
+        # (computed in float32 they did, and NaN cast to uint8 is undefined). Missing
+        # values sit at the lowest level, i.e. black.
         scale = 255.0 / (highest - lowest)
-        values = np.where(finite, raw, lowest).astype(np.float32)
-        grey = np.clip(np.rint(values * scale - lowest * scale), 0, 255).astype(np.uint8)
+        values = np.where(finite, raw, lowest).astype(np.float64)
+        values -= lowest
+        values *= scale
+        grey = np.clip(np.rint(values, out=values), 0, 255, out=values).astype(np.uint8)
         notes.append(f"{_DEPTH_WORDS.get(image.mode, image.mode)} image scaled from its "
                      f"value range {lowest:g}-{highest:g} to 8 bits")
     else:

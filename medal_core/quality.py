@@ -30,6 +30,10 @@ import numpy as np
 # model's input size, and the size of the ISIC calibration images.
 WORKING_SIDE = 256
 
+# ...but the longer side of that copy is kept within this many times WORKING_SIDE, so
+# that long thin strips (which the intake accepts up to its pixel limit) stay small.
+MAX_WORKING_ASPECT = 8
+
 # Luma at or below which a pixel counts as dark, and channel level at or above which
 # it counts as clipped (JPEG ringing keeps truly clipped areas a little below 255).
 DARK_LUMA = 40
@@ -142,13 +146,17 @@ def assess_quality(rgb: np.ndarray) -> QualityReport:
 
 
 def to_working_size(rgb: np.ndarray, side: int = WORKING_SIDE) -> np.ndarray:
-    """Scale (h, w, 3) uint8 so its shorter side is `side` px, keeping the aspect ratio.
+    """Scale (h, w, 3) uint8 so its shorter side is `side` px, keeping the aspect ratio
+    (longer side at most `MAX_WORKING_ASPECT` x `side`; shorter side at least 1 px).
 
     Area averaging when shrinking (no aliasing that would fake sharpness), bilinear when
     enlarging.
     """
     height, width = rgb.shape[:2]
-    scale = side / min(height, width)
+    # The longer side is capped at MAX_WORKING_ASPECT x `side`: a 64 x 625000 strip (a
+    # valid 40 MP upload) would otherwise be enlarged to 256 x 2.5 million px and its
+    # float64 Laplacian need ~13 GB. Images up to 8:1 (every photo) are unaffected.
+    scale = min(side / min(height, width), side * MAX_WORKING_ASPECT / max(height, width))
     if scale == 1.0:
         return rgb
     size = (max(1, round(width * scale)), max(1, round(height * scale)))

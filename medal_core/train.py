@@ -67,6 +67,12 @@ class TwoRateTrainer(keras.Model):
         backbone = [v for v, bb in zip(values, self._is_backbone) if bb]
         return head, backbone
 
+    def compile(self, optimizer, **kwargs):
+        super().compile(optimizer=optimizer, **kwargs)
+        # Built now on the head's variables only: BackupAndRestore would otherwise build
+        # it on every trainable variable, and a resumed run could not load its state.
+        self.optimizer.build(self._split(self.model.trainable_variables)[0])
+
     def call(self, inputs, training=False):
         return self.model(inputs, training=training)
 

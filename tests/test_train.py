@@ -141,3 +141,43 @@ def test_parse_args_defaults_and_refusals():
         parse_args(["--arch", "resnet", "--data", "d", "--out", "o"])
     with pytest.raises(SystemExit):
         parse_args(["--arch", "custom_cnn", "--data", "d"])
+
+
+def test_an_interrupted_two_rate_fit_resumes_both_optimizers(tmp_path):
+    """BackupAndRestore must give back the head's and the backbone's Adam state: a
+    resumed run that silently restarted one optimizer would not be the same run."""
+    import warnings
+
+    import keras
+
+    from medal_core import models
+    from medal_core.train import TwoRateTrainer
+
+    def make_trainer():
+        # Any model works: its non-head layers count as the backbone.
+        model = models.build_custom_cnn(input_size=32, filters=(4, 8))
+        models.set_backbone_trainable(model, True)
+        trainer = TwoRateTrainer(model, keras.optimizers.Adam(1e-4))
+        trainer.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+        trainer.build((None, 32, 32, 3))
+        return trainer
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 2, (8, 1)).astype("float32")
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"), delete_checkpoint=False)
+    first = make_trainer()
+    first.fit(x, y, epochs=2, batch_size=4, verbose=0, callbacks=[backup])
+
+    resumed = make_trainer()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # Same backup folder, same epochs: the callback restores the state, trains no more.
+        resumed.fit(x, y, epochs=2, batch_size=4, verbose=0,
+                    callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))])
+    assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
+    for before, after in ((first.optimizer, resumed.optimizer),
+                          (first.backbone_optimizer, resumed.backbone_optimizer)):
+        assert int(after.iterations.numpy()) == int(before.iterations.numpy()) == 4
+        for a, b in zip(before.variables, after.variables):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
