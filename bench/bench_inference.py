@@ -6,14 +6,14 @@ batch throughput and memory. Prints figures only; it asserts nothing.
 
 What is measured (time.perf_counter; every path is warmed up before it is timed):
 
-* load: `load_bundle` (manifest, sha256 checks, Keras safe-mode load, OOD statistics),
+* load: `load_bundle` (manifest, sha256 checks, Keras safe-mode load, OOD detector),
   then `Predictor(bundle)` (sub-model and the 8-view pass traced once), separately;
 * single image, latency p50/p95 over `--repeats` calls, the three paths interleaved
   call by call so that a busy CPU slows them alike:
     - `predictor.runner(x, views=1)`: our compiled forward pass, one view;
     - `model.predict(x, verbose=0)`: Keras' own path, same model and input;
     - `predictor.predict(rgb)`: what the app calls on an upload (resize, 8 dihedral
-      views, OOD distance, quality checks), on a 640×480 picture;
+      views, OOD score, quality checks), on a 640×480 picture;
 * Grad-CAM latency p50/p95 (`explain.GradCAM` on the manifest's `gradcam_layer`);
 * throughput in images/s: `runner.batched(images, views=1, batch_size=--batch)` over
   `--images` images, and `predictor.predict_batch` (8 views each) over `--predict-images`;

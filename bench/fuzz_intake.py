@@ -305,14 +305,14 @@ def downstream(rgb: np.ndarray, predictor) -> dict:
         try:
             prediction = predictor.predict(rgb)
             out["predicted"] = True
-            distance = prediction.ood_distance
+            score = prediction.ood_score
             if not (finite_unit(prediction.probability)
                     and finite_unit(prediction.view_probabilities)
                     and math.isfinite(prediction.logit)
-                    and (distance is None or math.isfinite(distance))):
+                    and (score is None or math.isfinite(score))):
                 return {"outcome": "predict_error:non-finite or out of [0, 1]", "predicted": True,
                         "error": repr((prediction.probability, prediction.view_probabilities,
-                                       prediction.ood_distance))}
+                                       prediction.ood_score))}
         except Exception:  # noqa: BLE001
             return {"outcome": "predict_error:exception", "error": traceback.format_exc()}
     return out

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medal_core.ood import OOD_FILE, FeatureDistribution
+from medal_core.ood import OOD_FILE, OODDetector
 
 MODEL_FILE = "model.keras"
 MANIFEST_FILE = "manifest.json"
@@ -68,7 +68,7 @@ class Bundle:
     manifest: dict
     predictions: Predictions
     model: object = None        # keras.Model, or None when loaded with load_model=False
-    ood: FeatureDistribution | None = None   # None when the bundle has no OOD statistics
+    ood: OODDetector | None = None   # None when the bundle has no OOD statistics
 
     @property
     def name(self) -> str:
@@ -123,11 +123,10 @@ def save_bundle(folder: str | Path, model, manifest: dict, predictions: Predicti
     return folder
 
 
-def attach_ood(folder: str | Path, distribution: FeatureDistribution, entry: dict) -> None:
-    """Store OOD feature statistics in a bundle and record them (and their sha256) in
-    its manifest."""
+def attach_ood(folder: str | Path, detector: OODDetector, entry: dict) -> None:
+    """Store an OOD detector in a bundle and record it (and its sha256) in its manifest."""
     folder = Path(folder)
-    distribution.save(folder / OOD_FILE)
+    detector.save(folder / OOD_FILE)
     manifest = read_manifest(folder)
     manifest["ood"] = {**entry, "sha256": sha256_file(folder / OOD_FILE)}
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -187,8 +186,9 @@ def read_predictions(path: Path) -> Predictions:
     return predictions
 
 
-def load_bundle(folder: str | Path, load_model: bool = True) -> Bundle:
-    """Read and verify a bundle; with `load_model`, also load its Keras model (safe mode)."""
+def load_bundle(folder: str | Path, load_model: bool = True, load_ood: bool = True) -> Bundle:
+    """Read and verify a bundle; with `load_model`, also load its Keras model (safe mode)
+    and, with `load_ood`, its out-of-distribution detector."""
     folder = Path(folder)
     manifest = read_manifest(folder)
     for required in (MODEL_FILE, PREDICTIONS_FILE):
@@ -200,9 +200,14 @@ def load_bundle(folder: str | Path, load_model: bool = True) -> Bundle:
     if load_model:
         verify_sha256(folder / MODEL_FILE, manifest["model_sha256"])
         model = _load_keras_model(folder / MODEL_FILE)
-        if "ood" in manifest:
+        if load_ood and "ood" in manifest:
             verify_sha256(folder / OOD_FILE, manifest["ood"].get("sha256", ""))
-            ood = FeatureDistribution.load(folder / OOD_FILE)
+            try:
+                ood = OODDetector.load(folder / OOD_FILE)
+            except (KeyError, ValueError, OSError) as error:
+                raise BundleError(f"{folder / OOD_FILE} is not a detector this version can read "
+                                  f"({error}); refit it with `python -m medal_core.ood --bundle "
+                                  f"{folder} --data DATA`.") from error
         for layer in ("logit", manifest["gradcam_layer"]):
             try:
                 model.get_layer(layer)

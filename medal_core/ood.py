@@ -1,15 +1,22 @@
 """"Is this a skin-lesion image at all?" — an out-of-distribution score.
 
-The score is the Mahalanobis distance of an image's pooled features (the model's own
-`avg_pool` layer) from the training images' features, with a Ledoit–Wolf shrunk
-covariance (hundreds of feature dimensions from a couple of thousand images: the plain
-sample covariance would be singular). The threshold keeps a chosen share (97.5%) of the
-validation lesions; anything farther is flagged, and the app does not pretend to give a
-melanoma probability for it.
+Two Mahalanobis distances from the training images, each with a Ledoit–Wolf shrunk
+covariance (hundreds of dimensions from a couple of thousand images: the plain sample
+covariance would be singular):
+
+* of the image's pooled features (the model's own `avg_pool` layer): is this what the
+  model saw in training?
+* of a handful of image statistics (colour, contrast, texture, edges): flat colours and
+  noise produce bland features that sit *inside* the feature distribution, but their
+  pixels are nothing like a dermoscopy photograph's.
+
+Each distance is divided by its own limit, chosen to keep 98.75% of the validation
+lesions, and the score is the larger ratio: above 1, the app warns and gives no
+melanoma probability. Together they keep at least 97.5% of validation lesions.
 
     python -m medal_core.ood --bundle models/mobilenet --data ../shared/data/isic2017
 
-(re)fits the statistics of an existing bundle and reports how many non-lesion images
+(re)fits the detector of an existing bundle and reports how many non-lesion images
 (photographs, flat colours, noise, text, screenshots) it rejects.
 """
 
@@ -20,11 +27,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
 OOD_FILE = "ood.npz"
-KEEP_SHARE = 0.975
+KEEP_SHARE = 0.975                 # of validation lesions, both checks together
+KEEP_EACH = 1 - (1 - KEEP_SHARE) / 2   # per check: the two losses add up at most
 
 
 @dataclass(frozen=True)
@@ -51,13 +60,6 @@ class FeatureDistribution:
         squared = np.einsum("nd,de,ne->n", centred, self.precision, centred)
         return np.sqrt(np.maximum(squared, 0.0))
 
-    def save(self, path: Path) -> None:
-        np.savez_compressed(path, mean=self.mean, precision=self.precision)
-
-    @classmethod
-    def load(cls, path: Path) -> "FeatureDistribution":
-        with np.load(path) as stored:
-            return cls(stored["mean"], stored["precision"])
 
 
 def threshold_keeping(distances: np.ndarray, share: float = KEEP_SHARE) -> float:
@@ -129,34 +131,81 @@ def sample_photographs(size: int = 256) -> dict[str, np.ndarray]:
     return photos
 
 
-# ---------------------------------------------------------------- fitting a bundle
+def image_statistics(images: np.ndarray) -> np.ndarray:
+    """(n, 9) descriptors of uint8 RGB images (n, s, s, 3): mean colour (3, in [0, 1]),
+    log contrast per channel (3), log Laplacian variance, log mean gradient, and log
+    colourfulness (Hasler & Süsstrunk)."""
+    rows = []
+    for rgb in np.asarray(images, dtype=np.uint8):
+        pixels = rgb.astype(np.float32)
+        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        gradient = np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
+        red_green = pixels[..., 0] - pixels[..., 1]
+        yellow_blue = 0.5 * (pixels[..., 0] + pixels[..., 1]) - pixels[..., 2]
+        colourfulness = (np.hypot(red_green.std(), yellow_blue.std())
+                         + 0.3 * np.hypot(red_green.mean(), yellow_blue.mean()))
+        rows.append(np.r_[pixels.mean(axis=(0, 1)) / 255, np.log1p(pixels.std(axis=(0, 1))),
+                          np.log1p(cv2.Laplacian(grey, cv2.CV_32F).var()),
+                          np.log1p(gradient.mean()), np.log1p(colourfulness)])
+    return np.array(rows, dtype=np.float32)
 
 
-def fit_bundle_ood(runner, train_images: np.ndarray, val_images: np.ndarray) -> tuple[FeatureDistribution, dict]:
-    """Fit the feature distribution on training images and choose the threshold on the
-    validation images. Returns the distribution and the manifest's `ood` entry."""
-    _, train_features = runner.batched(train_images)
-    _, val_features = runner.batched(val_images)
-    distribution = FeatureDistribution.fit(train_features)
-    val_distances = distribution.distance(val_features)
-    threshold = threshold_keeping(val_distances)
-    return distribution, {
+@dataclass(frozen=True)
+class OODDetector:
+    """Scores images against the training lesions: ≤ 1 looks like one, > 1 does not."""
+
+    features: FeatureDistribution      # of the model's pooled features
+    statistics: FeatureDistribution    # of `image_statistics`
+    feature_limit: float
+    statistics_limit: float
+
+    def score(self, features: np.ndarray, images: np.ndarray) -> np.ndarray:
+        """(n,) scores from pooled features (n, d) and the model-size uint8 images
+        (n, s, s, 3) they came from: the larger of the two distance/limit ratios."""
+        return np.maximum(self.features.distance(features) / self.feature_limit,
+                          self.statistics.distance(image_statistics(images)) / self.statistics_limit)
+
+    def save(self, path: Path) -> None:
+        np.savez_compressed(path, feature_mean=self.features.mean, feature_precision=self.features.precision,
+                            statistics_mean=self.statistics.mean,
+                            statistics_precision=self.statistics.precision,
+                            limits=np.array([self.feature_limit, self.statistics_limit]))
+
+    @classmethod
+    def load(cls, path: Path) -> "OODDetector":
+        with np.load(path) as stored:
+            return cls(FeatureDistribution(stored["feature_mean"], stored["feature_precision"]),
+                       FeatureDistribution(stored["statistics_mean"], stored["statistics_precision"]),
+                       *map(float, stored["limits"]))
+
+
+def fit_bundle_ood(runner, train_images: np.ndarray, val_images: np.ndarray) -> tuple[OODDetector, dict]:
+    """Fit both distributions on training images (uint8, model size) and each limit on
+    the validation images. Returns the detector and the manifest's `ood` entry."""
+    train_features, val_features = runner.batched(train_images)[1], runner.batched(val_images)[1]
+    features = FeatureDistribution.fit(train_features)
+    statistics = FeatureDistribution.fit(image_statistics(train_images))
+    detector = OODDetector(
+        features, statistics,
+        threshold_keeping(features.distance(val_features), KEEP_EACH),
+        threshold_keeping(statistics.distance(image_statistics(val_images)), KEEP_EACH))
+    return detector, {
         "file": OOD_FILE,
-        "method": "Mahalanobis distance of avg_pool features, Ledoit-Wolf shrinkage, fitted on training images",
-        "threshold": threshold,
-        "validation_kept": float(np.mean(val_distances <= threshold)),
+        "method": ("larger of two Mahalanobis distances (Ledoit-Wolf) from the training images, "
+                   "each over its limit: avg_pool features, and colour/texture statistics"),
+        "threshold": 1.0,
+        "keep_each": KEEP_EACH,
+        "validation_kept": float(np.mean(detector.score(val_features, val_images) <= 1.0)),
         "train_images": int(len(train_images)),
     }
 
 
-def rejection_report(runner, distribution: FeatureDistribution, threshold: float,
-                     images: dict[str, np.ndarray]) -> dict:
-    """Share of `images` (all non-lesions) whose distance exceeds the threshold."""
+def rejection_report(runner, detector: OODDetector, images: dict[str, np.ndarray]) -> dict:
+    """Share of `images` (all non-lesions, any size) scored above 1."""
     from medal_core.data import resize_for_model
 
     batch = np.stack([resize_for_model(im, runner.input_size) for im in images.values()])
-    distances = distribution.distance(runner.batched(batch)[1])
-    rejected = distances > threshold
+    rejected = detector.score(runner.batched(batch)[1], batch) > 1.0
     return {"images": len(images), "rejected": int(rejected.sum()),
             "share_rejected": float(rejected.mean()),
             "missed": [name for name, r in zip(images, rejected) if not r]}
@@ -171,17 +220,18 @@ def main(argv=None) -> None:
     from medal_core import bundle as bundles, data
     from medal_core.inference import ModelRunner
 
-    loaded = bundles.load_bundle(args.bundle)
+    loaded = bundles.load_bundle(args.bundle, load_ood=False)  # the one being replaced
     rule = loaded.manifest["data"]["validation_rule"]
     train_set, val_set = data.make_validation_split(data.load_dataset(args.data),
                                                     rule["extra_fraction"], rule["seed"])
     runner = ModelRunner(loaded.model)
     size = runner.input_size
-    distribution, entry = fit_bundle_ood(runner, data.load_images(train_set.paths, size),
-                                         data.load_images(val_set.paths, size))
-    non_lesions = {**synthetic_non_lesion_images(size), **sample_photographs(size)}
-    entry["non_lesion_check"] = rejection_report(runner, distribution, entry["threshold"], non_lesions)
-    bundles.attach_ood(loaded.folder, distribution, entry)
+    detector, entry = fit_bundle_ood(runner, data.load_images(train_set.paths, size),
+                                     data.load_images(val_set.paths, size))
+    # Drawn at 256 px whatever the model's size: the screenshots need room.
+    non_lesions = {**synthetic_non_lesion_images(256), **sample_photographs(256)}
+    entry["non_lesion_check"] = rejection_report(runner, detector, non_lesions)
+    bundles.attach_ood(loaded.folder, detector, entry)
     print(json.dumps(entry, indent=2))
 
 

@@ -42,8 +42,7 @@ class Prediction:
     logit: float                       # raw logit behind `probability`
     threshold: float                   # decision threshold used
     view_probabilities: np.ndarray     # (8,) P(melanoma) of each dihedral view
-    ood_distance: float | None         # Mahalanobis distance from the training lesions
-    ood_threshold: float | None        # above it: "not a lesion image"
+    ood_score: float | None            # > 1: not like the training lesions (None: no check)
     quality: QualityReport
 
     @property
@@ -65,7 +64,7 @@ class Prediction:
 
     @property
     def looks_like_lesion(self) -> bool:
-        return self.ood_distance is None or self.ood_distance <= self.ood_threshold
+        return self.ood_score is None or self.ood_score <= 1.0
 
     @property
     def verdict_code(self) -> str:
@@ -116,16 +115,14 @@ class Predictor:
         view_logits, features = self.runner.batched(batch, DIHEDRAL_VIEWS, batch_size)
         logits = self.estimate_logits(view_logits)
         temperature = self.bundle.temperature
-        distances = self.bundle.ood.distance(features) if self.bundle.ood is not None else None
-        ood_threshold = self.bundle.manifest["ood"]["threshold"] if distances is not None else None
+        ood_scores = self.bundle.ood.score(features, batch) if self.bundle.ood is not None else None
         return [
             Prediction(
                 probability=float(sigmoid(logits[i] / temperature)),
                 logit=float(logits[i]),
                 threshold=threshold,
                 view_probabilities=sigmoid(view_logits[i] / temperature),
-                ood_distance=None if distances is None else float(distances[i]),
-                ood_threshold=ood_threshold,
+                ood_score=None if ood_scores is None else float(ood_scores[i]),
                 quality=assess_quality(images[i]),
             )
             for i in range(len(images))

@@ -247,9 +247,9 @@ def write_bundle(model: keras.Model, config: TrainConfig, train_set: data.Datase
     predictions = bundle.Predictions(val_set.image_ids, val_set.labels, logits, probabilities)
     folder = bundle.save_bundle(config.out, model, manifest, predictions, work / "history.csv")
     size = manifest["input_size"]
-    distribution, entry = ood.fit_bundle_ood(ModelRunner(model), data.load_images(train_set.paths, size),
-                                             data.load_images(val_set.paths, size))
-    bundle.attach_ood(folder, distribution, entry)
+    detector, entry = ood.fit_bundle_ood(ModelRunner(model), data.load_images(train_set.paths, size),
+                                         data.load_images(val_set.paths, size))
+    bundle.attach_ood(folder, detector, entry)
     return folder
 
 

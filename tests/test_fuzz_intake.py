@@ -415,7 +415,8 @@ def check_prediction(prediction) -> None:
     views = prediction.view_probabilities
     assert views.shape == (8,) and np.all(np.isfinite(views))
     assert np.all((views >= 0) & (views <= 1))
-    assert prediction.ood_distance is None or math.isfinite(prediction.ood_distance)
+    assert prediction.ood_score is None or (math.isfinite(prediction.ood_score)
+                                            and prediction.ood_score >= 0)
     assert prediction.verdict_code in VERDICTS
     for value in (prediction.quality.sharpness, prediction.quality.brightness):
         assert math.isfinite(value)

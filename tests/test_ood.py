@@ -1,9 +1,11 @@
-"""The out-of-distribution check: Mahalanobis distance with Ledoit–Wolf shrinkage, the
-keep-share threshold, the non-lesion test images, and the committed bundle's figures."""
+"""The out-of-distribution check: Mahalanobis distances with Ledoit–Wolf shrinkage, the
+image statistics, the detector (larger of two distance/limit ratios), the per-check
+keep-share limits, the non-lesion test images, and the committed bundle's figures."""
 
 import json
 import math
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +14,11 @@ import pytest
 from medal_core import bundle, ood
 from medal_core.bundle import BundleError, load_bundle
 from medal_core.inference import ModelRunner
-from medal_core.ood import (FeatureDistribution, fit_bundle_ood, rejection_report,
-                            sample_photographs, synthetic_non_lesion_images, threshold_keeping)
+from medal_core.ood import (FeatureDistribution, OODDetector, fit_bundle_ood, image_statistics,
+                            rejection_report, sample_photographs, synthetic_non_lesion_images,
+                            threshold_keeping)
+
+from app_helpers import synthetic_lesion
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_BUNDLE = REPO / "models" / "mobilenet"
@@ -70,16 +75,6 @@ def test_fit_refuses_unusable_features(bad):
         FeatureDistribution.fit(bad)
 
 
-def test_save_and_load_round_trip(tmp_path):
-    distribution = FeatureDistribution.fit(gaussian(100)[0])
-    distribution.save(tmp_path / ood.OOD_FILE)
-    loaded = FeatureDistribution.load(tmp_path / ood.OOD_FILE)
-    np.testing.assert_array_equal(loaded.mean, distribution.mean)
-    np.testing.assert_array_equal(loaded.precision, distribution.precision)
-    probe = gaussian(7, seed=3)[0]
-    np.testing.assert_array_equal(loaded.distance(probe), distribution.distance(probe))
-
-
 @pytest.mark.parametrize("n", [1, 7, 40, 41, 100, 999])
 @pytest.mark.parametrize("share", [0.5, 0.9, 0.975, 1.0])
 def test_threshold_keeping_keeps_at_least_the_share_and_no_more_than_needed(n, share):
@@ -91,6 +86,103 @@ def test_threshold_keeping_keeps_at_least_the_share_and_no_more_than_needed(n, s
     if len(below):  # the next smaller limit would keep too few
         assert np.mean(distances <= below.max()) < share
     assert threshold_keeping(distances) == threshold_keeping(distances, ood.KEEP_SHARE)
+
+
+def test_keep_each_check_loses_at_most_half_of_what_both_may_lose():
+    assert ood.KEEP_EACH == pytest.approx(0.9875)
+    assert 2 * (1 - ood.KEEP_EACH) == pytest.approx(1 - ood.KEEP_SHARE)
+
+
+# ---------------------------------------------------------------- image statistics
+
+
+def lesions(seeds, size: int = 64) -> np.ndarray:
+    """Textured, dermoscopy-like synthetic lesions, uint8 (n, size, size, 3)."""
+    return np.stack([synthetic_lesion(seed, size) for seed in seeds])
+
+
+def test_image_statistics_are_nine_finite_figures_per_image():
+    rng = np.random.default_rng(0)
+    images = np.concatenate([
+        lesions(range(3)),
+        np.zeros((1, 64, 64, 3), np.uint8),                      # black: no contrast at all
+        np.full((1, 64, 64, 3), 255, np.uint8),                  # white
+        rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8),    # noise
+    ])
+    statistics = image_statistics(images)
+    assert statistics.shape == (7, 9) and statistics.dtype == np.float32
+    assert np.all(np.isfinite(statistics))
+    # The first three are the mean colour in [0, 1]; flat images have no contrast,
+    # edges or colourfulness beyond their mean colour's.
+    np.testing.assert_allclose(statistics[:, :3], images.mean(axis=(1, 2)) / 255, atol=1e-5)
+    np.testing.assert_array_equal(statistics[3], np.zeros(9))
+    np.testing.assert_allclose(statistics[4, :3], 1.0)
+    np.testing.assert_array_equal(statistics[4, 3:8], np.zeros(5))
+    assert np.all(statistics[5:, 3:8] > statistics[:3, 3:8].max(axis=0))  # noise: busiest
+    assert image_statistics(images[:1]).shape == (1, 9)
+    np.testing.assert_array_equal(image_statistics(images[:1]), statistics[:1])
+
+
+def test_flat_images_and_noise_have_statistics_far_from_textured_lesions():
+    distribution = FeatureDistribution.fit(image_statistics(lesions(range(80))))
+    held_out = distribution.distance(image_statistics(lesions(range(100, 140))))
+    rng = np.random.default_rng(0)
+    strangers = {"flat_skin": np.full((64, 64, 3), (224, 172, 140), np.uint8),
+                 "flat_grey": np.full((64, 64, 3), 128, np.uint8),
+                 "noise_uniform": rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)}
+    far = distribution.distance(image_statistics(np.stack(list(strangers.values()))))
+    # Unseen lesions stay near (a few units); the others are more than ten times farther.
+    assert held_out.max() < 10
+    assert np.all(far > 10 * held_out.max()), dict(zip(strangers, far))
+
+
+# ---------------------------------------------------------------- OODDetector
+
+
+def hand_made_detector(feature_limit: float = 2.0, statistics_limit: float = 4.0) -> OODDetector:
+    """Identity precisions: the distances are Euclidean, from zero features and from the
+    statistics of a flat mid-grey image."""
+    grey_statistics = image_statistics(np.full((1, 16, 16, 3), 128, np.uint8))[0]
+    return OODDetector(FeatureDistribution(np.zeros(3, np.float32), np.eye(3, dtype=np.float32)),
+                       FeatureDistribution(grey_statistics, np.eye(9, dtype=np.float32)),
+                       feature_limit, statistics_limit)
+
+
+def test_detector_score_is_the_larger_of_the_two_distance_ratios():
+    detector = hand_made_detector(feature_limit=2.0, statistics_limit=4.0)
+    rng = np.random.default_rng(3)
+    images = np.concatenate([np.full((2, 16, 16, 3), 128, np.uint8),          # statistics at 0
+                             rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)])
+    features = np.array([[0, 0, 0], [6, 0, 0], [0, 0, 0], [0.5, 0, 0], [30, 40, 0], [0, 0, 0]],
+                        np.float32)
+    scores = detector.score(features, images)
+    by_features = np.linalg.norm(features, axis=1) / 2.0
+    by_statistics = np.linalg.norm(image_statistics(images) - detector.statistics.mean, axis=1) / 4.0
+    assert scores.shape == (6,)
+    np.testing.assert_allclose(scores, np.maximum(by_features, by_statistics), rtol=1e-5, atol=1e-6)
+    assert scores[0] == pytest.approx(0.0, abs=1e-6)                # at both means
+    assert scores[1] == pytest.approx(3.0, rel=1e-5)                # features alone decide
+    assert by_statistics[3] > by_features[3] and scores[3] == pytest.approx(by_statistics[3], rel=1e-5)
+    assert by_features[4] > by_statistics[4] and scores[4] == pytest.approx(25.0, rel=1e-5)
+    # Each limit scales its own ratio only.
+    wider = replace(detector, statistics_limit=8.0).score(features, images)
+    np.testing.assert_allclose(wider, np.maximum(by_features, by_statistics / 2), rtol=1e-5, atol=1e-6)
+
+
+def test_detector_save_and_load_round_trip(tmp_path):
+    detector = OODDetector(FeatureDistribution.fit(gaussian(100)[0]),
+                           FeatureDistribution.fit(image_statistics(lesions(range(30), 32))),
+                           3.25, 4.5)
+    detector.save(tmp_path / ood.OOD_FILE)
+    loaded = OODDetector.load(tmp_path / ood.OOD_FILE)
+    for part in ("features", "statistics"):
+        np.testing.assert_array_equal(getattr(loaded, part).mean, getattr(detector, part).mean)
+        np.testing.assert_array_equal(getattr(loaded, part).precision, getattr(detector, part).precision)
+    assert (loaded.feature_limit, loaded.statistics_limit) == (3.25, 4.5)
+    assert isinstance(loaded.feature_limit, float) and isinstance(loaded.statistics_limit, float)
+    probe_features, probe_images = gaussian(7, seed=3)[0], lesions(range(200, 207), 32)
+    np.testing.assert_array_equal(loaded.score(probe_features, probe_images),
+                                  detector.score(probe_features, probe_images))
 
 
 # ---------------------------------------------------------------- non-lesion images
@@ -123,45 +215,81 @@ class FixedRunner:
         return np.zeros(len(images), np.float32), features
 
 
-def test_rejection_report_counts_images_beyond_the_threshold():
-    distribution = FeatureDistribution(np.zeros(3, np.float32), np.eye(3, dtype=np.float32))
+def indifferent(d: int) -> FeatureDistribution:
+    """A zero precision: distance 0 from everything, so its check never rejects."""
+    return FeatureDistribution(np.zeros(d, np.float32), np.zeros((d, d), np.float32))
+
+
+def test_rejection_report_counts_images_scored_above_one():
     images = {"near": np.full((20, 10, 3), 1, np.uint8), "edge": np.full((8, 8, 3), 2, np.uint8),
               "far": np.full((8, 8, 3), 200, np.uint8)}
-    report = rejection_report(FixedRunner(), distribution, float(np.sqrt(np.float32(12))), images)
+    # Features only (the statistics' distance is always 0): "edge" sits exactly on the limit.
+    by_features = OODDetector(FeatureDistribution(np.zeros(3, np.float32), np.eye(3, dtype=np.float32)),
+                              indifferent(9), float(np.sqrt(np.float32(12))), 1.0)
+    report = rejection_report(FixedRunner(), by_features, images)
     assert report == {"images": 3, "rejected": 1, "share_rejected": pytest.approx(1 / 3),
                       "missed": ["near", "edge"]}
 
 
-def test_fit_bundle_ood_keeps_the_share_of_validation_images(tiny_keras_model):
+def test_rejection_report_applies_the_image_statistics_check_too():
     rng = np.random.default_rng(0)
-    train = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
-    val = rng.integers(0, 256, (80, 32, 32, 3), dtype=np.uint8)
+    images = {"flat": np.full((20, 10, 3), 120, np.uint8),
+              "noise": rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)}
+    flat_statistics = image_statistics(np.full((1, 8, 8, 3), 120, np.uint8))[0]
+    # Features never count here; the statistics (of the 8 px images the runner gets) do.
+    by_statistics = OODDetector(indifferent(3), FeatureDistribution(flat_statistics,
+                                                                     np.eye(9, dtype=np.float32)),
+                                1.0, 0.5)
+    report = rejection_report(FixedRunner(), by_statistics, images)
+    assert report == {"images": 2, "rejected": 1, "share_rejected": 0.5, "missed": ["flat"]}
+
+
+def test_fit_bundle_ood_keeps_the_share_of_validation_images(tiny_keras_model):
+    train, val = lesions(range(40), 32), lesions(range(40, 120), 32)
     runner = ModelRunner(tiny_keras_model)
-    distribution, entry = fit_bundle_ood(runner, train, val)
+    detector, entry = fit_bundle_ood(runner, train, val)
+    assert isinstance(detector, OODDetector)
     assert entry["file"] == ood.OOD_FILE and entry["train_images"] == 40
-    assert entry["validation_kept"] >= ood.KEEP_SHARE
-    val_distances = distribution.distance(runner.batched(val)[1])
-    assert entry["threshold"] == threshold_keeping(val_distances)
-    assert np.mean(val_distances <= entry["threshold"]) == entry["validation_kept"]
+    assert entry["threshold"] == 1.0 and entry["keep_each"] == ood.KEEP_EACH
+    # Both distributions are fitted on the training images.
+    np.testing.assert_allclose(detector.features.mean, runner.batched(train)[1].mean(axis=0),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(detector.statistics.mean, image_statistics(train).mean(axis=0),
+                               rtol=1e-4, atol=1e-5)
+    # Each limit keeps KEEP_EACH of its own validation distances, and no more than needed.
+    val_features = runner.batched(val)[1]
+    feature_distances = detector.features.distance(val_features)
+    statistics_distances = detector.statistics.distance(image_statistics(val))
+    assert detector.feature_limit == threshold_keeping(feature_distances, ood.KEEP_EACH)
+    assert detector.statistics_limit == threshold_keeping(statistics_distances, ood.KEEP_EACH)
+    assert np.mean(feature_distances <= detector.feature_limit) >= ood.KEEP_EACH
+    assert np.mean(statistics_distances <= detector.statistics_limit) >= ood.KEEP_EACH
+    # Together: the recorded share is the detector's own, and at least KEEP_SHARE.
+    kept = np.mean(detector.score(val_features, val) <= 1.0)
+    assert entry["validation_kept"] == kept
+    assert kept >= ood.KEEP_SHARE
 
 
 # ---------------------------------------------------------------- bundles
 
 
-def test_a_trained_bundle_records_its_ood_statistics(trained_tiny_bundle):
+def test_a_trained_bundle_records_its_ood_detector(trained_tiny_bundle):
     loaded = load_bundle(trained_tiny_bundle)
     entry = loaded.manifest["ood"]
     assert entry["sha256"] == bundle.sha256_file(trained_tiny_bundle / ood.OOD_FILE)
+    assert entry["threshold"] == 1.0 and entry["keep_each"] == ood.KEEP_EACH
     assert entry["validation_kept"] >= ood.KEEP_SHARE
-    assert isinstance(loaded.ood, FeatureDistribution)
-    assert loaded.ood.mean.shape == (256,)  # the default custom CNN's pooled features
+    assert isinstance(loaded.ood, OODDetector)
+    assert loaded.ood.features.mean.shape == (256,)  # the default custom CNN's pooled features
+    assert loaded.ood.statistics.mean.shape == (9,)
+    assert 0 < loaded.ood.feature_limit < np.inf and 0 < loaded.ood.statistics_limit < np.inf
 
 
 def test_the_loader_refuses_a_tampered_or_missing_ood_file(trained_tiny_bundle, tmp_path):
     folder = Path(shutil.copytree(trained_tiny_bundle, tmp_path / "copy"))
-    stored = FeatureDistribution.load(folder / ood.OOD_FILE)
-    # A "harmless" edit: the same statistics with a wider precision, accepting more.
-    FeatureDistribution(stored.mean, stored.precision * 0.5).save(folder / ood.OOD_FILE)
+    stored = OODDetector.load(folder / ood.OOD_FILE)
+    # A "harmless" edit: the same distributions with a wider feature limit, accepting more.
+    replace(stored, feature_limit=stored.feature_limit * 2).save(folder / ood.OOD_FILE)
     with pytest.raises(BundleError, match="does not match its manifest"):
         load_bundle(folder)
     (folder / ood.OOD_FILE).unlink()
@@ -170,6 +298,24 @@ def test_the_loader_refuses_a_tampered_or_missing_ood_file(trained_tiny_bundle, 
     # Restoring the original file makes the bundle usable again.
     shutil.copy(trained_tiny_bundle / ood.OOD_FILE, folder / ood.OOD_FILE)
     assert load_bundle(folder).ood is not None
+
+
+def test_an_old_format_ood_file_is_refused_with_the_refit_command(trained_tiny_bundle, tmp_path):
+    """Before the image statistics, ood.npz held only `mean` and `precision` (with the
+    threshold in the manifest). Its sha256 matches, but this version cannot use it."""
+    folder = Path(shutil.copytree(trained_tiny_bundle, tmp_path / "old"))
+    stored = OODDetector.load(folder / ood.OOD_FILE)
+    np.savez_compressed(folder / ood.OOD_FILE, mean=stored.features.mean,
+                        precision=stored.features.precision)
+    manifest = json.loads((folder / bundle.MANIFEST_FILE).read_text())
+    manifest["ood"] = {"file": ood.OOD_FILE, "threshold": 17.5, "validation_kept": 0.975,
+                       "sha256": bundle.sha256_file(folder / ood.OOD_FILE)}
+    (folder / bundle.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    with pytest.raises(BundleError, match=r"python -m medal_core\.ood") as refused:
+        load_bundle(folder)
+    assert ood.OOD_FILE in str(refused.value)
+    # Without its detector the bundle still opens, as `python -m medal_core.ood` needs.
+    assert load_bundle(folder, load_ood=False).ood is None
 
 
 # ---------------------------------------------------------------- the committed bundle
@@ -197,7 +343,8 @@ def test_the_real_bundle_rejects_non_lesion_images(real_runner):
     loaded, runner = real_runner
     # Drawn at 256 px (the screenshots need at least 61) and resized by the report.
     images = {**synthetic_non_lesion_images(), **sample_photographs()}
-    report = rejection_report(runner, loaded.ood, loaded.manifest["ood"]["threshold"], images)
+    assert len(images) >= 30
+    report = rejection_report(runner, loaded.ood, images)
     assert report["share_rejected"] >= 0.95, f"accepted as lesions: {report['missed']}"
 
 
@@ -205,7 +352,8 @@ def test_the_real_bundle_rejects_non_lesion_images(real_runner):
 def test_the_real_bundle_keeps_real_validation_lesions(real_runner):
     """60 images spread evenly over the bundle's own validation set.
 
-    The threshold keeps 97.5% of the whole validation set by construction, so a subset
+    The detector keeps at least 97.5% of the whole validation set by construction (each
+    check 98.75%), so a subset
     of 60 is expected to lose 1.5 images; requiring ≤ 1 loss (≥ 97% kept) would fail
     about half of all healthy bundles. The limit is instead the largest number of
     rejections a 97.5% keep rate produces with probability ≥ 1%: 5 of 60 under a
@@ -220,8 +368,8 @@ def test_the_real_bundle_keeps_real_validation_lesions(real_runner):
                                                rule["seed"])
     chosen = np.linspace(0, len(validation) - 1, 60).round().astype(int)
     images = data.load_images(validation.paths[chosen], runner.input_size)
-    distances = loaded.ood.distance(runner.batched(images)[1])
-    rejected = int(np.sum(distances > loaded.manifest["ood"]["threshold"]))
+    scores = loaded.ood.score(runner.batched(images)[1], images)
+    rejected = int(np.sum(scores > 1.0))
     n, p = len(chosen), 1 - ood.KEEP_SHARE
     tail = lambda k: sum(math.comb(n, j) * p ** j * (1 - p) ** (n - j) for j in range(k, n + 1))
     allowed = max(k for k in range(n + 1) if tail(k) >= 0.01)

@@ -35,11 +35,12 @@ def photo(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 
 def independent_probability(predictor: Predictor, rgb: np.ndarray):
-    """(probability, mean view logit, 8 view probabilities, pooled features) computed from the Keras
-    model directly, with NumPy views — no ModelRunner involved."""
+    """(probability, mean view logit, 8 view probabilities, pooled features, uint8 model-size
+    image) computed from the Keras model directly, with NumPy views — no ModelRunner involved."""
     bundle = predictor.bundle
     size = bundle.manifest["input_size"]
-    image = resize_for_model(rgb, size).astype(np.float32)[None]
+    resized = resize_for_model(rgb, size)[None]
+    image = resized.astype(np.float32)
     mirrored = image[:, :, ::-1]
     views = ([np.rot90(image, k, axes=(1, 2)) for k in range(4)]
              + [np.rot90(mirrored, k, axes=(1, 2)) for k in range(4)])
@@ -49,17 +50,17 @@ def independent_probability(predictor: Predictor, rgb: np.ndarray):
     pooled = keras.Model(bundle.model.inputs, bundle.model.get_layer(FEATURE_LAYER).output)
     features = pooled([image]).numpy()
     return (float(sigmoid(logits.mean() / temperature)), float(logits.mean()),
-            sigmoid(logits / temperature), features)
+            sigmoid(logits / temperature), features, resized)
 
 
 # ---------------------------------------------------------------- Prediction logic
 
 
-def made(probability=0.5, threshold=0.4, views=(0.3, 0.6), ood_distance=None, ood_threshold=None):
+def made(probability=0.5, threshold=0.4, views=(0.3, 0.6), ood_score=None):
     """A hand-made Prediction; `views` are the view probabilities (only min/max matter)."""
     return Prediction(probability=probability, logit=0.0, threshold=threshold,
-                      view_probabilities=np.array(views, dtype=float), ood_distance=ood_distance,
-                      ood_threshold=ood_threshold, quality=assess_quality(photo(256, 256)))
+                      view_probabilities=np.array(views, dtype=float), ood_score=ood_score,
+                      quality=assess_quality(photo(256, 256)))
 
 
 @pytest.mark.parametrize("probability, views, threshold, refer, indeterminate, code", [
@@ -82,11 +83,11 @@ def test_refer_indeterminate_and_verdict(probability, views, threshold, refer, i
     assert p.verdict == VERDICTS[code]
 
 
-@pytest.mark.parametrize("distance, limit, lesion", [(None, None, True), (1.0, 2.0, True),
-                                                     (2.0, 2.0, True), (2.01, 2.0, False)])
-def test_not_lesion_when_the_ood_distance_exceeds_its_threshold(distance, limit, lesion):
+@pytest.mark.parametrize("score, lesion", [(None, True), (0.0, True), (0.5, True), (1.0, True),
+                                            (1.005, False), (40.0, False)])
+def test_not_lesion_when_the_ood_score_exceeds_one(score, lesion):
     for probability, views in ((0.9, (0.8, 0.95)), (0.35, (0.2, 0.5)), (0.1, (0.05, 0.2))):
-        p = made(probability, 0.4, views, ood_distance=distance, ood_threshold=limit)
+        p = made(probability, 0.4, views, ood_score=score)
         assert p.looks_like_lesion is lesion
         if not lesion:  # overrides every other verdict
             assert p.verdict_code == "not_lesion"
@@ -114,7 +115,7 @@ def test_probability_is_the_calibrated_mean_over_the_eight_views(predictor, heig
     assert predictor.bundle.manifest["test_time_views"] == DIHEDRAL_VIEWS
     rgb = photo(height, width, seed=height)
     result = predictor.predict(rgb)
-    expected, mean_logit, view_probabilities, features = independent_probability(predictor, rgb)
+    expected, mean_logit, view_probabilities, features, image = independent_probability(predictor, rgb)
     assert isinstance(result, Prediction)
     assert result.probability == pytest.approx(expected, abs=ATOL)
     assert result.logit == pytest.approx(mean_logit, abs=ATOL)
@@ -126,10 +127,13 @@ def test_probability_is_the_calibrated_mean_over_the_eight_views(predictor, heig
     assert low - 1e-9 <= result.probability <= high + 1e-9
     assert result.indeterminate == (low < result.threshold <= high)
     assert result.threshold == predictor.default_threshold
-    # The OOD distance is that of the unmodified view's pooled features.
-    assert result.ood_threshold == predictor.bundle.manifest["ood"]["threshold"]
-    assert result.ood_distance == pytest.approx(float(predictor.bundle.ood.distance(features)[0]),
-                                                rel=1e-4, abs=1e-4)
+    # The OOD score is the detector's, on the unmodified view's pooled features and the
+    # model-size image.
+    assert isinstance(result.ood_score, float) and np.isfinite(result.ood_score)
+    assert result.ood_score >= 0
+    assert result.ood_score == pytest.approx(float(predictor.bundle.ood.score(features, image)[0]),
+                                             rel=1e-4, abs=1e-4)
+    assert result.looks_like_lesion is (result.ood_score <= 1.0)
 
 
 def test_indeterminate_exactly_when_the_threshold_falls_inside_the_spread(predictor):
@@ -178,7 +182,7 @@ def test_predict_batch_equals_predict_one_by_one(predictor):
         assert together.probability == pytest.approx(alone.probability, abs=ATOL)
         assert together.logit == pytest.approx(alone.logit, abs=ATOL)
         np.testing.assert_allclose(together.view_probabilities, alone.view_probabilities, atol=ATOL)
-        assert together.ood_distance == pytest.approx(alone.ood_distance, rel=1e-4, abs=1e-4)
+        assert together.ood_score == pytest.approx(alone.ood_score, rel=1e-4, abs=1e-4)
         assert together.quality == alone.quality
         assert together.threshold == alone.threshold == 0.3
     assert predictor.predict_batch([]) == []
@@ -204,5 +208,5 @@ def test_single_view_bundle_without_ood_uses_the_unmodified_view(tiny_bundle):
     view_logits, _ = predictor.runner(resize_for_model(rgb, 32)[None], DIHEDRAL_VIEWS)
     assert result.logit == pytest.approx(float(view_logits[0, 0]), abs=ATOL)
     assert result.probability == pytest.approx(float(sigmoid(view_logits[0, 0] / 1.5)), abs=ATOL)
-    assert result.ood_distance is None and result.ood_threshold is None
+    assert result.ood_score is None
     assert result.looks_like_lesion and result.verdict_code != "not_lesion"

@@ -1,0 +1,87 @@
+"""Side-by-side figures for several bundles: validation AUC with CI, sensitivity and
+specificity at each bundle's own threshold, size and measured latency."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from medal_core import metrics
+from medal_core.bundle import Bundle
+
+
+def auc_with_ci(bundle: Bundle, n_bootstrap: int = 1000) -> tuple[float, float, float]:
+    """(ROC AUC, low, high) on the stored validation predictions: the manifest's figures
+    when it has them (computed on the same predictions), else a fresh bootstrap."""
+    stored = bundle.manifest.get("validation_metrics", {}).get("roc_auc", {})
+    if all(isinstance(stored.get(k), (int, float)) for k in ("value", "low", "high")):
+        return float(stored["value"]), float(stored["low"]), float(stored["high"])
+    p = bundle.predictions
+    low, high = metrics.bootstrap_ci(p.labels, p.probabilities, metrics.roc_auc, n_bootstrap)
+    return metrics.roc_auc(p.labels, p.probabilities), low, high
+
+
+def parameter_count(bundle: Bundle, model=None) -> int | None:
+    """From the manifest, or counted on a loaded Keras model."""
+    if isinstance(bundle.manifest.get("parameters"), int):
+        return bundle.manifest["parameters"]
+    return int(model.count_params()) if model is not None else None
+
+
+def summary_row(name: str, bundle: Bundle, latency_ms: float | None = None,
+                parameters: int | None = None) -> dict:
+    """One row of the comparison table (numbers, not strings)."""
+    p = bundle.predictions
+    auc, low, high = auc_with_ci(bundle)
+    at = metrics.threshold_metrics(p.labels, p.probabilities, bundle.threshold)
+    return {
+        "model": name,
+        "architecture": bundle.manifest.get("architecture", ""),
+        "input px": bundle.manifest.get("input_size"),
+        "parameters": parameters if parameters is not None else parameter_count(bundle),
+        "AUC": auc, "AUC low": low, "AUC high": high,
+        "threshold": bundle.threshold,
+        "sensitivity": at["sensitivity"].value,
+        "sensitivity CI": _ci(at["sensitivity"]),
+        "specificity": at["specificity"].value,
+        "specificity CI": _ci(at["specificity"]),
+        "validation images": int(len(p.labels)),
+        "latency ms": latency_ms,
+    }
+
+
+def display_row(row: dict) -> dict:
+    """A `summary_row` as short texts for a compact table."""
+    def pct(value, ci):
+        return "n/a" if value is None or math.isnan(value) else f"{value:.1%} ({ci})"
+    return {
+        "model": row["model"], "architecture": row["architecture"], "input px": row["input px"],
+        "parameters": row["parameters"],
+        "ROC AUC (95% CI)": f"{row['AUC']:.3f} ({row['AUC low']:.3f}–{row['AUC high']:.3f})",
+        "threshold": row["threshold"],
+        "sensitivity (95% CI)": pct(row["sensitivity"], row["sensitivity CI"]),
+        "specificity (95% CI)": pct(row["specificity"], row["specificity CI"]),
+        "latency ms": row["latency ms"],
+    }
+
+
+def _ci(estimate: metrics.Estimate) -> str:
+    if math.isnan(estimate.low):
+        return "n/a"
+    return f"{estimate.low:.1%}–{estimate.high:.1%}"
+
+
+def measure_latency(predictor, side: int = 512, repeats: int = 5, seed: int = 0) -> float:
+    """Median wall time in milliseconds of `predictor.predict` on a synthetic
+    side × side image (after one warm-up call): the full per-upload cost (resize, 8
+    test-time views, quality checks, OOD distance)."""
+    image = np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    predictor.predict(image)
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        predictor.predict(image)
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.median(times))

@@ -1,0 +1,149 @@
+"""Everything the threshold explorer shows, as plain data computed from a bundle's stored
+validation predictions (labels and calibrated probabilities).
+
+    point = at_threshold(labels, probabilities, 0.3)
+    point.metrics["sensitivity"].value, point.confusion.tp, point.roc_point
+    presets(labels, probabilities)          # {"Sensitivity ≥ 95%": 0.21, "Youden": ...}
+    at_prevalence(point, 0.02).frequencies.melanomas_missed   # per 1,000 patients
+
+All figures come from `medal_core.metrics`; nothing here re-implements a metric.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from medal_core import metrics
+from medal_core.evaluate import MEDAL_THRESHOLD, TARGET_SENSITIVITY
+
+SENSITIVITY_PRESET = f"Sensitivity ≥ {TARGET_SENSITIVITY:.0%}"
+YOUDEN_PRESET = "Youden"
+MEDAL_PRESET = f"MedAL {MEDAL_THRESHOLD:g}"
+
+# Display order and names of the operating-point metrics.
+METRIC_NAMES = {
+    "sensitivity": "Sensitivity",
+    "specificity": "Specificity",
+    "ppv": "PPV",
+    "npv": "NPV",
+    "f1": "F1",
+}
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """The stored predictions seen at one threshold."""
+
+    threshold: float
+    confusion: metrics.Confusion
+    metrics: dict[str, metrics.Estimate]   # sensitivity, specificity, ppv, npv, accuracy, f1
+    n: int
+
+    @property
+    def referred(self) -> int:
+        """Cases at or above the threshold (called malignant)."""
+        return self.confusion.tp + self.confusion.fp
+
+    @property
+    def roc_point(self) -> tuple[float, float]:
+        """(false-positive rate, true-positive rate) of this operating point."""
+        return 1 - self.metrics["specificity"].value, self.metrics["sensitivity"].value
+
+    @property
+    def pr_point(self) -> tuple[float, float]:
+        """(recall, precision); precision is NaN when nothing is referred."""
+        return self.metrics["sensitivity"].value, self.metrics["ppv"].value
+
+
+@dataclass(frozen=True)
+class Curves:
+    """ROC and precision–recall curves with their areas."""
+
+    fpr: np.ndarray
+    tpr: np.ndarray
+    roc_thresholds: np.ndarray
+    roc_auc: float
+    precision: np.ndarray
+    recall: np.ndarray
+    pr_thresholds: np.ndarray
+    average_precision: float
+
+
+@dataclass(frozen=True)
+class PrevalenceView:
+    """Predictive values and natural frequencies at an assumed prevalence."""
+
+    prevalence: float
+    ppv: float
+    npv: float
+    frequencies: metrics.NaturalFrequencies
+
+
+def at_threshold(labels, probabilities, threshold: float) -> OperatingPoint:
+    """Confusion counts and metrics with 95% CIs (Wilson; F1 by bootstrap) at `threshold`."""
+    confusion = metrics.confusion_at(labels, probabilities, threshold)
+    return OperatingPoint(float(threshold), confusion,
+                          metrics.threshold_metrics(labels, probabilities, threshold),
+                          int(len(labels)))
+
+
+def curves(labels, probabilities) -> Curves:
+    """The ROC and PR curves of the stored predictions."""
+    fpr, tpr, roc_thresholds = metrics.roc_curve(labels, probabilities)
+    precision, recall, pr_thresholds = metrics.precision_recall_curve(labels, probabilities)
+    return Curves(fpr, tpr, roc_thresholds, metrics.roc_auc(labels, probabilities),
+                  precision, recall, pr_thresholds,
+                  metrics.average_precision(labels, probabilities))
+
+
+def presets(labels, probabilities, target_sensitivity: float = TARGET_SENSITIVITY) -> dict[str, float]:
+    """Named thresholds: the largest one reaching `target_sensitivity`, Youden's J
+    optimum, and the original MedAL app's 0.37."""
+    return {
+        SENSITIVITY_PRESET: metrics.threshold_for_sensitivity(labels, probabilities, target_sensitivity),
+        YOUDEN_PRESET: metrics.youden_threshold(labels, probabilities),
+        MEDAL_PRESET: MEDAL_THRESHOLD,
+    }
+
+
+def dataset_prevalence(labels) -> float:
+    """Share of melanomas among the stored predictions."""
+    return float(np.mean(np.asarray(labels) == 1))
+
+
+def at_prevalence(point: OperatingPoint, prevalence: float, patients: int = 1000) -> PrevalenceView:
+    """PPV/NPV (Bayes' rule) and what happens to `patients` people at `prevalence`, for
+    this operating point's sensitivity and specificity."""
+    sensitivity = point.metrics["sensitivity"].value
+    specificity = point.metrics["specificity"].value
+    ppv, npv = metrics.predictive_values(sensitivity, specificity, prevalence)
+    return PrevalenceView(float(prevalence), ppv, npv,
+                          metrics.natural_frequencies(sensitivity, specificity, prevalence, patients))
+
+
+def metric_rows(point: OperatingPoint) -> list[dict]:
+    """One row per metric (METRIC_NAMES order): key, name, value, low, high, the counts
+    behind it ("successes/total"; empty for F1) and display texts."""
+    rows = []
+    for key, label in METRIC_NAMES.items():
+        estimate = point.metrics[key]
+        counts = "" if key == "f1" else f"{estimate.successes}/{estimate.total}"
+        defined = not np.isnan(estimate.value)
+        rows.append({"key": key, "metric": label, "value": estimate.value, "low": estimate.low,
+                     "high": estimate.high, "counts": counts,
+                     "value_text": f"{estimate.value:.1%}" if defined else "n/a",
+                     "ci_text": (f"95% CI {estimate.low:.1%}–{estimate.high:.1%}"
+                                 if defined and not np.isnan(estimate.low) else "")})
+    return rows
+
+
+def format_estimate(estimate: metrics.Estimate, digits: int = 1) -> str:
+    """'91.2% (95% CI 85.0–95.1%)', or 'n/a' when undefined (no cases to divide by)."""
+    if estimate.value is None or np.isnan(estimate.value):
+        return "n/a"
+    text = f"{estimate.value:.{digits}%}"
+    if not (np.isnan(estimate.low) or np.isnan(estimate.high)):
+        text += f" (95% CI {estimate.low:.{digits}%}–{estimate.high:.{digits}%})"
+    return text

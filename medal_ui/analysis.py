@@ -1,0 +1,66 @@
+"""One upload through the model, memoised per session (see `state.memo`): decoding,
+prediction and Grad-CAM heatmaps each run once per image, bundle, layer and direction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from medal_core.data import resize_for_model
+from medal_core.images import downscale
+from medal_core.intake import IntakeError, read_upload
+from medal_core.predictor import Prediction
+from medal_ui import state
+
+DISPLAY_SIDE = 1024   # the on-screen copy (and the report's source) is at most this big
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """An accepted upload and its prediction at the bundle's own threshold (use
+    `results.with_threshold` for the shared one)."""
+
+    display_rgb: np.ndarray    # downscaled copy for display and the report
+    model_rgb: np.ndarray      # resized to the model's input size, for Grad-CAM
+    notes: tuple[str, ...]     # what intake did to the image
+    prediction: Prediction
+
+
+def analyse(context: state.AppContext, upload: state.Upload) -> Analysis:
+    """Decode and predict (once per image and bundle). Raises IntakeError with the
+    user-facing message for a refused file."""
+
+    def compute():
+        try:
+            image = read_upload(upload.data)
+        except IntakeError as error:
+            return error
+        predictor = context.predictor()
+        return Analysis(downscale(image.rgb, DISPLAY_SIDE),
+                        resize_for_model(image.rgb, predictor.input_size),
+                        image.notes, predictor.predict(image.rgb))
+
+    result = state.memo(upload.digest, ("analysis", context.folder, context.sha), compute)
+    if isinstance(result, IntakeError):
+        raise result
+    return result
+
+
+def heatmap(context: state.AppContext, upload: state.Upload, analysis: Analysis,
+            layer: str, direction: str) -> np.ndarray:
+    """Grad-CAM heatmap (s, s) in [0, 1] at `layer` (once per image, bundle, layer and
+    direction)."""
+    return state.memo(
+        upload.digest, ("cam", context.folder, context.sha, layer, direction),
+        lambda: state.get_gradcam(context.folder, context.sha, layer)(analysis.model_rgb, direction))
+
+
+def activations(context: state.AppContext, upload: state.Upload, analysis: Analysis,
+                layer: str, max_maps: int) -> np.ndarray:
+    """The first `max_maps` activation maps (k, h, w) of `layer` for this image."""
+    from medal_core.explain import activation_maps
+
+    model = context.predictor().bundle.model
+    return state.memo(upload.digest, ("maps", context.folder, context.sha, layer, max_maps),
+                      lambda: activation_maps(model, layer, analysis.model_rgb, max_maps))

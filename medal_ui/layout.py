@@ -1,0 +1,33 @@
+"""What every page begins with: page settings, logo, style and the shared sidebar."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from medal_ui import state
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+
+
+def configure_page() -> None:
+    """Title, local icon and layout. Called before `st.navigation` too: otherwise
+    Streamlit shows the page's Material icon as the favicon, fetched from Google's font
+    servers — a request to the outside world from a page that promises none."""
+    st.set_page_config(page_title="MedAL Triage", page_icon=str(ASSETS / "icon.png"),
+                       layout="wide", initial_sidebar_state="expanded",
+                       menu_items={"About": "MedAL Triage — an open-source dermoscopy triage "
+                                            "aid. Not a diagnosis."})
+
+
+def start_page() -> None:
+    """Draw the page chrome and the shared sidebar (model chooser, threshold).
+
+    Each page calls this itself, first, rather than relying on `streamlit_app.py`: with a
+    `pages/` folder beside the entry point, Streamlit runs a page file on its own (its
+    older multipage mode) until `st.navigation` has run once in the process — on a fresh
+    server's first request, and in every `AppTest` run after `switch_page`.
+    """
+    configure_page()
+    st.logo(str(ASSETS / "logo.png"), icon_image=str(ASSETS / "icon.png"), size="large")
+    st.html(ASSETS / "style.css")
+    state.render_sidebar()

@@ -1,0 +1,56 @@
+"""Compare models: every usable bundle side by side."""
+
+import streamlit as st
+
+from medal_core import charts, compare, explorer
+from medal_core.bundle import BundleError
+from medal_core.catalog import read_history, signature
+from medal_ui import layout, state, widgets
+
+layout.start_page()
+
+context = state.require_context()
+catalog = context.catalog
+
+st.title("Compare models")
+st.caption("Validation figures of every model bundle, each at its own default threshold, and "
+           "the time one image takes on this server.")
+
+rows, curves, points, histories = [], {}, {}, {}
+for name, bundle in catalog.bundles.items():
+    sha = signature(bundle)
+    latency = parameters = None
+    try:
+        latency = state.get_latency_ms(str(bundle.folder), sha)
+        parameters = compare.parameter_count(
+            bundle, state.get_predictor(str(bundle.folder), sha).bundle.model)
+    except BundleError as error:
+        st.error(f"**{name}** could not be loaded: {error}")
+    p = bundle.predictions
+    rows.append(compare.summary_row(name, bundle, latency, parameters))
+    curves[name] = explorer.curves(p.labels, p.probabilities)
+    points[name] = explorer.at_threshold(p.labels, p.probabilities, bundle.threshold)
+    histories[name] = read_history(bundle.folder)
+
+st.dataframe(
+    [compare.display_row(row) for row in rows], hide_index=True,
+    column_config={
+        "threshold": st.column_config.NumberColumn(format="%.3f"),
+        "parameters": st.column_config.NumberColumn(format="localized"),
+        "latency ms": st.column_config.NumberColumn(
+            "latency (ms)", format="%.0f",
+            help="Median time of one prediction (8 test-time views) on a 512 × 512 image "
+                 "on this server, measured when the page was first opened."),
+    })
+
+left, right = st.columns([1, 1.4])
+left.plotly_chart(charts.roc_figure(curves, points, title="ROC curves (dots: default thresholds)"),
+                  key="compare_roc", config={"displayModeBar": False})
+if any(histories.values()):
+    right.plotly_chart(charts.training_curves_figure({k: v for k, v in histories.items() if v}),
+                       key="compare_training", config={"displayModeBar": False})
+else:
+    right.info("No training logs (history.csv) in these bundles.")
+st.caption("AUC intervals: stratified bootstrap; sensitivity and specificity intervals: Wilson. "
+           "All on each model's own validation predictions.")
+widgets.broken_bundles(catalog, expanded=True)

@@ -1,0 +1,237 @@
+"""The app in a real headless Chromium: upload, result and heatmap, the threshold
+explorer, and batch triage with its CSV download.
+
+Starts `streamlit run streamlit_app.py` on a free loopback port with MEDAL_MODELS_DIR set
+(the committed `models/` when it holds a usable bundle, else tiny bundles built here) and
+drives it with Playwright. Screenshots go to $MEDAL_SCREENSHOTS (default
+artifacts/screenshots).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from app_helpers import make_models_dir, png, synthetic_lesion
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-quic"]
+VIEWPORT = {"width": 1400, "height": 1800}   # tall: Streamlit scrolls inside the page
+RUN_TIMEOUT_MS = 120_000
+
+if not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None:
+    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api",
+                               reason="the playwright package is not installed")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def accepted_seeds(models_dir: Path, wanted: int = 2, tries: int = 16) -> list[int]:
+    """Seeds of synthetic lesions that the default bundle takes for lesion images (a real
+    model's out-of-distribution check may reject some drawings)."""
+    from medal_core.catalog import scan
+    from medal_core.predictor import Predictor
+
+    found = scan(models_dir)
+    predictor = Predictor.from_folder(found.bundles[found.default_name()].folder)
+    seeds = [seed for seed in range(tries)
+             if predictor.predict(synthetic_lesion(seed, 320)).looks_like_lesion]
+    return seeds[:wanted]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> tuple[Path, list[int]]:
+    """(models folder, seeds of two synthetic lesions it accepts): the committed
+    `models/` when it has a usable bundle that accepts them, else tiny bundles."""
+    from medal_core.catalog import scan
+
+    committed = ROOT / "models"
+    if not scan(committed).empty:
+        seeds = accepted_seeds(committed)
+        if len(seeds) == 2:
+            return committed, seeds
+    return make_models_dir(tmp_path_factory.mktemp("browser_models"), names=("tiny",)), [0, 1]
+
+
+@pytest.fixture(scope="module")
+def screenshots() -> Path:
+    folder = Path(os.environ.get("MEDAL_SCREENSHOTS") or ROOT / "artifacts" / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, setup):
+    """URL of a streamlit server started for these tests (stopped afterwards)."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("streamlit") / "server.log"
+    env = {**os.environ, "MEDAL_MODELS_DIR": str(setup[0])}
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
+             "--server.headless", "true", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"],
+            cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+            page = context.new_page()
+            page.set_default_timeout(RUN_TIMEOUT_MS)
+            page.requested = []
+            page.on("request", lambda request: page.requested.append(request.url))
+            page.goto(server)
+            yield page
+        finally:
+            browser.close()
+
+
+def settle(page) -> None:
+    """Wait until the script run triggered by the last action has finished."""
+    page.wait_for_timeout(500)
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]')
+    page.wait_for_timeout(700)
+
+
+def open_page(page, link: str, heading: str | None = None) -> None:
+    """Follow a sidebar link (same session, so the shared state carries over)."""
+    page.locator('[data-testid="stSidebarNav"] a', has_text=link).first.click()
+    page.get_by_role("heading", name=heading or link).first.wait_for()
+    settle(page)
+
+
+def metrics_text(page) -> dict[str, str]:
+    found = {}
+    for metric in page.locator('[data-testid="stMetric"]').all():
+        label = metric.locator('[data-testid="stMetricLabel"]').inner_text().strip()
+        found[label] = metric.locator('[data-testid="stMetricValue"]').inner_text().strip()
+    return found
+
+
+def write_images(folder: Path, seeds: list[int]) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for seed in seeds:
+        path = folder / f"lesion_{seed}.png"
+        path.write_bytes(png(synthetic_lesion(seed, 320)))
+        paths.append(path)
+    junk = folder / "not_an_image.png"
+    junk.write_bytes(b"definitely not a PNG")
+    return paths + [junk]
+
+
+def test_triage_explorer_and_batch(page, server, setup, screenshots, tmp_path):
+    lesion, other, junk = write_images(tmp_path, setup[1])
+
+    # ---- Triage: upload one image, see a probability and the heatmap
+    page.locator('[data-testid="stFileUploader"]').first.wait_for()
+    settle(page)
+    page.screenshot(path=str(screenshots / "01_triage_empty.png"))
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').first.set_input_files(str(lesion))
+    page.get_by_text("Probability of melanoma").first.wait_for()
+    settle(page)
+    probability = metrics_text(page)["Probability of melanoma"]
+    assert re.fullmatch(r"\d{1,3}\.\d%", probability), probability
+    images = page.locator('[data-testid="stImage"] img')
+    assert images.count() >= 2
+    heatmap = images.nth(1)
+    assert heatmap.evaluate("img => img.complete && img.naturalWidth > 0")
+    assert "Grad-CAM" in page.locator('[data-testid="stImageCaption"]').nth(1).inner_text()
+    page.get_by_role("button", name="Download case report (HTML)").wait_for()
+    page.screenshot(path=str(screenshots / "02_triage_result.png"))
+
+    # ---- Threshold explorer: the preset and the slider move the figures
+    open_page(page, "Threshold explorer")
+    before = metrics_text(page)
+    roc_before = page.locator('[data-testid="stPlotlyChart"]').nth(1).screenshot()
+    page.screenshot(path=str(screenshots / "03_explorer_default.png"))
+    page.get_by_role("button", name=re.compile(r"^Youden")).click()
+    settle(page)
+    after_preset = metrics_text(page)
+    slider = page.locator('[data-testid="stMain"] [data-testid="stSlider"] input[type="range"]').first
+    slider.focus()
+    for _ in range(60):
+        page.keyboard.press("ArrowRight")
+    settle(page)
+    after_slider = metrics_text(page)
+    roc_after = page.locator('[data-testid="stPlotlyChart"]').nth(1).screenshot()
+    page.screenshot(path=str(screenshots / "04_explorer_moved.png"))
+    assert after_slider != after_preset or after_preset != before
+    assert (before["Sensitivity"], before["Specificity"]) != (after_slider["Sensitivity"],
+                                                            after_slider["Specificity"])
+    assert roc_before != roc_after
+
+    # ---- Batch triage: three files, the table, the CSV
+    open_page(page, "Batch triage")
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').first.set_input_files(
+        [str(lesion), str(other), str(junk)])
+    page.get_by_role("button", name="Download results (CSV)").wait_for()
+    settle(page)
+    assert page.locator('[data-testid="stDataFrame"]').count() == 1
+    page.screenshot(path=str(screenshots / "05_batch.png"))
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Download results (CSV)").click()
+    rows = list(csv.reader(io.StringIO(Path(download_info.value.path()).read_text())))
+    assert rows[0][:4] == ["file", "status", "probability", "decision"]
+    assert len(rows) == 4
+    assert sorted(r[0] for r in rows[1:]) == sorted([lesion.name, other.name, junk.name])
+    assert [r[1] for r in rows[1:]].count("refused") == 1
+
+    # ---- the other pages, for the record
+    for link, heading, name in (("Explainability", None, "06_explainability.png"),
+                                ("Compare models", None, "07_compare.png"),
+                                ("About / model card", "About MedAL Triage", "08_about.png")):
+        open_page(page, link, heading)
+        page.screenshot(path=str(screenshots / name))
+
+    # ---- privacy: the browser never talked to anything but this server
+    external = [url for url in page.requested
+                if not url.startswith((server, "data:", "blob:", "about:"))]
+    assert external == [], external
