@@ -59,7 +59,7 @@ class Predictions:
     image_ids: np.ndarray
     labels: np.ndarray          # 0 benign, 1 malignant
     logits: np.ndarray          # raw model logits (mean over test-time views if used)
-    probabilities: np.ndarray   # sigmoid(logit / temperature)
+    probabilities: np.ndarray   # Bundle.calibrate(logits)
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,24 @@ class Bundle:
     @property
     def temperature(self) -> float:
         return float(self.manifest["temperature"])
+
+    @property
+    def logit_offset(self) -> float:
+        """log(w_malignant / w_benign) of the training class weights (0 for bundles that
+        predate it): weighting the classes shifts every logit by this much."""
+        return float(self.manifest.get("logit_offset", 0.0))
+
+    def calibrate(self, logits):
+        """P(melanoma) from raw logits: the class-weighting shift removed, then the
+        fitted temperature applied. Same shape as `logits`."""
+        return calibrated_probability(logits, self.logit_offset, self.temperature)
+
+
+def calibrated_probability(logits, logit_offset: float, temperature: float):
+    """sigmoid((logits − logit_offset) / temperature), elementwise."""
+    from medal_core.metrics import sigmoid
+
+    return sigmoid((np.asarray(logits, dtype=np.float64) - logit_offset) / temperature)
 
 
 # ---------------------------------------------------------------- writing

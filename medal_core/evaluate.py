@@ -34,11 +34,15 @@ def dataset_logits(model, dataset: data.Dataset, views: int = 1) -> np.ndarray:
     return logits if views == 1 else logits.mean(axis=1)
 
 
-def calibration_summary(y_true, logits, temperature: float) -> dict:
-    """NLL, Brier score and ECE of sigmoid(logits) before and after temperature scaling."""
-    summary = {"temperature": temperature}
-    for label, t in (("uncalibrated", 1.0), ("calibrated", temperature)):
-        p = metrics.sigmoid(np.asarray(logits) / t)
+def calibration_summary(y_true, logits, temperature: float, logit_offset: float = 0.0) -> dict:
+    """NLL, Brier score and ECE of the raw sigmoid(logits), after removing the class-
+    weighting offset, and after the offset and temperature scaling (what the app shows)."""
+    from medal_core.bundle import calibrated_probability
+
+    summary = {"temperature": temperature, "logit_offset": logit_offset}
+    for label, offset, t in (("uncalibrated", 0.0, 1.0), ("offset_only", logit_offset, 1.0),
+                             ("calibrated", logit_offset, temperature)):
+        p = calibrated_probability(logits, offset, t)
         summary[label] = {"nll": metrics.log_loss(y_true, p), "brier": metrics.brier_score(y_true, p),
                           "ece": metrics.expected_calibration_error(y_true, p)}
     return summary
@@ -97,8 +101,9 @@ def format_report(report: dict, title: str = "") -> str:
                      f"{row['f1']:>5.3f} {row['support']:>8}")
     if "calibration" in report:
         cal = report["calibration"]
-        lines.append(f"calibration (temperature {cal['temperature']:.3f}):")
-        for label in ("uncalibrated", "calibrated"):
+        lines.append(f"calibration (class-weight offset {cal.get('logit_offset', 0.0):.3f}, "
+                     f"temperature {cal['temperature']:.3f}):")
+        for label in ("uncalibrated", "offset_only", "calibrated"):
             m = cal[label]
             lines.append(f"  {label:<13} NLL {m['nll']:.4f}  Brier {m['brier']:.4f}  ECE {m['ece']:.4f}")
     return "\n".join(lines)
@@ -132,10 +137,11 @@ def main(argv=None) -> dict:
     except (BundleError, data.DatasetError) as error:
         sys.exit(f"error: {error}")
     logits = dataset_logits(bundle.model, dataset, views=bundle.manifest["test_time_views"])
-    probabilities = metrics.sigmoid(logits / bundle.temperature)
+    probabilities = bundle.calibrate(logits)
     threshold = bundle.threshold if args.threshold is None else args.threshold
     report = evaluate_probabilities(dataset.labels, probabilities, threshold)
-    report["calibration"] = calibration_summary(dataset.labels, logits, bundle.temperature)
+    report["calibration"] = calibration_summary(dataset.labels, logits, bundle.temperature,
+                                                bundle.logit_offset)
     report.update(bundle=bundle.name, split=args.split, data=str(args.data))
     print(format_report(report, f"{bundle.name} on '{args.split}' of {args.data}"))
     out = Path(args.json or f"reports/{bundle.name}_{args.split}.json")

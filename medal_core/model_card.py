@@ -78,7 +78,8 @@ def model_section(manifest: dict) -> str:
         f"{manifest.get('input_size', '?')} × {manifest.get('input_size', '?')} px RGB",
         f"- **Parameters:** {parameters:,}" if isinstance(parameters, int) else "- **Parameters:** n/a",
         f"- **Starting weights:** {weights.get('note') or weights.get('source', 'n/a')}",
-        f"- **Calibration:** temperature scaling, T = {manifest.get('temperature', float('nan')):.3f}",
+        f"- **Calibration:** class-weighting offset {manifest.get('logit_offset', 0.0):.3f} removed "
+        f"from the logit, then temperature scaling, T = {manifest.get('temperature', float('nan')):.3f}",
         f"- **Test-time augmentation:** {manifest.get('test_time_views', 1)} view(s) "
         "(rotations and mirror images) averaged",
         f"- **Created:** {manifest.get('created', 'n/a')}",
@@ -128,7 +129,7 @@ def metrics_section(manifest: dict) -> str:
         after = calibration.get("calibrated", {}).get("ece")
         if before is not None and after is not None:
             lines.append(f"- **Calibration error (ECE):** {before:.3f} before, {after:.3f} after "
-                         "temperature scaling")
+                         "calibration")
     if "n" in report:
         lines.append(f"\nOn {report['n']} validation images ({report.get('malignant', '?')} "
                      "melanomas).")

@@ -19,7 +19,6 @@ import numpy as np
 from medal_core.bundle import Bundle, load_bundle
 from medal_core.data import resize_for_model
 from medal_core.inference import DIHEDRAL_VIEWS, ModelRunner
-from medal_core.metrics import sigmoid
 from medal_core.quality import QualityReport, assess_quality
 
 DISCLAIMER = ("MedAL Triage is a triage aid, not a diagnosis. It can miss melanomas and "
@@ -36,7 +35,7 @@ VERDICTS = {
 
 @dataclass(frozen=True)
 class Prediction:
-    """One image's result. Probabilities are calibrated (temperature-scaled)."""
+    """One image's result. Probabilities are calibrated (see `Bundle.calibrate`)."""
 
     probability: float                 # P(melanoma), the bundle's estimate
     logit: float                       # raw logit behind `probability`
@@ -114,14 +113,13 @@ class Predictor:
         batch = np.stack([resize_for_model(rgb, self.input_size) for rgb in images])
         view_logits, features = self.runner.batched(batch, DIHEDRAL_VIEWS, batch_size)
         logits = self.estimate_logits(view_logits)
-        temperature = self.bundle.temperature
         ood_scores = self.bundle.ood.score(features, batch) if self.bundle.ood is not None else None
         return [
             Prediction(
-                probability=float(sigmoid(logits[i] / temperature)),
+                probability=float(self.bundle.calibrate(logits[i])),
                 logit=float(logits[i]),
                 threshold=threshold,
-                view_probabilities=sigmoid(view_logits[i] / temperature),
+                view_probabilities=self.bundle.calibrate(view_logits[i]),
                 ood_score=None if ood_scores is None else float(ood_scores[i]),
                 quality=assess_quality(images[i]),
             )

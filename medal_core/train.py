@@ -212,11 +212,16 @@ def write_bundle(model: keras.Model, config: TrainConfig, train_set: data.Datase
                  val_set: data.Dataset, work: Path) -> Path:
     """Calibrate and choose the operating point on validation, then save the bundle."""
     logits = evaluate.dataset_logits(model, val_set, views=config.test_time_views)
-    temperature = metrics.fit_temperature(val_set.labels, logits)
-    probabilities = metrics.sigmoid(logits / temperature)
+    weights = class_weights(train_set.labels)
+    # Class weighting raises every logit by log(w1/w0); undo it before fitting T, so the
+    # probabilities shown are estimates at the data's own prevalence.
+    logit_offset = float(np.log(weights[1] / weights[0]))
+    temperature = metrics.fit_temperature(val_set.labels, logits - logit_offset)
+    probabilities = bundle.calibrated_probability(logits, logit_offset, temperature)
     threshold = evaluate.operating_points(val_set.labels, probabilities)
     report = evaluate.evaluate_probabilities(val_set.labels, probabilities, threshold["value"])
-    report["calibration"] = evaluate.calibration_summary(val_set.labels, logits, temperature)
+    report["calibration"] = evaluate.calibration_summary(val_set.labels, logits, temperature,
+                                                         logit_offset)
     print(evaluate.format_report(report, f"{Path(config.out).name} on its validation set"), flush=True)
     spec = models.ARCHITECTURES[config.arch]
     manifest = {
@@ -227,6 +232,7 @@ def write_bundle(model: keras.Model, config: TrainConfig, train_set: data.Datase
         "backbone_weights": describe_weights(config.weights, spec.is_transfer),
         "gradcam_layer": spec.gradcam_layer,
         "test_time_views": config.test_time_views,
+        "logit_offset": logit_offset,
         "temperature": temperature,
         "threshold": threshold,
         "parameters": int(model.count_params()),

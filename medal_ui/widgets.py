@@ -100,7 +100,8 @@ def result_card(prediction: Prediction) -> None:
         low, high = prediction.spread
         left, right = st.columns([1, 2], vertical_alignment="center")
         left.metric("Probability of melanoma", f"{prediction.probability:.1%}",
-                    help="Calibrated estimate from the model (temperature-scaled), averaged "
+                    help="Calibrated estimate from the model (class-weighting offset removed, "
+                         "temperature-scaled), averaged "
                          "over 8 rotated and mirrored views of the image.")
         with right:
             verdict_box(prediction)

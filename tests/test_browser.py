@@ -13,38 +13,22 @@ import csv
 import io
 import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from app_helpers import make_models_dir, png, synthetic_lesion
+from browser_support import (ROOT, VIEWPORT, ServerError, StreamlitServer, chromium_missing,
+                             launch_options, metrics_text, open_page, settle)
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-quic"]
-VIEWPORT = {"width": 1400, "height": 1800}   # tall: Streamlit scrolls inside the page
 RUN_TIMEOUT_MS = 120_000
 
-if not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None:
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+if chromium_missing():
+    pytest.skip(chromium_missing(), allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api",
                                reason="the playwright package is not installed")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def accepted_seeds(models_dir: Path, wanted: int = 2, tries: int = 16) -> list[int]:
@@ -84,43 +68,18 @@ def screenshots() -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, setup):
     """URL of a streamlit server started for these tests (stopped afterwards)."""
-    port = free_port()
     log = tmp_path_factory.mktemp("streamlit") / "server.log"
-    env = {**os.environ, "MEDAL_MODELS_DIR": str(setup[0])}
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
-             "--server.headless", "true", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"],
-            cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        with StreamlitServer(setup[0], log=log) as running:
+            yield running.url
+    except ServerError as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="module")
 def page(server):
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(**launch_options())
         try:
             context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
             page = context.new_page()
@@ -131,28 +90,6 @@ def page(server):
             yield page
         finally:
             browser.close()
-
-
-def settle(page) -> None:
-    """Wait until the script run triggered by the last action has finished."""
-    page.wait_for_timeout(500)
-    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]')
-    page.wait_for_timeout(700)
-
-
-def open_page(page, link: str, heading: str | None = None) -> None:
-    """Follow a sidebar link (same session, so the shared state carries over)."""
-    page.locator('[data-testid="stSidebarNav"] a', has_text=link).first.click()
-    page.get_by_role("heading", name=heading or link).first.wait_for()
-    settle(page)
-
-
-def metrics_text(page) -> dict[str, str]:
-    found = {}
-    for metric in page.locator('[data-testid="stMetric"]').all():
-        label = metric.locator('[data-testid="stMetricLabel"]').inner_text().strip()
-        found[label] = metric.locator('[data-testid="stMetricValue"]').inner_text().strip()
-    return found
 
 
 def write_images(folder: Path, seeds: list[int]) -> list[Path]:

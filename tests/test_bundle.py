@@ -181,3 +181,17 @@ def test_find_bundles_lists_folders_with_a_manifest(tiny_bundle):
     (models_dir / "README.md").write_text("not a bundle")
     assert bundle.find_bundles(models_dir) == [models_dir / "another", models_dir / "tiny"]
     assert bundle.find_bundles(models_dir / "missing") == []
+
+
+def test_calibration_removes_the_class_weighting_offset_then_applies_the_temperature():
+    logits = np.array([-3.0, 0.0, 1.4692, 4.0])
+    expected = 1 / (1 + np.exp(-(logits - 1.4692) / 1.2))
+    np.testing.assert_allclose(bundle.calibrated_probability(logits, 1.4692, 1.2), expected)
+    assert bundle.calibrated_probability(1.4692, 1.4692, 1.2) == pytest.approx(0.5)
+
+
+def test_a_manifest_without_an_offset_means_no_offset(tiny_bundle):
+    loaded = bundle.load_bundle(tiny_bundle, load_model=False)
+    assert "logit_offset" not in loaded.manifest and loaded.logit_offset == 0.0
+    np.testing.assert_allclose(loaded.calibrate(loaded.predictions.logits),
+                               loaded.predictions.probabilities)

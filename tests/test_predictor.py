@@ -47,9 +47,10 @@ def independent_probability(predictor: Predictor, rgb: np.ndarray):
     raw = logit_model(bundle.model)
     logits = np.array([raw([np.ascontiguousarray(v)]).numpy()[0, 0] for v in views])
     temperature = bundle.manifest["temperature"]
+    logits = logits - bundle.manifest.get("logit_offset", 0.0)   # the class-weighting shift
     pooled = keras.Model(bundle.model.inputs, bundle.model.get_layer(FEATURE_LAYER).output)
     features = pooled([image]).numpy()
-    return (float(sigmoid(logits.mean() / temperature)), float(logits.mean()),
+    return (float(sigmoid(logits.mean() / temperature)), float(logits.mean() + bundle.logit_offset),
             sigmoid(logits / temperature), features, resized)
 
 
@@ -119,7 +120,8 @@ def test_probability_is_the_calibrated_mean_over_the_eight_views(predictor, heig
     assert isinstance(result, Prediction)
     assert result.probability == pytest.approx(expected, abs=ATOL)
     assert result.logit == pytest.approx(mean_logit, abs=ATOL)
-    assert sigmoid(result.logit / predictor.bundle.temperature) == pytest.approx(result.probability)
+    assert sigmoid((result.logit - predictor.bundle.logit_offset) / predictor.bundle.temperature) \
+        == pytest.approx(result.probability)
     assert result.view_probabilities.shape == (DIHEDRAL_VIEWS,)
     np.testing.assert_allclose(result.view_probabilities, view_probabilities, atol=ATOL)
     assert np.all((result.view_probabilities >= 0) & (result.view_probabilities <= 1))

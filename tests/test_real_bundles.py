@@ -41,8 +41,9 @@ def test_stored_predictions_match_the_manifest_counts_and_temperature(loaded):
     validation = loaded.manifest["data"]["validation"]
     assert len(p.labels) == validation["images"]
     assert int(p.labels.sum()) == validation["malignant"]
-    np.testing.assert_allclose(p.probabilities, metrics.sigmoid(p.logits / loaded.temperature),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        p.probabilities, metrics.sigmoid((p.logits - loaded.manifest["logit_offset"]) / loaded.temperature),
+        atol=1e-6)
 
 
 def test_stored_predictions_reproduce_the_validation_auc(loaded):

@@ -59,7 +59,9 @@ def test_threshold_reaches_target_sensitivity_on_stored_predictions(trained):
     assert threshold["target_sensitivity"] == 0.95
     sensitivity = np.mean(p.probabilities[p.labels == 1] >= loaded.threshold)
     assert sensitivity >= 0.95
-    np.testing.assert_allclose(p.probabilities, metrics.sigmoid(p.logits / loaded.temperature))
+    offset = loaded.manifest["logit_offset"]
+    assert offset == pytest.approx(0.0)     # the synthetic data is balanced: equal class weights
+    np.testing.assert_allclose(p.probabilities, metrics.sigmoid((p.logits - offset) / loaded.temperature))
     assert metrics.roc_auc(p.labels, p.probabilities) == pytest.approx(
         loaded.manifest["validation_metrics"]["roc_auc"]["value"], abs=1e-12)
 
@@ -91,7 +93,7 @@ def test_evaluate_writes_a_json_report_matching_recomputed_metrics(trained, data
     loaded = bundle.load_bundle(folder)
     dataset = data.load_dataset(dataset_dir)
     logits = evaluate.dataset_logits(loaded.model, dataset, views=loaded.manifest["test_time_views"])
-    probabilities = metrics.sigmoid(logits / loaded.temperature)
+    probabilities = metrics.sigmoid((logits - loaded.manifest["logit_offset"]) / loaded.temperature)
     assert report["roc_auc"]["value"] == pytest.approx(metrics.roc_auc(dataset.labels, probabilities),
                                                        abs=1e-9)
     assert report["roc_auc"]["low"] <= report["roc_auc"]["value"] <= report["roc_auc"]["high"]
