@@ -50,7 +50,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
-from browser_support import (IMAGE, METRIC, PAGE_SLIDER, PLOTLY_CHART, SCRIPT_IDLE,  # noqa: E402
+from browser_support import (IMAGE, METRIC, PLOTLY_CHART, SCRIPT_IDLE,  # noqa: E402
                              SIDEBAR_LINK, UPLOAD_INPUT, VIEWPORT, StreamlitServer,
                              chromium_missing, launch_options)
 
@@ -194,15 +194,60 @@ class ServerMonitor:
         self._thread.join(timeout=5)
 
 
+# ---------------------------------------------------------------- probe (a separate process)
+
+
+def probe(models: str, wanted: int, paths: list[str]) -> dict:
+    """Run in a child process before the server starts: the resident memory that loading
+    the default bundle's model adds to a process that has already imported TensorFlow
+    (what each session would cost if the model were loaded per session), and which of
+    `paths` the model takes for lesion images (the first `wanted` of them)."""
+    import keras  # noqa: F401 - import TensorFlow and Keras first: not the model's cost
+
+    from medal_core.catalog import scan
+    from medal_core.intake import read_upload
+    from medal_core.predictor import Predictor
+
+    catalog = scan(models)
+    before = _rss(os.getpid())
+    predictor = Predictor.from_folder(catalog.bundles[catalog.default_name()].folder)
+    loaded = _rss(os.getpid())
+    accepted, rejected = [], []
+    for path in paths:
+        if len(accepted) >= wanted:
+            break
+        prediction = predictor.predict(read_upload(Path(path).read_bytes()).rgb)
+        (accepted if prediction.looks_like_lesion else rejected).append(path)
+    return {"model_load_rss": loaded - before, "rss_before_model": before,
+            "accepted": accepted, "rejected": rejected}
+
+
+def run_probe(models: str, wanted: int, paths: list[Path]) -> dict:
+    import subprocess
+
+    command = [sys.executable, __file__, "--models", models, "--probe", str(wanted),
+               *map(str, paths)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"probe failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 # ---------------------------------------------------------------- images
 
 
-def load_images(folder: Path | None, count: int) -> tuple[str, list[tuple[str, str, bytes]]]:
-    """`count` uploads (name, mime type, bytes), different files where the folder has
-    enough, and a description of where they come from."""
-    files = []
-    if folder is not None and folder.is_dir():
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+def image_files(folder: Path | None) -> list[Path]:
+    if folder is None or not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_images(folder: Path | None, count: int,
+                files: list[Path] | None = None) -> tuple[str, list[tuple[str, str, bytes]]]:
+    """`count` uploads (name, mime type, bytes): `files` (or the folder's images),
+    different files where there are enough, else synthetic lesions; and a description
+    of where they come from."""
+    files = image_files(folder) if files is None else files
     if files:
         chosen = [files[i % len(files)] for i in range(count)]
         source = f"{len(set(chosen))} different files from {folder}"
@@ -284,14 +329,17 @@ async def run_session(browser, url: str, index: int, upload: tuple[str, str, byt
 
         async def change_threshold():
             before = await page.evaluate(FIGURES_JS)
-            current = float(await page.locator(PAGE_SLIDER).first.get_attribute("aria-valuenow"))
-            # The preset farthest from the current threshold, so that the figures change.
+            async def preset_value(key):
+                text = await page.locator(f".st-key-{key} button").first.inner_text()
+                return float(text.rsplit("(", 1)[1].split(")")[0])
+
+            # The session is at the model's default threshold; the preset farthest from
+            # it, so that the figures change.
+            current = await preset_value("preset_default")
             choices = []
             for key in PRESET_KEYS:
-                button = page.locator(f".st-key-{key} button").first
-                text = await button.inner_text()
-                value = float(text.rsplit("(", 1)[1].rstrip(")"))
-                choices.append((abs(value - current), key, button))
+                value = await preset_value(key)
+                choices.append((abs(value - current), key, page.locator(f".st-key-{key} button").first))
             _, key, button = max(choices, key=lambda c: c[0])
             result.preset = key
             clicked = time.monotonic()
@@ -396,7 +444,16 @@ def main(argv=None) -> int:
                         help="folder of lesion images to upload (synthetic ones if absent)")
     parser.add_argument("--json", help="write the figures to this file")
     parser.add_argument("--baseline", help="JSON of an earlier run (e.g. --sessions 1) to compare with")
-    args = parser.parse_args(argv)
+    parser.add_argument("--no-screen", action="store_true",
+                        help="upload the folder's first images as they come, without first "
+                             "skipping those the model does not take for lesion images")
+    parser.add_argument("--probe", type=int, help=argparse.SUPPRESS)   # internal: child process
+    args, rest = parser.parse_known_args(argv)
+    if args.probe is not None:
+        print(json.dumps(probe(args.models, args.probe, rest)))
+        return 0
+    if rest:
+        parser.error(f"unrecognised arguments: {' '.join(rest)}")
     if args.sessions < 1:
         parser.error("--sessions must be at least 1")
     args.deadline = args.deadline or args.timeout + 60
@@ -417,12 +474,27 @@ def main(argv=None) -> int:
         return 2
     bundle = catalog.bundles[catalog.default_name()]
     parameters = int(bundle.manifest.get("parameters") or 0)
-    source, uploads = load_images(Path(args.images) if args.images else None, args.sessions + 1)
+    # In a child process, before the server starts: the model's memory cost, and which
+    # images the model accepts (a real image it takes for "not a lesion" gets no
+    # probability or Grad-CAM, and the flow could not be completed with it).
+    folder = Path(args.images) if args.images else None
+    candidates = image_files(folder)
+    wanted = args.sessions + 1
+    print(f"probing the model in a child process ({len(candidates)} candidate images)...", flush=True)
+    probed = run_probe(args.models, 0 if args.no_screen else wanted, candidates)
+    screened = candidates if args.no_screen else [Path(p) for p in probed["accepted"]]
+    source, uploads = load_images(folder, wanted, screened)
+    if not args.no_screen and candidates:
+        source += (f" (screened: {len(probed['rejected'])} of "
+                   f"{len(probed['accepted']) + len(probed['rejected'])} tried were taken for "
+                   "non-lesion images by the model's OOD check and skipped)")
 
     figures: dict = {"sessions": args.sessions, "timeout_s": args.timeout,
                      "deadline_s": args.deadline, "models": str(args.models),
                      "bundle": catalog.default_name(), "bundle_parameters": parameters,
                      "images": source, "cpus": os.cpu_count(),
+                     "model_load_rss_probe": probed["model_load_rss"],
+                     "images_rejected_by_ood": [Path(p).name for p in probed["rejected"]],
                      "load_average_start": os.getloadavg(), "python": platform.python_version()}
     started = time.monotonic()
     server = StreamlitServer(args.models)
@@ -475,6 +547,7 @@ def summarise(figures: dict, results: list[SessionResult], args) -> None:
     figures["rss_growth_model_loaded_to_peak"] = growth
     figures["rss_growth_per_session"] = growth / args.sessions
     figures["model_weights_bytes"] = figures["bundle_parameters"] * 4
+    figures["rss_if_model_per_session"] = figures["model_load_rss_probe"] * args.sessions
     figures["cpu_model_load_s"] = round(figures["cpu_after_model_load_s"] - figures["cpu_after_start_s"], 2)
     figures["cpu_sessions_s"] = round(figures["cpu_end_s"] - figures["cpu_after_model_load_s"], 2)
 
@@ -521,11 +594,13 @@ def report(f: dict, args) -> None:
           f"{f['cpu_sessions_s']:.1f} s for the {n} session{'s' * (n > 1)} "
           f"({f['cpu_sessions_s'] / n:.2f} s each), {f['cpu_end_s']:.1f} s in all")
     growth = f["rss_growth_model_loaded_to_peak"]
-    weights = f["model_weights_bytes"]
-    print(f"\nmodel loaded once per process, not per session: RSS grew {_mib(growth)} from the "
-          f"model-loaded state (1 session) to the peak with {n} session{'s' * (n > 1)} "
-          f"({growth / n / MIB:.1f} MiB per session); {n} per-session copies of the "
-          f"{weights / MIB:.1f} MiB of float32 weights alone would add {_mib(n * weights)}.")
+    cost = f["model_load_rss_probe"]
+    print(f"\nmodel loaded once per process, not per session: from the model-loaded state "
+          f"(1 warm-up session) to the peak with {n} more session{'s' * (n > 1)} the RSS grew "
+          f"{_mib(growth)} ({growth / n / MIB:.1f} MiB per session). Loading the model "
+          f"(after importing TensorFlow) adds {_mib(cost)} to a process (measured in a child "
+          f"process; float32 weights {f['model_weights_bytes'] / MIB:.1f} MiB), so a model "
+          f"per session would have added at least {_mib(n * cost)}.")
     if args.baseline:
         base = json.loads(Path(args.baseline).read_text())
         added = n - base["sessions"]

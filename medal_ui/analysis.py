@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import streamlit as st
 
 from medal_core.data import resize_for_model
 from medal_core.images import downscale
@@ -45,6 +46,15 @@ def analyse(context: state.AppContext, upload: state.Upload) -> Analysis:
     if isinstance(result, IntakeError):
         raise result
     return result
+
+
+def analyse_or_stop(context: state.AppContext, upload: state.Upload) -> Analysis:
+    """`analyse`, or the intake's message on the page (and the page stops)."""
+    try:
+        return analyse(context, upload)
+    except IntakeError as error:
+        st.error(str(error), icon=":material/block:")
+        st.stop()
 
 
 def heatmap(context: state.AppContext, upload: state.Upload, analysis: Analysis,

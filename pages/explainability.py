@@ -4,7 +4,6 @@ import cv2
 import streamlit as st
 
 from medal_core.explain import activation_grid, conv_layer_names, layer_channels, overlay_heatmap
-from medal_core.intake import IntakeError
 from medal_core.results import with_threshold
 from medal_ui import analysis, layout, state, widgets
 
@@ -19,11 +18,7 @@ upload = widgets.image_input("explain")
 if upload is None:
     st.info("Upload an image (or use the one from the Triage page) to see its explanations.")
     st.stop()
-try:
-    result = analysis.analyse(context, upload)
-except IntakeError as error:
-    st.error(str(error), icon=":material/block:")
-    st.stop()
+result = analysis.analyse_or_stop(context, upload)
 
 model = context.predictor().bundle.model
 layers = conv_layer_names(model)

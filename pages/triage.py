@@ -3,7 +3,6 @@
 import streamlit as st
 
 from medal_core.explain import overlay_heatmap
-from medal_core.intake import IntakeError
 from medal_core.report import case_report_html, report_file_name
 from medal_core.results import with_threshold
 from medal_ui import analysis, layout, state, widgets
@@ -23,11 +22,7 @@ if upload is None:
     widgets.disclaimer()
     st.stop()
 
-try:
-    result = analysis.analyse(context, upload)
-except IntakeError as error:
-    st.error(str(error), icon=":material/block:")
-    st.stop()
+result = analysis.analyse_or_stop(context, upload)
 
 prediction = with_threshold(result.prediction, context.threshold)
 widgets.show_warnings(prediction, result.notes)
