@@ -32,7 +32,11 @@ Two targets:
      * nothing (a plain rerun: the floor).
    Each figure is the wall time of `AppTest.run()`: the whole script run on the server
    side (plus AppTest's small overhead of reading back the element tree), without the
-   network and the browser.
+   network and the browser. It includes the `keras.backend.clear_session()` (with a full
+   `gc.collect()`) that Streamlit runs after every script run once Keras is imported,
+   shown on its own. A real server also runs `gc.collect(2)` after every run
+   (`runner.postScriptGC`), which AppTest skips: it is timed after each run, in this
+   process, and added to give the "server est." column (see `RunTimer`).
 """
 
 from __future__ import annotations
@@ -229,7 +233,7 @@ def cold_start(args, image) -> dict:
 
 def print_run(figures: dict) -> None:
     def cell(key):
-        return f"{figures[key]:8.2f} s" if key in figures else f"{'—':>10}"
+        return f"{figures[key]:12.2f} s" if key in figures else f"{'—':>14}"
 
     label = figures.get("run", "")
     print(f"  {str(label):>6}  {cell('health_s')}  {cell('page_loaded_s')}  "
@@ -245,6 +249,54 @@ def print_run(figures: dict) -> None:
 # ---------------------------------------------------------------- 2. reruns (AppTest)
 
 
+class RunTimer:
+    """Times `AppTest.run()` and splits it: Streamlit calls `keras.backend.clear_session()`
+    (`script_runner._clean_problem_modules`, which ends in a full `gc.collect()`) after
+    every script run once Keras is imported; that part is timed on its own. A real
+    server also runs `gc.collect(2)` after every run (`runner.postScriptGC`, on by
+    default), which AppTest skips: it is timed here right after each run, in this
+    process (same libraries, model and session data as the server's), and added for
+    the server-time estimate."""
+
+    def __init__(self, at):
+        from streamlit.runtime.scriptrunner import script_runner
+
+        self.at = at
+        self.cleanup: list[float] = []
+        original = script_runner._clean_problem_modules
+
+        def timed_cleanup():
+            started = time.perf_counter()
+            try:
+                original()
+            finally:
+                self.cleanup.append(time.perf_counter() - started)
+
+        script_runner._clean_problem_modules = timed_cleanup
+
+    def run(self) -> dict:
+        import gc
+
+        self.cleanup.clear()
+        started = time.perf_counter()
+        self.at.run()
+        run = time.perf_counter() - started
+        if self.at.exception:
+            raise RuntimeError(f"the script raised: {self.at.exception[0].value}")
+        started = time.perf_counter()
+        gc.collect(2)
+        post_gc = time.perf_counter() - started
+        return {"run": run, "keras_cleanup": sum(self.cleanup), "post_gc": post_gc,
+                "server": run + post_gc}
+
+
+def summarise(samples: list[dict]) -> dict:
+    return {"apptest_run": summary_ms([s["run"] for s in samples]),
+            "of_which_keras_clear_session": summary_ms([s["keras_cleanup"] for s in samples]),
+            "post_script_gc": summary_ms([s["post_gc"] for s in samples]),
+            "server_estimate": summary_ms([s["server"] for s in samples])}
+
+
 def reruns(args, image) -> dict:
     os.environ["MEDAL_MODELS_DIR"] = str(Path(args.models).resolve())
     from streamlit.testing.v1 import AppTest
@@ -252,18 +304,11 @@ def reruns(args, image) -> dict:
     name, mime, data, _ = image
     figures: dict = {"load_average_at_start": load_average()}
     at = AppTest.from_file(str(APP), default_timeout=args.timeout)
+    timer = RunTimer(at)
 
-    def timed_run() -> float:
-        started = time.perf_counter()
-        at.run()
-        elapsed = time.perf_counter() - started
-        if at.exception:
-            raise RuntimeError(f"the script raised: {at.exception[0].value}")
-        return elapsed
-
-    figures["first_page_run_s"] = round(timed_run(), 3)
+    figures["first_page_run_s"] = round(timer.run()["run"], 3)
     at.file_uploader(key="triage_file").set_value((name, data, mime))
-    figures["upload_run_s"] = round(timed_run(), 3)
+    figures["upload_run_s"] = round(timer.run()["run"], 3)
     metrics = {m.label: m.value for m in at.metric}
     if "Probability of melanoma" not in metrics or not any(
             s.key == "triage_opacity" for s in at.slider):
@@ -275,37 +320,36 @@ def reruns(args, image) -> dict:
     figures["probability"] = metrics["Probability of melanoma"]
     n = args.reruns
 
-    # Opacity: 0.05 .. 1.0 in steps of 0.05, skipping the current value.
+    # Opacity: 0.05 .. 1.0 in steps of 0.05, never the current value twice in a row.
     opacity_values = [round(0.05 * (1 + i % 20), 2) for i in range(n + 1)]
     opacity_values = [v for v in opacity_values if v != 0.45][:n]
-    times = []
+    samples = []
     for value in opacity_values:
         at.slider(key="triage_opacity").set_value(value)
-        times.append(timed_run())
-    figures["opacity"] = summary_ms(times)
+        samples.append(timer.run())
+    figures["opacity"] = summarise(samples)
 
     # Direction: the first toggle computes the benign heatmap; then cached both ways.
     at.segmented_control(key="triage_direction").set_value("benign")
-    figures["direction_first_toggle_ms"] = round(timed_run() * 1000, 1)
-    times = []
+    figures["direction_first_toggle"] = summarise([timer.run()])
+    samples = []
     for i in range(n):
         at.segmented_control(key="triage_direction").set_value(
             "malignant" if i % 2 == 0 else "benign")
-        times.append(timed_run())
-    figures["direction_cached"] = summary_ms(times)
+        samples.append(timer.run())
+    figures["direction_cached"] = summarise(samples)
 
     # The shared threshold (sidebar): spread over 0.05 .. 0.95.
-    times = []
+    samples = []
     for i in range(n):
         value = round(0.05 + 0.9 * ((i * 7) % n) / max(1, n - 1), 3)
         if value == round(at.session_state["threshold"], 3):
             value = round(value + 0.001, 3)
         at.slider(key="sidebar_threshold").set_value(value)
-        times.append(timed_run())
-    figures["threshold"] = summary_ms(times)
+        samples.append(timer.run())
+    figures["threshold"] = summarise(samples)
 
-    times = [timed_run() for _ in range(n)]
-    figures["plain_rerun"] = summary_ms(times)
+    figures["plain_rerun"] = summarise([timer.run() for _ in range(n)])
     figures["probability_after"] = {m.label: m.value for m in at.metric}.get("Probability of melanoma")
     return figures
 
@@ -322,7 +366,9 @@ def environment() -> dict:
 
     return {"python": platform.python_version(), "cpus": os.cpu_count(),
             "machine": platform.machine(), "streamlit": version("streamlit"),
-            "tensorflow": version("tensorflow"), "keras": version("keras"),
+            "tensorflow": next((v for v in map(version, ("tensorflow", "tensorflow-cpu"))
+                                if v != "not installed"), "not installed"),
+            "keras": version("keras"),
             "playwright": version("playwright")}
 
 
@@ -330,7 +376,7 @@ def print_cold_start_summary(cold: dict) -> None:
     m = cold["median"]
 
     def cell(key):
-        return f"{m[key]:8.2f} s" if key in m else f"{'—':>10}"
+        return f"{m[key]:12.2f} s" if key in m else f"{'—':>14}"
 
     print(f"  {'median':>6}  {cell('health_s')}  {cell('page_loaded_s')}  "
           f"{cell('upload_to_result_s')}  {cell('first_prediction_s')}")
@@ -351,20 +397,30 @@ def print_reruns(figures: dict) -> None:
     if "error" in figures:
         print(f"  error: {figures['error']}")
         return
-    print(f"  {'rerun after':<40}{'n':>4}{'p50':>10}{'p95':>10}{'max':>10}   target {RERUN_TARGET_MS:.0f} ms")
+    print("  ms per rerun: 'AppTest.run' = the script run incl. Streamlit's keras clear_session "
+          "(its share in the 'clear_session' column);")
+    print("  'server est.' = AppTest.run + the gc.collect(2) a real server adds after each run "
+          "(runner.postScriptGC), timed here.")
+    header = (f"  {'rerun after':<38}{'n':>3}  {'AppTest.run p50/p95/max':>24}  "
+              f"{'clear_session p50':>17}  {'server est. p50/p95/max':>24}  <= {RERUN_TARGET_MS:.0f} ms")
+    print(header)
     rows = (("opacity slider moved", "opacity"),
+            ("direction toggled, first (new heatmap)", "direction_first_toggle"),
             ("direction toggled (cached heatmaps)", "direction_cached"),
             ("shared threshold slider moved", "threshold"),
             ("nothing changed (plain rerun)", "plain_rerun"))
     for label, key in rows:
-        s = figures[key]
-        verdict = "within" if s["max_ms"] <= RERUN_TARGET_MS else (
-            "p95 within" if s["p95_ms"] <= RERUN_TARGET_MS else "OVER")
-        print(f"  {label:<40}{s['n']:>4}{s['p50_ms']:>8.0f}ms{s['p95_ms']:>8.0f}ms"
-              f"{s['max_ms']:>8.0f}ms   {verdict}")
-    first = figures["direction_first_toggle_ms"]
-    print(f"  {'direction, first toggle (new heatmap)':<40}{1:>4}{first:>8.0f}ms{'':>20}   "
-          f"{'within' if first <= RERUN_TARGET_MS else 'OVER'}")
+        run, cleanup, server = (figures[key][k] for k in
+                                ("apptest_run", "of_which_keras_clear_session", "server_estimate"))
+
+        def triple(s):
+            return f"{s['p50_ms']:.0f} / {s['p95_ms']:.0f} / {s['max_ms']:.0f}"
+
+        verdict = ("within" if server["max_ms"] <= RERUN_TARGET_MS else
+                   "p95 within" if server["p95_ms"] <= RERUN_TARGET_MS else
+                   "p50 within" if server["p50_ms"] <= RERUN_TARGET_MS else "OVER")
+        print(f"  {label:<38}{run['n']:>3}  {triple(run):>24}  {cleanup['p50_ms']:>17.0f}  "
+              f"{triple(server):>24}  {verdict}")
 
 
 def main(argv=None) -> int:
@@ -406,8 +462,8 @@ def main(argv=None) -> int:
             print(f"  skipped: {missing}")
             report["cold_start"] = {"skipped": missing}
         else:
-            print(f"  {'run':>6}  {'health OK':>10}  {'page loaded':>10}  {'upload→result':>10}  "
-                  f"{'1st prediction':>10}")
+            print(f"  {'run':>6}  {'health OK':>14}  {'page loaded':>14}  {'upload→result':>14}  "
+                  f"{'1st prediction':>14}")
             report["cold_start"] = cold_start(args, image)
             print_cold_start_summary(report["cold_start"])
 

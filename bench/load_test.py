@@ -201,7 +201,8 @@ def probe(models: str, wanted: int, paths: list[str]) -> dict:
     """Run in a child process before the server starts: the resident memory that loading
     the default bundle's model adds to a process that has already imported TensorFlow
     (what each session would cost if the model were loaded per session), and which of
-    `paths` the model takes for lesion images (the first `wanted` of them)."""
+    `paths` (see `read_candidate`) the model takes for lesion images (the first
+    `wanted` of them)."""
     import keras  # noqa: F401 - import TensorFlow and Keras first: not the model's cost
 
     from medal_core.catalog import scan
@@ -216,7 +217,7 @@ def probe(models: str, wanted: int, paths: list[str]) -> dict:
     for path in paths:
         if len(accepted) >= wanted:
             break
-        prediction = predictor.predict(read_upload(Path(path).read_bytes()).rgb)
+        prediction = predictor.predict(read_upload(read_candidate(path)[2]).rgb)
         (accepted if prediction.looks_like_lesion else rejected).append(path)
     return {"model_load_rss": loaded - before, "rss_before_model": before,
             "accepted": accepted, "rejected": rejected}
@@ -236,28 +237,31 @@ def run_probe(models: str, wanted: int, paths: list[Path]) -> dict:
 # ---------------------------------------------------------------- images
 
 
-def image_files(folder: Path | None) -> list[Path]:
-    if folder is None or not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def load_images(folder: Path | None, count: int,
-                files: list[Path] | None = None) -> tuple[str, list[tuple[str, str, bytes]]]:
-    """`count` uploads (name, mime type, bytes): `files` (or the folder's images),
-    different files where there are enough, else synthetic lesions; and a description
-    of where they come from."""
-    files = image_files(folder) if files is None else files
+def candidates(folder: Path | None, count: int) -> tuple[str, list[str]]:
+    """Images to upload, as paths, or "synthetic:SEED" when the folder has none; and
+    where they come from."""
+    files = []
+    if folder is not None and folder.is_dir():
+        files = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if files:
-        chosen = [files[i % len(files)] for i in range(count)]
-        source = f"{len(set(chosen))} different files from {folder}"
-        return source, [(p.name, mimetypes.guess_type(p.name)[0] or "image/jpeg", p.read_bytes())
-                        for p in chosen]
-    from app_helpers import png, synthetic_lesion
+        return f"files from {folder}", files
+    return f"synthetic lesions (no images in {folder})", [f"synthetic:{i}" for i in range(4 * count)]
 
-    source = f"{count} synthetic lesions (no images in {folder})"
-    return source, [(f"synthetic_{i}.png", "image/png", png(synthetic_lesion(i, 320)))
-                    for i in range(count)]
+
+def read_candidate(candidate: str) -> tuple[str, str, bytes]:
+    """(file name, mime type, bytes) of a path or a "synthetic:SEED" lesion."""
+    if candidate.startswith("synthetic:"):
+        from app_helpers import png, synthetic_lesion
+
+        seed = int(candidate.split(":", 1)[1])
+        return f"synthetic_{seed}.png", "image/png", png(synthetic_lesion(seed, 320))
+    path = Path(candidate)
+    return path.name, mimetypes.guess_type(path.name)[0] or "image/jpeg", path.read_bytes()
+
+
+def choose_uploads(chosen: list[str], count: int) -> list[tuple[str, str, bytes]]:
+    """`count` uploads, a different image each while there are enough."""
+    return [read_candidate(chosen[i % len(chosen)]) for i in range(count)]
 
 
 # ---------------------------------------------------------------- one session
@@ -478,15 +482,19 @@ def main(argv=None) -> int:
     # images the model accepts (a real image it takes for "not a lesion" gets no
     # probability or Grad-CAM, and the flow could not be completed with it).
     folder = Path(args.images) if args.images else None
-    candidates = image_files(folder)
     wanted = args.sessions + 1
-    print(f"probing the model in a child process ({len(candidates)} candidate images)...", flush=True)
-    probed = run_probe(args.models, 0 if args.no_screen else wanted, candidates)
-    screened = candidates if args.no_screen else [Path(p) for p in probed["accepted"]]
-    source, uploads = load_images(folder, wanted, screened)
-    if not args.no_screen and candidates:
-        source += (f" (screened: {len(probed['rejected'])} of "
-                   f"{len(probed['accepted']) + len(probed['rejected'])} tried were taken for "
+    origin, pool = candidates(folder, wanted)
+    print(f"probing the model in a child process ({len(pool)} candidate images)...", flush=True)
+    probed = run_probe(args.models, 0 if args.no_screen else wanted, pool)
+    chosen = pool if args.no_screen else probed["accepted"]
+    if not chosen:
+        print("cannot run: the model takes none of the images for a lesion image", file=sys.stderr)
+        return 2
+    uploads = choose_uploads(chosen, wanted)
+    source = f"{len(set(chosen[:wanted]))} different {origin}"
+    if not args.no_screen:
+        tried = len(probed["accepted"]) + len(probed["rejected"])
+        source += (f" (screened: {len(probed['rejected'])} of {tried} tried were taken for "
                    "non-lesion images by the model's OOD check and skipped)")
 
     figures: dict = {"sessions": args.sessions, "timeout_s": args.timeout,
@@ -494,7 +502,7 @@ def main(argv=None) -> int:
                      "bundle": catalog.default_name(), "bundle_parameters": parameters,
                      "images": source, "cpus": os.cpu_count(),
                      "model_load_rss_probe": probed["model_load_rss"],
-                     "images_rejected_by_ood": [Path(p).name for p in probed["rejected"]],
+                     "images_rejected_by_ood": [read_candidate(p)[0] for p in probed["rejected"]],
                      "load_average_start": os.getloadavg(), "python": platform.python_version()}
     started = time.monotonic()
     server = StreamlitServer(args.models)
@@ -566,7 +574,7 @@ def _seconds(stats: dict) -> str:
 def report(f: dict, args) -> None:
     n = f["sessions"]
     print(f"\nMedAL Triage load test: {n} simultaneous session{'s' * (n > 1)} "
-          f"(one server, one Chromium, {n} contexts), {f['cpus']} CPUs")
+          f"(one server, one Chromium, {n} context{'s' * (n > 1)}), {f['cpus']} CPUs")
     print(f"  model bundle     {f['bundle']} ({f['bundle_parameters']:,} parameters) from {f['models']}")
     print(f"  images           {f['images']}")
     print(f"  load average     {' '.join(f'{v:.2f}' for v in f['load_average_start'])} at start, "

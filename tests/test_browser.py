@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from app_helpers import make_models_dir, png, synthetic_lesion
-from browser_support import (ROOT, VIEWPORT, ServerError, StreamlitServer, chromium_missing,
-                             launch_options, metrics_text, open_page, settle)
+from browser_support import (IMAGE, PAGE_SLIDER, PLOTLY_CHART, ROOT, UPLOAD_INPUT, VIEWPORT,
+                             ServerError, StreamlitServer, chromium_missing, launch_options,
+                             metrics_text, open_page, settle)
 
 pytestmark = pytest.mark.browser
 
@@ -111,12 +112,12 @@ def test_triage_explorer_and_batch(page, server, setup, screenshots, tmp_path):
     page.locator('[data-testid="stFileUploader"]').first.wait_for()
     settle(page)
     page.screenshot(path=str(screenshots / "01_triage_empty.png"))
-    page.locator('[data-testid="stFileUploader"] input[type="file"]').first.set_input_files(str(lesion))
+    page.locator(UPLOAD_INPUT).first.set_input_files(str(lesion))
     page.get_by_text("Probability of melanoma").first.wait_for()
     settle(page)
     probability = metrics_text(page)["Probability of melanoma"]
     assert re.fullmatch(r"\d{1,3}\.\d%", probability), probability
-    images = page.locator('[data-testid="stImage"] img')
+    images = page.locator(IMAGE)
     assert images.count() >= 2
     heatmap = images.nth(1)
     assert heatmap.evaluate("img => img.complete && img.naturalWidth > 0")
@@ -127,18 +128,18 @@ def test_triage_explorer_and_batch(page, server, setup, screenshots, tmp_path):
     # ---- Threshold explorer: the preset and the slider move the figures
     open_page(page, "Threshold explorer")
     before = metrics_text(page)
-    roc_before = page.locator('[data-testid="stPlotlyChart"]').nth(1).screenshot()
+    roc_before = page.locator(PLOTLY_CHART).nth(1).screenshot()
     page.screenshot(path=str(screenshots / "03_explorer_default.png"))
     page.get_by_role("button", name=re.compile(r"^Youden")).click()
     settle(page)
     after_preset = metrics_text(page)
-    slider = page.locator('[data-testid="stMain"] [data-testid="stSlider"] input[type="range"]').first
+    slider = page.locator(PAGE_SLIDER).first
     slider.focus()
     for _ in range(60):
         page.keyboard.press("ArrowRight")
     settle(page)
     after_slider = metrics_text(page)
-    roc_after = page.locator('[data-testid="stPlotlyChart"]').nth(1).screenshot()
+    roc_after = page.locator(PLOTLY_CHART).nth(1).screenshot()
     page.screenshot(path=str(screenshots / "04_explorer_moved.png"))
     assert after_slider != after_preset or after_preset != before
     assert (before["Sensitivity"], before["Specificity"]) != (after_slider["Sensitivity"],
@@ -147,7 +148,7 @@ def test_triage_explorer_and_batch(page, server, setup, screenshots, tmp_path):
 
     # ---- Batch triage: three files, the table, the CSV
     open_page(page, "Batch triage")
-    page.locator('[data-testid="stFileUploader"] input[type="file"]').first.set_input_files(
+    page.locator(UPLOAD_INPUT).first.set_input_files(
         [str(lesion), str(other), str(junk)])
     page.get_by_role("button", name="Download results (CSV)").wait_for()
     settle(page)

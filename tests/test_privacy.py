@@ -68,6 +68,8 @@ EXPECTED = {
     "server_tmp:__autograph_generated_file*.py": "TensorFlow AutoGraph writes the code it "
                                                  "generates for the model's tf.functions "
                                                  "(no data; removed when the server stops)",
+    "tmp:playwright_*": "another Playwright run's browser or downloads (this test's "
+                        "browser has its own folder)",
     "tmp:bash_jobs.*": "the shell tool that runs pytest here writes its output there",
     "tmp:bash_tool_*": "the shell tool that runs pytest here",
     "tmp:__autograph_generated_file*.py": "TensorFlow AutoGraph code of another TensorFlow "
@@ -173,36 +175,34 @@ def files_containing(paths, needles: list[bytes]) -> list[str]:
 
 def test_uploads_stay_in_memory_and_on_this_server(tmp_path, monkeypatch):
     token = uuid.uuid4().hex[:10]
-    uploads = []   # (name, bytes, marker)
+    uploads = []   # (file name, bytes, marker)
     for i, seed in enumerate((11, 12, 13)):
         marker = f"MEDAL-PRIVACY-{uuid.uuid4()}"
         uploads.append((f"privacy_{token}_{i}.png", marked_png(seed, marker), marker))
-    needles = [n for _, data, marker in uploads for n in encodings(marker.encode())]
+    needles = [n for _, _, marker in uploads for n in encodings(marker.encode())]
     log_needles = needles + [n for _, data, _ in uploads for n in prefix_encodings(data)]
     names = [name for name, _, _ in uploads]
 
-    server_tmp = tmp_path / "server_tmp"        # the server's TMPDIR: must stay empty
+    models_dir = _models_dir(tmp_path)
+    server_tmp = tmp_path / "server_tmp"        # the server's TMPDIR
     downloads = tmp_path / "downloads"          # the browser's downloads (exempt)
     for folder in (server_tmp, downloads):
         folder.mkdir()
-    # Playwright's TMPDIR (Chromium's profile and sockets): a short path, as Chromium
-    # refuses socket paths over 107 characters.
-    models_dir = _models_dir(tmp_path)
-    browser_dir = Path(tempfile.mkdtemp(prefix="medal_pw_", dir=SYSTEM_TMP))
-
     roots = [ROOT, SYSTEM_TMP]
     before = snapshot(roots, skip=[downloads])
-
+    # Playwright's TMPDIR (Chromium's profile and sockets); short, as Chromium refuses
+    # socket paths over 107 characters.
+    browser_dir = Path(tempfile.mkdtemp(prefix="medal_pw_", dir=SYSTEM_TMP))
+    server = StreamlitServer(models_dir, env={"TMPDIR": server_tmp, "TEMP": None, "TMP": None})
     requests: list[str] = []
     sockets: list[str] = []
-    server = StreamlitServer(models_dir, env={"TMPDIR": server_tmp, "TEMP": None, "TMP": None})
     playwright = None
     try:
         try:
             server.start()
         except ServerError as error:
             pytest.fail(str(error))
-        monkeypatch.setenv("TMPDIR", str(browser_dir))   # read by Playwright's driver only
+        monkeypatch.setenv("TMPDIR", str(browser_dir))   # for Playwright's driver only
         playwright = sync_api.sync_playwright().start()
         monkeypatch.undo()
         browser = playwright.chromium.launch(**launch_options(downloads_path=str(downloads)))
@@ -212,48 +212,23 @@ def test_uploads_stay_in_memory_and_on_this_server(tmp_path, monkeypatch):
         page.on("websocket", lambda socket: sockets.append(socket.url))
         page.set_default_timeout(TIMEOUT_MS)
         page.goto(server.url)
-
-        # ---- Triage: one image, its result, the case report
-        name, data, _ = uploads[0]
-        page.locator(UPLOAD_INPUT).first.set_input_files(
-            files=[{"name": name, "mimeType": "image/png", "buffer": data}])
-        report_button = page.get_by_role("button", name="Download case report (HTML)")
-        report_button.wait_for()
-        settle(page)
-        assert page.get_by_text(re.compile(r"Probability of melanoma|Not recognised as a "
-                                           r"dermoscopic")).count() >= 1
-        with page.expect_download() as report_info:
-            report_button.click()
-        report = Path(report_info.value.path()).read_text()
-        assert "<html" in report.lower() and name in report
-
-        # ---- Batch triage: two images, the CSV
-        open_page(page, "Batch triage")
-        page.locator(UPLOAD_INPUT).first.set_input_files(
-            files=[{"name": n, "mimeType": "image/png", "buffer": d} for n, d, _ in uploads[1:]])
-        csv_button = page.get_by_role("button", name="Download results (CSV)")
-        csv_button.wait_for()
-        settle(page)
-        with page.expect_download() as csv_info:
-            csv_button.click()
-        rows = list(csv.reader(io.StringIO(Path(csv_info.value.path()).read_text())))
-        assert sorted(r[0] for r in rows[1:]) == sorted(names[1:])
-        # While the browser is open (its profile is deleted when it closes): what is on
-        # disk now, searched now.
-        during = snapshot(roots, skip=[downloads])
-        written_during = changed(before, during)
-        hits_during = files_containing(written_during, needles)
+        _triage_and_batch(page, uploads)
+        # Chromium deletes its profile when it closes: survey the disk while it is open.
+        during = changed(before, snapshot(roots, skip=[downloads]))
+        hits = files_containing(during, needles)
         browser.close()
+        playwright.stop()
+        playwright = None
+        server.stop()
+        after = changed(before, snapshot(roots, skip=[downloads]))
+        hits += files_containing(after, needles)
+        # (a) disk
+        _check_disk(sorted(set(during) | set(after)), sorted(set(hits)), browser_dir,
+                    server_tmp, downloads, needles)
     finally:
         if playwright is not None:
             playwright.stop()
         server.stop()
-    try:
-        after = snapshot(roots, skip=[downloads])
-        written = sorted(set(written_during) | set(changed(before, after)))
-        hits = sorted(set(hits_during) | set(files_containing(changed(before, after), needles)))
-        _check_disk(written, hits, browser_dir, server_tmp, downloads, needles)
-    finally:
         shutil.rmtree(browser_dir, ignore_errors=True)
         shutil.rmtree(downloads, ignore_errors=True)
 
@@ -263,11 +238,37 @@ def test_uploads_stay_in_memory_and_on_this_server(tmp_path, monkeypatch):
     assert [n for n in names if n.encode() in output] == []
 
     # (c) network: only this server
-    origin = server.url
     external = [url for url in requests
-                if not url.startswith((origin + "/", "data:", "blob:", "about:"))]
+                if not url.startswith((server.url + "/", "data:", "blob:", "about:"))]
     assert requests and external == [], external
     assert sockets and all(url.startswith(f"ws://127.0.0.1:{server.port}/") for url in sockets), sockets
+
+
+def _triage_and_batch(page, uploads) -> None:
+    """Triage: upload, result, case report; Batch triage: two uploads, the CSV."""
+    name, data, _ = uploads[0]
+    page.locator(UPLOAD_INPUT).first.set_input_files(
+        files=[{"name": name, "mimeType": "image/png", "buffer": data}])
+    report_button = page.get_by_role("button", name="Download case report (HTML)")
+    report_button.wait_for()
+    settle(page)
+    assert page.get_by_text(re.compile(r"Probability of melanoma|Not recognised as a "
+                                       r"dermoscopic")).count() >= 1
+    with page.expect_download() as report_info:
+        report_button.click()
+    report = Path(report_info.value.path()).read_text()
+    assert "<html" in report.lower() and name in report
+
+    open_page(page, "Batch triage")
+    page.locator(UPLOAD_INPUT).first.set_input_files(
+        files=[{"name": n, "mimeType": "image/png", "buffer": d} for n, d, _ in uploads[1:]])
+    csv_button = page.get_by_role("button", name="Download results (CSV)")
+    csv_button.wait_for()
+    settle(page)
+    with page.expect_download() as csv_info:
+        csv_button.click()
+    rows = list(csv.reader(io.StringIO(Path(csv_info.value.path()).read_text())))
+    assert sorted(r[0] for r in rows[1:]) == sorted(n for n, _, _ in uploads[1:])
 
 
 def _check_disk(written: list[str], hits: list[str], browser_dir: Path, server_tmp: Path,
