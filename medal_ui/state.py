@@ -14,6 +14,7 @@ Caches:
 
 from __future__ import annotations
 
+import gc
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,12 @@ def get_predictor(folder: str, signature: str):
     so a retrained or re-calibrated bundle is loaded afresh."""
     from medal_core.predictor import Predictor  # deferred: TensorFlow is slow to import
 
-    return Predictor.from_folder(folder)
+    predictor = Predictor.from_folder(folder)
+    # TensorFlow and the model are ~0.5 M objects that live as long as the process.
+    # Streamlit runs full garbage collections after every script run, which walked them
+    # all (~0.25 s each, twice per rerun); frozen, they are no longer walked.
+    gc.freeze()
+    return predictor
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
