@@ -206,6 +206,12 @@ class BaseCAM:
         self.layer_name = layer_name or default_gradcam_layer(model)
         self._extractor = activations_and_logit(model, self.layer_name)
 
+    def warm_up(self) -> None:
+        """Trace the gradient function now, on a blank image, so that the first real
+        image does not wait for it. Does nothing for a model of unfixed input size."""
+        if None not in self._extractor.input_size:
+            self(np.zeros((1, *self._extractor.input_size, 3), np.float32))
+
     @property
     def tracing_count(self) -> int:
         """Traces of the underlying gradient function (stays 1 across batch sizes)."""

@@ -1,5 +1,6 @@
 """What every page begins with: page settings, logo, style and the shared sidebar."""
 
+import gc
 from pathlib import Path
 
 import streamlit as st
@@ -7,6 +8,11 @@ import streamlit as st
 from medal_ui import state
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
+
+# Pages import TensorFlow before this module: its ~0.5 M objects live as long as the
+# process, and Streamlit's full garbage collections after every script run would walk
+# them all (see also `state.get_predictor`).
+gc.freeze()
 
 
 def configure_page() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,7 +176,33 @@ def render_sidebar() -> AppContext | None:
                   on_click=set_threshold, args=(bundle.threshold,), type="tertiary",
                   icon=":material/restart_alt:")
         widgets.broken_bundles(catalog)
+    warm_up_in_background(bundle)
     return current_context()
+
+
+_warm_ups: set[str] = set()
+_warm_ups_lock = threading.Lock()
+
+
+def warm_up_in_background(bundle: Bundle) -> None:
+    """Load a bundle's model and trace its Grad-CAM in a background thread, once per
+    process: the first page is drawn and the user picks a file meanwhile, instead of
+    waiting for both after the upload. A page that needs them first simply waits for
+    this thread (the caches hold one lock per entry), and errors are left for the page
+    to report when it loads the bundle itself."""
+    folder, signature = str(bundle.folder), catalogs.signature(bundle)
+    with _warm_ups_lock:
+        if signature in _warm_ups:
+            return
+        _warm_ups.add(signature)
+
+    def warm_up():
+        try:
+            get_gradcam(folder, signature, bundle.manifest["gradcam_layer"]).warm_up()
+        except Exception:  # noqa: BLE001 — reported by the page that loads the bundle
+            pass
+
+    threading.Thread(target=warm_up, name=f"warm-up {bundle.name}", daemon=True).start()
 
 
 def require_context() -> AppContext:
