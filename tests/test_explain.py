@@ -91,6 +91,14 @@ def test_repeated_calls_do_not_retrace(brightness_model):
     assert cam.tracing_count == 1
 
 
+def test_warm_up_traces_once_so_the_first_image_does_not(small_cnn):
+    cam = explain.GradCAM(small_cnn, "block2_gelu")
+    cam.warm_up()
+    assert cam.tracing_count == 1
+    heatmap = cam(square_image())
+    assert cam.tracing_count == 1 and heatmap.shape == (SIZE, SIZE)
+
+
 def test_sub_models_are_cached_per_model_and_layer(brightness_model):
     first = explain.GradCAM(brightness_model, "conv_relu")
     second = explain.GradCAM(brightness_model, "conv_relu")
