@@ -86,21 +86,13 @@ class PeakRss:
     needs rather than finding it already held from earlier cases."""
 
     def __init__(self):
-        self.available = self._reset()
+        self.available = fc.rss_peak_reset()
         try:
             import ctypes
 
             self._trim = ctypes.CDLL("libc.so.6").malloc_trim
         except (OSError, AttributeError):
             self._trim = None
-
-    @staticmethod
-    def _reset() -> bool:
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-            return True
-        except OSError:
-            return False
 
     @staticmethod
     def _kib(field: str) -> int:
@@ -113,7 +105,7 @@ class PeakRss:
         if self.available:
             if self._trim is not None:
                 self._trim(0)
-            self._reset()
+            fc.rss_peak_reset()
             self.before = self._kib("VmRSS")
 
     def growth(self) -> int | None:

@@ -49,10 +49,15 @@ if prediction.looks_like_lesion:
 else:
     st.image(result.display_rgb, caption=f"Uploaded image ({upload.name})", width=420)
 
-report = case_report_html(original_rgb=result.display_rgb, overlay_rgb=overlay,
-                          prediction=prediction, model_name=context.name,
-                          threshold=context.threshold, file_name=upload.name,
-                          direction=direction, notes=result.notes)
+
+def report() -> str:
+    # Called only when the button is clicked: the report encodes two images.
+    return case_report_html(original_rgb=result.display_rgb, overlay_rgb=overlay,
+                            prediction=prediction, model_name=context.name,
+                            threshold=context.threshold, file_name=upload.name,
+                            direction=direction, notes=result.notes)
+
+
 st.download_button("Download case report (HTML)", report, file_name=report_file_name(upload.name),
                    mime="text/html", icon=":material/download:", on_click="ignore")
 widgets.disclaimer()

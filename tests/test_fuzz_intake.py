@@ -81,15 +81,6 @@ def check_quality(rgb: np.ndarray) -> None:
     assert 0 <= report.dark_fraction <= 1 and 0 <= report.clipped_fraction <= 1
 
 
-def rss_peak_reset() -> bool:
-    """Reset this process's peak RSS (Linux); False where that is not possible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 def rss_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -115,7 +106,7 @@ def measured(function, *args):
     cpu, wall = time.process_time(), time.perf_counter()
     result = call()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    has_rss = rss_peak_reset()
+    has_rss = fc.rss_peak_reset()
     rss_before = rss_kib("VmRSS") if has_rss else 0
     tracemalloc.start()
     try:
