@@ -10,13 +10,16 @@ What is measured (time.perf_counter; every path is warmed up before it is timed)
   then `Predictor(bundle)` (sub-model and the 8-view pass traced once), separately;
 * single image, latency p50/p95 over `--repeats` calls, the three paths interleaved
   call by call so that a busy CPU slows them alike:
-    - `predictor.runner(x, views=1)`: our compiled forward pass, one view;
+    - `predictor.runner(x, views=1)`: our compiled forward pass, one view, on the
+      batch-norm-folded copy of the model (`medal_core.folding`);
+    - `ModelRunner(model, fold=False)(x)`: the same compiled pass without folding, to
+      show what the folding buys;
     - `model.predict(x, verbose=0)`: Keras' own path, same model and input;
     - `predictor.predict(rgb)`: what the app calls on an upload (resize, 8 dihedral
       views, OOD score, quality checks), on a 640×480 picture;
 * Grad-CAM latency p50/p95 (`explain.GradCAM` on the manifest's `gradcam_layer`);
 * throughput in images/s: `runner.batched(images, views=1, batch_size=--batch)` over
-  `--images` images, and `predictor.predict_batch` (8 views each) over `--predict-images`;
+  `--images` images (folded, and not folded), and `predictor.predict_batch` (8 views each) over `--predict-images`;
 * memory: resident set size right after loading, and the peak (ru_maxrss) at the end.
 
 Figures depend on the load of the machine: the load averages at the start and end are
@@ -90,6 +93,7 @@ def run(args) -> dict:
     from medal_core.bundle import load_bundle
     from medal_core.data import resize_for_model
     from medal_core.explain import GradCAM
+    from medal_core.inference import ModelRunner
     from medal_core.predictor import Predictor
     import_s = time.perf_counter() - start
 
@@ -103,12 +107,14 @@ def run(args) -> dict:
     rss_after_predictor = current_rss_mib()
 
     model, runner, size = bundle.model, predictor.runner, predictor.input_size
+    unfolded = ModelRunner(model, fold=False)
     rgb = upload_like(480, 640)
     x = resize_for_model(rgb, size)[None].astype(np.float32)
 
     # ---- single image: warm up each path, then time them interleaved
     paths = {
         "ours_one_view": lambda: runner(x, views=1),
+        "ours_one_view_not_folded": lambda: unfolded(x, views=1),
         "keras_model_predict": lambda: model.predict(x, verbose=0),
         "predictor_predict": lambda: predictor.predict(rgb),
     }
@@ -137,9 +143,11 @@ def run(args) -> dict:
     images = np.stack([resize_for_model(upload_like(300, 400, seed=i), size)
                        for i in range(min(args.images, 16))])
     images = images[rng.integers(0, len(images), args.images)]
-    runner.batched(images[:args.batch], views=1, batch_size=args.batch)  # warm-up
-    batched_s = [timed(lambda: runner.batched(images, views=1, batch_size=args.batch))
-                 for _ in range(args.throughput_runs)]
+    batched_s = {}
+    for name, compiled in (("folded", runner), ("not_folded", unfolded)):
+        compiled.batched(images[:args.batch], views=1, batch_size=args.batch)  # warm-up
+        batched_s[name] = [timed(lambda: compiled.batched(images, views=1, batch_size=args.batch))
+                           for _ in range(args.throughput_runs)]
     uploads = [upload_like(300, 400, seed=i) for i in range(args.predict_images)]
     predictor.predict_batch(uploads[:args.predict_batch], batch_size=args.predict_batch)  # warm-up
     predict_batch_s = [timed(lambda: predictor.predict_batch(uploads, batch_size=args.predict_batch))
@@ -167,7 +175,9 @@ def run(args) -> dict:
         "max_probability_difference_keras_vs_ours": agree,
         "gradcam": {"layer": layer, **gradcam},
         "throughput": {
-            "runner_batched_one_view_images_per_s": args.images / float(np.median(batched_s)),
+            "runner_batched_one_view_images_per_s": args.images / float(np.median(batched_s["folded"])),
+            "runner_batched_one_view_not_folded_images_per_s":
+                args.images / float(np.median(batched_s["not_folded"])),
             "predict_batch_images_per_s": args.predict_images / float(np.median(predict_batch_s)),
         },
         "memory": {"rss_after_load_bundle_mib": rss_after_load,
@@ -200,6 +210,7 @@ def format_table(r: dict) -> str:
         "",
         f"single image ({s['repeats']} repeats, interleaved, after {s['warmup']} warm-up calls)",
         row("ours, compiled, 1 view: runner(x, views=1)", lat(single["ours_one_view"])),
+        row("  the same without batch-norm folding", lat(single["ours_one_view_not_folded"])),
         row("Keras model.predict(x, verbose=0)", lat(single["keras_model_predict"])),
         row("predictor.predict(rgb 640x480): 8 views+OOD+quality", lat(single["predictor_predict"])),
         row("ratio model.predict / ours (p50, 1 view)", f"{r['keras_predict_over_ours_p50']:8.1f} x"),
@@ -208,6 +219,8 @@ def format_table(r: dict) -> str:
         f"throughput (median of {s['throughput_runs']} runs)",
         row(f"runner.batched, 1 view, {s['images']} images, batch {s['batch']}",
             f"{r['throughput']['runner_batched_one_view_images_per_s']:8.1f} images/s"),
+        row("  the same without batch-norm folding",
+            f"{r['throughput']['runner_batched_one_view_not_folded_images_per_s']:8.1f} images/s"),
         row(f"predict_batch, 8 views, {s['predict_images']} images, batch {s['predict_batch']}",
             f"{r['throughput']['predict_batch_images_per_s']:8.1f} images/s"),
         "",

@@ -2,7 +2,8 @@
 
 `model.predict` rebuilds its machinery on every call, which costs far more than the
 network itself for one image. `ModelRunner` traces the graph once for a fixed input
-signature (any batch size) and is then called directly.
+signature (any batch size) and is then called directly, on a copy of the model whose
+batch norms are folded into their convolutions (`medal_core.folding`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 import keras
 
+from medal_core.folding import fold_batch_norm
 from medal_core.models import FEATURE_LAYER, LOGIT_LAYER
 
 # The 8 symmetries of a square (4 quarter turns, each with and without a mirror):
@@ -34,9 +36,14 @@ class ModelRunner:
     Images: float32 or uint8 array (n, s, s, 3) in 0–255. With `views=1` logits have
     shape (n,); with `views=8`, (n, 8), one per dihedral view. Features (n, d) are the
     global-average-pooled activations of the unmodified image (view 0).
+
+    With `fold=True` (the default) it runs a batch-norm-folded copy of `model`: the same
+    function up to float rounding (logits within ~1e-5), ~1.5× faster on a CPU.
     """
 
-    def __init__(self, model: keras.Model):
+    def __init__(self, model: keras.Model, fold: bool = True):
+        if fold:
+            model = fold_batch_norm(model)
         self.graph = keras.Model(model.inputs, [model.get_layer(LOGIT_LAYER).output,
                                                 model.get_layer(FEATURE_LAYER).output])
         self.input_size = int(model.input_shape[1])

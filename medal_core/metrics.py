@@ -210,25 +210,40 @@ def per_class_report(y_true, y_score, threshold: float,
 # ---------------------------------------------------------------- operating points
 
 
+def midway_below(threshold: float, y_score) -> float:
+    """A threshold that calls the same cases as `threshold` but lies halfway to the next
+    lower score, so that no case sits on it.
+
+    A threshold equal to a case's score flips that case on float rounding noise (another
+    batch size, another CPU); the midpoint leaves a margin on both sides. `threshold`
+    itself when no score lies below it.
+    """
+    below = np.asarray(y_score, dtype=float)
+    below = below[below < threshold]
+    return float((threshold + below.max()) / 2) if below.size else float(threshold)
+
+
 def threshold_for_sensitivity(y_true, y_score, target: float = 0.95) -> float:
-    """The largest threshold whose sensitivity reaches `target`.
+    """The highest operating point whose sensitivity reaches `target`.
 
     Recall first: this keeps at least `target` of the melanomas above the threshold while
-    referring as few benign lesions as that allows.
+    referring as few benign lesions as that allows. The threshold lies midway between the
+    score of the last melanoma it must catch and the next lower score (`midway_below`).
     """
     if not 0 < target <= 1:
         raise ValueError(f"target sensitivity must be in (0, 1], got {target}")
     y_true, y_score = check_binary_inputs(y_true, y_score)
     positive_scores = np.sort(y_score[y_true == 1])[::-1]
     needed = math.ceil(target * len(positive_scores) - 1e-9)
-    return float(positive_scores[needed - 1])
+    return midway_below(positive_scores[needed - 1], y_score)
 
 
 def youden_threshold(y_true, y_score) -> float:
-    """The threshold that maximises Youden's J = sensitivity + specificity − 1."""
+    """The threshold that maximises Youden's J = sensitivity + specificity − 1, midway
+    below the score where J peaks (`midway_below`)."""
     fpr, tpr, thresholds = roc_curve(y_true, y_score)
     best = np.argmax(tpr[1:] - fpr[1:]) + 1  # skip the +inf point
-    return float(thresholds[best])
+    return midway_below(thresholds[best], y_score)
 
 
 # ---------------------------------------------------------------- prevalence

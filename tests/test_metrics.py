@@ -163,12 +163,24 @@ def test_predictive_values_and_natural_frequencies_hand_worked():
 
 @pytest.mark.parametrize("seed, ties", CASES)
 @pytest.mark.parametrize("target", [0.8, 0.9, 0.95, 1.0])
-def test_threshold_for_sensitivity_is_the_largest_meeting_the_target(seed, ties, target):
+def test_threshold_for_sensitivity_is_the_highest_meeting_the_target(seed, ties, target):
     y, s = random_case(seed, ties=ties)
     threshold = metrics.threshold_for_sensitivity(y, s, target)
     sensitivity = lambda t: np.mean(s[y == 1] >= t)
     assert sensitivity(threshold) >= target
-    assert sensitivity(np.nextafter(threshold, np.inf)) < target
+    next_score_up = s[s >= threshold].min()
+    assert sensitivity(np.nextafter(next_score_up, np.inf)) < target
+    assert not np.any(s == threshold) or threshold == s.min()  # on a score only at the bottom
+
+
+def test_midway_below_keeps_the_decisions_and_leaves_a_margin():
+    scores = np.array([0.1, 0.3, 0.3, 0.7, 0.9])
+    assert metrics.midway_below(0.7, scores) == pytest.approx(0.5)
+    assert metrics.midway_below(0.3, scores) == pytest.approx(0.2)
+    assert metrics.midway_below(0.1, scores) == 0.1  # nothing below: unchanged
+    for threshold in (0.3, 0.7, 0.9):
+        moved = metrics.midway_below(threshold, scores)
+        assert np.array_equal(scores >= moved, scores >= threshold)
 
 
 def test_threshold_for_sensitivity_target_must_be_a_rate():
@@ -185,6 +197,7 @@ def test_youden_threshold_maximises_tpr_minus_fpr(seed, ties):
     j = c.tp / (c.tp + c.fn) - c.fp / (c.fp + c.tn)
     assert j == pytest.approx(np.max(tpr - fpr), abs=1e-12)
     assert np.isfinite(threshold)
+    assert not np.any(s == threshold) or threshold == s.min()
 
 
 # ---------------------------------------------------------------- calibration
