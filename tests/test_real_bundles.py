@@ -1,5 +1,6 @@
 """The committed model bundles in models/: they load, and their stored validation
-predictions reproduce the figures in their manifests. No images are needed."""
+predictions reproduce the figures in their manifests (no images needed); with the ISIC
+images beside the project, the app's compiled pass reproduces those predictions."""
 
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 from medal_core import bundle, metrics
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+ISIC = Path(__file__).resolve().parents[2] / "shared" / "data" / "isic2017"
 BUNDLES = bundle.find_bundles(MODELS_DIR)
 MAX_BUNDLE_BYTES = 40 * 1024 * 1024
 
@@ -63,6 +65,29 @@ def test_threshold_meets_the_target_sensitivity(loaded):
     target = loaded.manifest["threshold"]["target_sensitivity"]
     caught, positives = sensitivity_at(loaded.predictions, loaded.threshold)
     assert caught / positives >= target
+
+
+@pytest.mark.real_data
+def test_the_compiled_pass_reproduces_the_stored_predictions(loaded):
+    """The app's folded, compiled pass (`ModelRunner`) against the logits stored at
+    training time, on the 12 validation images nearest the threshold (where a difference
+    would change a decision) and 12 spread over the rest."""
+    if not ISIC.is_dir():
+        pytest.skip(f"ISIC 2017 images not found at {ISIC}")
+    from medal_core import data
+    from medal_core.inference import ModelRunner
+
+    p = loaded.predictions
+    nearest = np.argsort(np.abs(p.probabilities - loaded.threshold))[:12]
+    chosen = np.union1d(nearest, np.linspace(0, len(p.labels) - 1, 12).round().astype(int))
+    paths = {Path(path).stem: path for path in data.load_dataset(ISIC).paths}
+    runner = ModelRunner(loaded.model)
+    images = data.load_images([paths[image_id] for image_id in p.image_ids[chosen]], runner.input_size)
+    logits, _ = runner(images, views=loaded.manifest["test_time_views"])
+    logits = logits if logits.ndim == 1 else logits.mean(axis=1)
+    np.testing.assert_allclose(logits, p.logits[chosen], atol=1e-4)
+    np.testing.assert_array_equal(loaded.calibrate(logits) >= loaded.threshold,
+                                  p.probabilities[chosen] >= loaded.threshold)
 
 
 def test_bundle_folder_is_small_enough_to_commit(loaded):
