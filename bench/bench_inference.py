@@ -206,7 +206,7 @@ def format_table(r: dict) -> str:
         "load",
         row("import TensorFlow + medal_core", f"{r['load']['import_tensorflow_and_medal_core_s']:8.2f} s"),
         row("load_bundle (verify + Keras load + OOD)", f"{r['load']['load_bundle_s']:8.2f} s"),
-        row("Predictor(bundle) (incl. warm-up trace)", f"{r['load']['predictor_init_s']:8.2f} s"),
+        row("Predictor(bundle) (fold batch norms, trace)", f"{r['load']['predictor_init_s']:8.2f} s"),
         "",
         f"single image ({s['repeats']} repeats, interleaved, after {s['warmup']} warm-up calls)",
         row("ours, compiled, 1 view: runner(x, views=1)", lat(single["ours_one_view"])),
