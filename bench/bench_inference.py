@@ -19,7 +19,8 @@ What is measured (time.perf_counter; every path is warmed up before it is timed)
       views, OOD score, quality checks), on a 640×480 picture;
 * Grad-CAM latency p50/p95 (`explain.GradCAM` on the manifest's `gradcam_layer`);
 * throughput in images/s: `runner.batched(images, views=1, batch_size=--batch)` over
-  `--images` images (folded, and not folded), and `predictor.predict_batch` (8 views each) over `--predict-images`;
+  `--images` images (folded, and not folded), and `predictor.predict_batch` (8 views
+  each) over `--predict-images`;
 * memory: resident set size right after loading, and the peak (ru_maxrss) at the end.
 
 Figures depend on the load of the machine: the load averages at the start and end are

@@ -38,7 +38,7 @@ class ModelRunner:
     global-average-pooled activations of the unmodified image (view 0).
 
     With `fold=True` (the default) it runs a batch-norm-folded copy of `model`: the same
-    function up to float rounding (logits within ~1e-5), ~1.5× faster on a CPU.
+    function up to float rounding (logits within ~1e-5), 1.4–1.6× faster on a CPU.
     """
 
     def __init__(self, model: keras.Model, fold: bool = True):
