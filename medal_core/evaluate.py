@@ -30,7 +30,13 @@ def dataset_logits(model, dataset: data.Dataset, views: int = 1) -> np.ndarray:
     from medal_core.inference import ModelRunner  # deferred: TensorFlow is slow to import
 
     runner = ModelRunner(model)
-    logits, _ = runner.batched(data.load_images(dataset.paths, runner.input_size), views)
+    return mean_logits(runner, data.load_images(dataset.paths, runner.input_size), views)
+
+
+def mean_logits(runner, images: np.ndarray, views: int = 1) -> np.ndarray:
+    """Logits of shape (n,) from a `ModelRunner` for images (n, s, s, 3), averaged over
+    `views` test-time views."""
+    logits, _ = runner.batched(images, views)
     return logits if views == 1 else logits.mean(axis=1)
 
 

@@ -211,7 +211,9 @@ def train(config: TrainConfig) -> Path:
 def write_bundle(model: keras.Model, config: TrainConfig, train_set: data.Dataset,
                  val_set: data.Dataset, work: Path) -> Path:
     """Calibrate and choose the operating point on validation, then save the bundle."""
-    logits = evaluate.dataset_logits(model, val_set, views=config.test_time_views)
+    runner = ModelRunner(model)  # one folded, traced pass for the logits and the OOD features
+    val_images = data.load_images(val_set.paths, runner.input_size)
+    logits = evaluate.mean_logits(runner, val_images, views=config.test_time_views)
     weights = class_weights(train_set.labels)
     # Class weighting raises every logit by log(w1/w0); undo it before fitting T, so the
     # probabilities shown are estimates at the data's own prevalence.
@@ -252,9 +254,8 @@ def write_bundle(model: keras.Model, config: TrainConfig, train_set: data.Datase
     }
     predictions = bundle.Predictions(val_set.image_ids, val_set.labels, logits, probabilities)
     folder = bundle.save_bundle(config.out, model, manifest, predictions, work / "history.csv")
-    size = manifest["input_size"]
-    detector, entry = ood.fit_bundle_ood(ModelRunner(model), data.load_images(train_set.paths, size),
-                                         data.load_images(val_set.paths, size))
+    detector, entry = ood.fit_bundle_ood(runner, data.load_images(train_set.paths, runner.input_size),
+                                         val_images)
     bundle.attach_ood(folder, detector, entry)
     return folder
 
