@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
+
+from medal_core.intake import IntakeError, read_upload
 
 CLASS_NAMES = ("benign", "malignant")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -40,17 +42,35 @@ class DatasetError(ValueError):
     """A dataset that cannot be used, with a message that says why and where."""
 
 
+# Per-image metadata a layout may carry besides path, label and split ("" when absent).
+METADATA_FIELDS = ("sources", "diagnoses", "lesion_ids", "folds")
+
+
 @dataclass(frozen=True)
 class Dataset:
-    """Image paths with binary labels (0 = benign, 1 = malignant) and split names.
+    """Image paths with binary labels (0 = benign, 1 = malignant) and per-image metadata.
 
     All arrays have shape (n,). `splits` holds "train", "val", "test" or "" when the
-    layout does not say.
+    layout does not say. `sources` names the dataset an image came from (its folder),
+    `diagnoses` the finer diagnosis (e.g. "nv", "bcc"), `lesion_ids` the lesion an
+    image shows (several images may show one lesion) and `folds` a precomputed fold;
+    each is "" where unknown.
     """
 
     paths: np.ndarray
     labels: np.ndarray
     splits: np.ndarray
+    sources: np.ndarray | None = None
+    diagnoses: np.ndarray | None = None
+    lesion_ids: np.ndarray | None = None
+    folds: np.ndarray | None = None
+
+    def __post_init__(self):
+        for name in METADATA_FIELDS:
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.full(len(self.paths), "", dtype=object))
+            else:
+                object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=object))
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -60,7 +80,9 @@ class Dataset:
         return np.array([Path(p).stem for p in self.paths])
 
     def subset(self, mask: np.ndarray) -> "Dataset":
-        return Dataset(self.paths[mask], self.labels[mask], self.splits[mask])
+        """The images where `mask` (boolean or integer index array) selects."""
+        return Dataset(self.paths[mask], self.labels[mask], self.splits[mask],
+                       *(getattr(self, name)[mask] for name in METADATA_FIELDS))
 
     def select_split(self, split: str) -> "Dataset":
         """The images of one split; `split="all"` keeps every image."""
@@ -126,7 +148,7 @@ def read_class_folders(root: Path) -> Dataset:
         raise DatasetError(
             f"no images found in {root}: expected labels.csv, or images in "
             f"{root}/benign and {root}/malignant (optionally below train/val/test)")
-    return _as_dataset(paths, labels, splits)
+    return _as_dataset(paths, labels, splits, sources=[root.name] * len(paths))
 
 
 def read_csv_manifest(csv_path: str | Path, root: str | Path | None = None,
@@ -147,6 +169,7 @@ def read_csv_manifest(csv_path: str | Path, root: str | Path | None = None,
         if key not in rows[0]:
             raise DatasetError(f"manifest {csv_path} needs a '{key}' column; found {list(rows[0])}")
     paths, labels, splits = [], [], []
+    metadata = {"diagnoses": [], "lesion_ids": [], "folds": []}
     for line, row in enumerate(rows, start=2):
         raw_label = row["label"].strip().lower()
         if raw_label not in label_map:
@@ -161,7 +184,10 @@ def read_csv_manifest(csv_path: str | Path, root: str | Path | None = None,
         paths.append(str(path if path.is_absolute() else base / path))
         labels.append(CLASS_NAMES.index(class_name))
         splits.append((row.get("split") or "").strip())
-    return _as_dataset(paths, labels, splits)
+        for name, column in (("diagnoses", "diagnosis"), ("lesion_ids", "lesion_id"),
+                             ("folds", "fold")):
+            metadata[name].append((row.get(column) or "").strip())
+    return _as_dataset(paths, labels, splits, sources=[base.name] * len(paths), **metadata)
 
 
 def check_dataset(dataset: Dataset, root: Path) -> None:
@@ -177,9 +203,9 @@ def check_dataset(dataset: Dataset, root: Path) -> None:
             raise DatasetError(f"image listed but not found: {path}")
 
 
-def _as_dataset(paths, labels, splits) -> Dataset:
+def _as_dataset(paths, labels, splits, **metadata) -> Dataset:
     return Dataset(np.array(paths, dtype=str), np.array(labels, dtype=np.int32),
-                   np.array(splits, dtype=str))
+                   np.array(splits, dtype=str), **metadata)
 
 
 # ---------------------------------------------------------------- validation split
@@ -217,15 +243,18 @@ def make_validation_split(dataset: Dataset, extra_fraction: float = 0.15,
 def load_image(path: str | Path, size: int) -> np.ndarray:
     """Decode one image file to uint8 RGB of shape (size, size, 3).
 
-    EXIF orientation is applied and any mode is converted to RGB; the resize is
-    Pillow's antialiased bilinear, the same that `resize_for_model` uses on uploads.
+    The decoding is the app's own (`intake.read_upload`: EXIF orientation, transparency
+    over mid-grey, high bit depths scaled, not clipped), so that training, evaluation and
+    the app see the same pixels for the same file. Only the size limits of uploads are
+    lifted (a dataset may hold large lossless files, or small test images). The resize is Pillow's antialiased
+    bilinear, the same that `resize_for_model` uses on uploads.
     """
     try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            return resize_for_model(np.asarray(image.convert("RGB")), size)
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        encoded = Path(path).read_bytes()
+        decoded = read_upload(encoded, max_bytes=max(len(encoded), 1), min_side=1)
+    except (OSError, IntakeError) as error:
         raise DatasetError(f"cannot read image {path}: {error}") from error
+    return resize_for_model(decoded.rgb, size)
 
 
 def resize_for_model(rgb: np.ndarray, size: int) -> np.ndarray:

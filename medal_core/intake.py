@@ -31,7 +31,7 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 # Phone photos are typically 2-8 MB as JPEG and dermatoscope exports rarely exceed
 # 10 MB; 20 MB leaves room for an uncompressed 12 MP PNG while keeping a hostile or
@@ -282,19 +282,43 @@ def _verify_png_chunks(data: bytes) -> None:
         image.verify()
 
 
+# EXIF orientation value -> the transpose that makes the image upright (EXIF 2.3, 4.6.4).
+_ORIENTATION_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def exif_orientation(image: Image.Image) -> int | None:
+    """The EXIF orientation tag (1-8), 1 when absent, None when the EXIF is unreadable."""
+    try:
+        orientation = image.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:  # noqa: BLE001 - malformed EXIF raises anything from Pillow's parser
+        return None
+    return orientation if isinstance(orientation, int) else None
+
+
 def _apply_exif_orientation(image: Image.Image) -> tuple[Image.Image, str]:
     """Rotate/flip as the EXIF orientation tag says; returns the image and a note.
 
-    A malformed EXIF block must not cost the user their upload: the image is then kept
-    as stored, with a note saying so.
+    Only the pixels are turned. `ImageOps.exif_transpose` also rewrites the EXIF and XMP
+    blocks to drop the tag, and that rewrite raises (e.g. AttributeError) on some
+    malformed blocks, which cost users their upload; the app never uses the metadata
+    again, so it is not rewritten. A malformed EXIF block keeps the image as stored,
+    with a note saying so.
     """
-    try:
-        orientation = image.getexif().get(_ORIENTATION_TAG, 1)
-        if orientation not in (2, 3, 4, 5, 6, 7, 8):
-            return image, ""  # upright already; exif_transpose would only copy it
-        return ImageOps.exif_transpose(image), "rotated per EXIF orientation"
-    except _DECODER_ERRORS:
+    orientation = exif_orientation(image)
+    if orientation is None:
         return image, "orientation information was unreadable; the image is shown as stored"
+    method = _ORIENTATION_TRANSPOSE.get(orientation)
+    if method is None:
+        return image, ""  # upright already (1, or a value outside the standard)
+    return image.transpose(method), "rotated per EXIF orientation"
 
 
 def _to_rgb_uint8(image: Image.Image) -> tuple[np.ndarray, list[str]]:

@@ -5,6 +5,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hypothesis import settings as hypothesis_settings  # noqa: E402
+
+# CI runs every property test on the same examples ("ci", the default): a run that
+# passes passes again. `bench/fuzz_nightly.sh` picks "nightly": fresh random examples
+# on each run, to find new bugs (each one found becomes a fixed regression test).
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+hypothesis_settings.register_profile("nightly", derandomize=False, database=None)
+hypothesis_settings.load_profile("ci")
+
 
 # ---------------------------------------------------------------- shared helpers
 

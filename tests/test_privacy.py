@@ -6,12 +6,15 @@ upload, result, case report download; Batch triage: two images, CSV download). E
 uploaded PNG carries a unique marker (a tEXt chunk with a random uuid, placed right after
 the header so that the file's first bytes are unique too) and a unique file name. Then:
 
-(a) disk: the files (path, size, mtime) under the repository and the temp directory are
-    compared before and after; every new or changed file must be on the list of
-    expected ones (`EXPECTED`, each with its reason); the server's own TMPDIR (a fresh
-    folder) may hold nothing but the code TensorFlow's AutoGraph generates while the
-    server runs, and must be empty once it has stopped; and no new or changed file
-    anywhere, expected or not, may contain a marker (raw, hex or base64). The disk is
+(a) disk: the server runs with a TMPDIR and a HOME of its own (fresh folders). The files
+    (path, size, mtime) under the repository and the whole system temp directory (which
+    holds both) are compared before and after. Every new or changed file in the
+    repository, the server's TMPDIR or its HOME must be on the list of expected ones
+    (`EXPECTED`, each with its reason); the server's TMPDIR may hold nothing but the
+    code TensorFlow's AutoGraph generates while the server runs, and must be empty once
+    it has stopped. Other processes on a busy machine write to the system temp
+    directory at any time, so files there are not held to the list, but no new or
+    changed file anywhere, expected or not, may contain a marker (raw, hex or base64). The disk is
     surveyed twice: with the browser still open (Chromium deletes its profile when it
     closes) and after the browser and server have stopped. Only the browser's download folder is
     exempt: the downloads are the point of the flow (and hold no marker either, as
@@ -21,9 +24,9 @@ the header so that the file's first bytes are unique too) and a unique file name
 (c) network: every request of the page (and every WebSocket) went to the server's own
     origin, or was data:, blob: or about:.
 
-Concurrent writers that have nothing to do with the app can be added to the expected
-list with MEDAL_PRIVACY_IGNORE (glob patterns relative to the repository or the temp
-directory, separated by os.pathsep); they are still searched for the markers.
+Concurrent writers in the repository that have nothing to do with the app can be added
+to the expected list with MEDAL_PRIVACY_IGNORE (glob patterns relative to the
+repository, separated by os.pathsep); they are still searched for the markers.
 """
 
 from __future__ import annotations
@@ -55,9 +58,9 @@ sync_api = pytest.importorskip("playwright.sync_api",
 SYSTEM_TMP = Path(tempfile.gettempdir()).resolve()
 TIMEOUT_MS = 60_000
 
-# New or changed files that are fine, relative to the repository ("repo:") or the temp
-# directory ("tmp:"), as fnmatch patterns (`*` also matches "/"). All are still searched
-# for the markers.
+# New or changed files that are fine, relative to the repository ("repo:"), the server's
+# TMPDIR ("server_tmp:") or its HOME ("server_home:"), as fnmatch patterns (`*` also
+# matches "/"). All are still searched for the markers.
 EXPECTED = {
     "repo:*__pycache__/*": "Python byte code written on import",
     "repo:*.pyc": "Python byte code written on import",
@@ -68,19 +71,13 @@ EXPECTED = {
     "server_tmp:__autograph_generated_file*.py": "TensorFlow AutoGraph writes the code it "
                                                  "generates for the model's tf.functions "
                                                  "(no data; removed when the server stops)",
-    "tmp:playwright_*": "another Playwright run's browser or downloads (this test's "
-                        "browser has its own folder)",
-    "tmp:bash_jobs.*": "the shell tool that runs pytest here writes its output there",
-    "tmp:bash_tool_*": "the shell tool that runs pytest here",
-    "tmp:__autograph_generated_file*.py": "TensorFlow AutoGraph code of another TensorFlow "
-                                          "process (code, no data; the server has its "
-                                          "own TMPDIR)",
+    "server_home:.keras/keras.json": "Keras writes its default settings on first import",
 }
 
 
 def _extra_expected() -> dict[str, str]:
     patterns = [p for p in os.environ.get("MEDAL_PRIVACY_IGNORE", "").split(os.pathsep) if p]
-    return {f"{area}:{p}": "MEDAL_PRIVACY_IGNORE" for p in patterns for area in ("repo", "tmp")}
+    return {f"repo:{p}": "MEDAL_PRIVACY_IGNORE" for p in patterns}
 
 
 # ---------------------------------------------------------------- marked uploads
@@ -142,20 +139,22 @@ def changed(before: dict, after: dict) -> list[str]:
     return sorted(p for p, meta in after.items() if before.get(p) != meta)
 
 
-def expectation(path: str, browser_dir: Path, server_tmp: Path,
+OTHER_PROCESSES = "elsewhere in the system temp directory (searched for markers only)"
+
+
+def expectation(path: str, browser_dir: Path, server_tmp: Path, server_home: Path,
                 patterns: dict[str, str]) -> str | None:
     """Why a new or changed file is fine, or None."""
     if path.startswith(str(browser_dir) + os.sep):
         return "the headless browser's own profile and temporary files"
-    # The most specific area first: the server's TMPDIR lies inside the temp directory.
-    for area, root in (("server_tmp", server_tmp), ("repo", ROOT), ("tmp", SYSTEM_TMP)):
+    for area, root in (("server_tmp", server_tmp), ("server_home", server_home), ("repo", ROOT)):
         if path.startswith(str(root) + os.sep):
             relative = os.path.relpath(path, root)
             for pattern, reason in patterns.items():
                 if pattern.startswith(area + ":") and fnmatch.fnmatch(relative, pattern[len(area) + 1:]):
                     return reason
             return None
-    return None
+    return OTHER_PROCESSES
 
 
 def files_containing(paths, needles: list[bytes]) -> list[str]:
@@ -185,15 +184,19 @@ def test_uploads_stay_in_memory_and_on_this_server(tmp_path, monkeypatch):
 
     models_dir = _models_dir(tmp_path)
     server_tmp = tmp_path / "server_tmp"        # the server's TMPDIR
+    server_home = tmp_path / "server_home"      # the server's HOME
     downloads = tmp_path / "downloads"          # the browser's downloads (exempt)
-    for folder in (server_tmp, downloads):
+    for folder in (server_tmp, server_home, downloads):
         folder.mkdir()
     roots = [ROOT, SYSTEM_TMP]
+    if not tmp_path.resolve().is_relative_to(SYSTEM_TMP):   # pytest --basetemp elsewhere
+        roots.append(tmp_path)
     before = snapshot(roots, skip=[downloads])
     # Playwright's TMPDIR (Chromium's profile and sockets); short, as Chromium refuses
     # socket paths over 107 characters.
     browser_dir = Path(tempfile.mkdtemp(prefix="medal_pw_", dir=SYSTEM_TMP))
-    server = StreamlitServer(models_dir, env={"TMPDIR": server_tmp, "TEMP": None, "TMP": None})
+    server = StreamlitServer(models_dir, env={"TMPDIR": server_tmp, "TEMP": None, "TMP": None,
+                                              "HOME": server_home})
     requests: list[str] = []
     sockets: list[str] = []
     playwright = None
@@ -224,7 +227,7 @@ def test_uploads_stay_in_memory_and_on_this_server(tmp_path, monkeypatch):
         hits += files_containing(after, needles)
         # (a) disk
         _check_disk(sorted(set(during) | set(after)), sorted(set(hits)), browser_dir,
-                    server_tmp, downloads, needles)
+                    server_tmp, server_home, downloads, needles)
     finally:
         if playwright is not None:
             playwright.stop()
@@ -272,11 +275,12 @@ def _triage_and_batch(page, uploads) -> None:
 
 
 def _check_disk(written: list[str], hits: list[str], browser_dir: Path, server_tmp: Path,
-                downloads: Path, needles: list[bytes]) -> None:
+                server_home: Path, downloads: Path, needles: list[bytes]) -> None:
     """(a): nothing unexpected written, the server's TMPDIR empty, no marker anywhere
     (`hits`: the written files that hold one)."""
     patterns = {**EXPECTED, **_extra_expected()}
-    reasons = {p: expectation(p, browser_dir, server_tmp, patterns) for p in written}
+    reasons = {p: expectation(p, browser_dir, server_tmp, server_home, patterns)
+               for p in written}
     print(f"\n{len(written)} files new or changed during the flow:")
     for reason in sorted(set(map(str, reasons.values()))):
         print(f"  {sum(str(r) == reason for r in reasons.values()):5d}  {reason}")
