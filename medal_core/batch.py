@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 from medal_core.images import png_data_uri
 from medal_core.intake import IntakeError, read_upload
-from medal_core.predictor import Prediction, Predictor
-from medal_core.results import decision, prediction_warnings, with_threshold
+from medal_core.prediction import Prediction
+from medal_core.predictor import Predictor
+from medal_core.results import decision_label, prediction_warnings
 
 THUMBNAIL_SIDE = 96
 CSV_COLUMNS = ("file", "status", "probability", "decision", "verdict_code", "spread_low",
@@ -39,7 +40,7 @@ class FileResult:
 @dataclass(frozen=True)
 class BatchRow:
     """One line of the batch table. `probability` is None for refused files and for
-    images that do not look like lesions (no melanoma estimate is given for them)."""
+    images that get no melanoma estimate (not a lesion image, not dermoscopic)."""
 
     file: str
     status: str                      # "ok" or "refused"
@@ -81,12 +82,13 @@ def predict_files(predictor: Predictor, files: Iterable[tuple[str, bytes]],
 
 
 def _sort_key(row: BatchRow) -> tuple:
-    """Lesion images by falling probability, then non-lesion images, then refused files."""
+    """Images with no estimate first (a clinician must look at them: they are never
+    silently dropped), then estimates by falling probability, then refused files."""
     if row.status != "ok":
         return (2, 0.0, row.file)
     if row.probability is None:
-        return (1, 0.0, row.file)
-    return (0, -row.probability, row.file)
+        return (0, 0.0, row.file)
+    return (1, -row.probability, row.file)
 
 
 def batch_rows(results: Iterable[FileResult], threshold: float) -> list[BatchRow]:
@@ -97,13 +99,26 @@ def batch_rows(results: Iterable[FileResult], threshold: float) -> list[BatchRow
             rows.append(BatchRow(result.file, "refused", None, "Refused", "refused", None, (),
                                  None, result.error or ""))
             continue
-        prediction = with_threshold(result.prediction, threshold)
-        lesion = prediction.looks_like_lesion
+        prediction = result.prediction.at_threshold(threshold)
+        estimate = prediction.has_estimate
         rows.append(BatchRow(
-            result.file, "ok", prediction.probability if lesion else None, decision(prediction),
-            prediction.verdict_code, prediction.spread if lesion else None,
+            result.file, "ok", prediction.probability if estimate else None,
+            decision_label(prediction), prediction.verdict_code,
+            prediction.spread if estimate else None,
             tuple(code for code, _ in prediction_warnings(prediction)), result.thumbnail, ""))
     return sorted(rows, key=_sort_key)
+
+
+def summary_counts(rows: Iterable[BatchRow]) -> dict[str, int]:
+    """What the batch summary shows: files read, sent onwards with an estimate (refer or
+    borderline), no estimate (a clinician must look), low suspicion, refused files."""
+    rows = list(rows)
+    codes = [r.verdict_code for r in rows if r.status == "ok"]
+    return {"triaged": len(codes),
+            "onward": sum(c in ("refer", "indeterminate") for c in codes),
+            "no_estimate": codes.count("no_estimate"),
+            "low": codes.count("low"),
+            "refused": sum(r.status != "ok" for r in rows)}
 
 
 def table_records(rows: Iterable[BatchRow]) -> list[dict]:

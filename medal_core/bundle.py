@@ -3,9 +3,12 @@
     models/NAME/
         model.keras            the Keras model (flat graph, see models.py)
         manifest.json          what the model is, how it was trained and chosen, its figures
-        val_predictions.csv    image_id,label,logit,probability on its validation set
+        val_predictions.csv    image_id,label,logit,probability[,source,diagnosis] on the
+                               set the threshold was chosen on (its calibration set)
+        report_predictions.csv the same on its report set, which chose nothing (optional)
         history.csv            the training log, one row per epoch
         ood.npz                feature statistics for the "is this a lesion?" check
+        modality.npz           the "is this a dermoscopic image?" check (optional)
 
 `load_bundle` refuses a bundle that is missing a file, has a malformed or incomplete
 manifest, or whose model file does not match the sha256 in the manifest; the model is
@@ -22,11 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
+from medal_core.modality import MODALITY_FILE, ModalityCheck
 from medal_core.ood import OOD_FILE, OODDetector
 
 MODEL_FILE = "model.keras"
 MANIFEST_FILE = "manifest.json"
 PREDICTIONS_FILE = "val_predictions.csv"
+REPORT_PREDICTIONS_FILE = "report_predictions.csv"
 HISTORY_FILE = "history.csv"
 FORMAT_VERSION = 1
 
@@ -54,12 +59,30 @@ class BundleError(RuntimeError):
 
 @dataclass(frozen=True)
 class Predictions:
-    """Stored validation predictions, each array of shape (n,)."""
+    """Stored predictions on one set of images, each array of shape (n,)."""
 
     image_ids: np.ndarray
     labels: np.ndarray          # 0 benign, 1 malignant
     logits: np.ndarray          # raw model logits (mean over test-time views if used)
     probabilities: np.ndarray   # Bundle.calibrate(logits)
+    sources: np.ndarray | None = None     # dataset of each image ("" unknown)
+    diagnoses: np.ndarray | None = None   # finer diagnosis, e.g. "nv", "bcc" ("" unknown)
+    no_estimate: np.ndarray | None = None  # bool: the app gives this image no estimate
+
+    @classmethod
+    def of(cls, dataset, logits, probabilities, no_estimate=None) -> "Predictions":
+        """Predictions for the images of a `data.Dataset`, metadata kept."""
+        return cls(dataset.image_ids, dataset.labels, np.asarray(logits),
+                   np.asarray(probabilities), np.asarray(dataset.sources, dtype=str),
+                   np.asarray(dataset.diagnoses, dtype=str),
+                   None if no_estimate is None else np.asarray(no_estimate, bool))
+
+    @property
+    def estimated(self) -> np.ndarray:
+        """(n,) bool: the images the app gives an estimate (all, when not recorded)."""
+        if self.no_estimate is None:
+            return np.ones(len(self.labels), bool)
+        return ~self.no_estimate
 
 
 @dataclass(frozen=True)
@@ -69,6 +92,8 @@ class Bundle:
     predictions: Predictions
     model: object = None        # keras.Model, or None when loaded with load_model=False
     ood: OODDetector | None = None   # None when the bundle has no OOD statistics
+    modality: ModalityCheck | None = None   # None when it has no dermoscopic check
+    report_predictions: Predictions | None = None   # on its report set, when it has one
 
     @property
     def name(self) -> str:
@@ -113,18 +138,26 @@ def sha256_file(path: str | Path) -> str:
 
 
 def write_predictions(path: Path, predictions: Predictions) -> None:
+    n = len(predictions.image_ids)
+    extra = {name: values for name, values in (
+        ("source", predictions.sources), ("diagnosis", predictions.diagnoses),
+        ("no_estimate", None if predictions.no_estimate is None
+         else predictions.no_estimate.astype(int))) if values is not None}
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["image_id", "label", "logit", "probability"])
-        for row in zip(predictions.image_ids, predictions.labels, predictions.logits,
-                       predictions.probabilities):
+        writer.writerow(["image_id", "label", "logit", "probability", *extra])
+        for i in range(n):
             # Shortest exact repr: the manifest's threshold is one of these probabilities,
             # and rounding could move that case below it when the file is read back.
-            writer.writerow([row[0], int(row[1]), repr(float(row[2])), repr(float(row[3]))])
+            writer.writerow([predictions.image_ids[i], int(predictions.labels[i]),
+                             repr(float(predictions.logits[i])),
+                             repr(float(predictions.probabilities[i])),
+                             *(values[i] for values in extra.values())])
 
 
 def save_bundle(folder: str | Path, model, manifest: dict, predictions: Predictions,
-                history_csv: str | Path | None = None) -> Path:
+                history_csv: str | Path | None = None,
+                report_predictions: Predictions | None = None) -> Path:
     """Write a bundle; the manifest gets the model file's sha256 and the format version."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -135,6 +168,8 @@ def save_bundle(folder: str | Path, model, manifest: dict, predictions: Predicti
     if missing:
         raise ValueError(f"manifest is incomplete: {missing}")
     write_predictions(folder / PREDICTIONS_FILE, predictions)
+    if report_predictions is not None:
+        write_predictions(folder / REPORT_PREDICTIONS_FILE, report_predictions)
     if history_csv is not None and Path(history_csv).exists():
         (folder / HISTORY_FILE).write_text(Path(history_csv).read_text())
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -196,7 +231,11 @@ def read_predictions(path: Path) -> Predictions:
             np.array([r["image_id"] for r in rows], dtype=str),
             np.array([int(r["label"]) for r in rows], dtype=np.int64),
             np.array([float(r["logit"]) for r in rows]),
-            np.array([float(r["probability"]) for r in rows]))
+            np.array([float(r["probability"]) for r in rows]),
+            *(np.array([r.get(column, "") or "" for r in rows], dtype=str)
+              for column in ("source", "diagnosis")),
+            (np.array([r["no_estimate"] == "1" for r in rows]) if rows and "no_estimate" in rows[0]
+             else None))
     except (KeyError, ValueError, TypeError) as error:
         raise BundleError(f"{path} is malformed ({error!r}); restore it from the repository.") from error
     if len(rows) == 0 or len(set(predictions.labels.tolist())) < 2:
@@ -214,7 +253,9 @@ def load_bundle(folder: str | Path, load_model: bool = True, load_ood: bool = Tr
             raise BundleError(f"{folder} has no {required}: the bundle is incomplete. "
                               "Re-run training or restore the folder from the repository.")
     predictions = read_predictions(folder / PREDICTIONS_FILE)
-    model = ood = None
+    report = (read_predictions(folder / REPORT_PREDICTIONS_FILE)
+              if (folder / REPORT_PREDICTIONS_FILE).is_file() else None)
+    model = ood = modality = None
     if load_model:
         verify_sha256(folder / MODEL_FILE, manifest["model_sha256"])
         model = _load_keras_model(folder / MODEL_FILE)
@@ -226,12 +267,20 @@ def load_bundle(folder: str | Path, load_model: bool = True, load_ood: bool = Tr
                 raise BundleError(f"{folder / OOD_FILE} is not a detector this version can read "
                                   f"({error}); refit it with `python -m medal_core.ood --bundle "
                                   f"{folder} --data DATA`.") from error
+        if load_ood and "modality" in manifest:
+            verify_sha256(folder / MODALITY_FILE, manifest["modality"].get("sha256", ""))
+            try:
+                modality = ModalityCheck.load(folder / MODALITY_FILE)
+            except (KeyError, ValueError, OSError) as error:
+                raise BundleError(f"{folder / MODALITY_FILE} is not a check this version can "
+                                  f"read ({error}); refit it with `python -m medal_core.modality "
+                                  f"--bundle {folder} --data-root DATA`.") from error
         for layer in ("logit", manifest["gradcam_layer"]):
             try:
                 model.get_layer(layer)
             except ValueError as error:
                 raise BundleError(f"{folder / MODEL_FILE} has no layer '{layer}' named in its manifest.") from error
-    return Bundle(folder, manifest, predictions, model, ood)
+    return Bundle(folder, manifest, predictions, model, ood, modality, report)
 
 
 def verify_sha256(path: Path, expected: str) -> None:

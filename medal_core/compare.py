@@ -1,5 +1,6 @@
-"""Side-by-side figures for several bundles: validation AUC with CI, sensitivity and
-specificity at each bundle's own threshold, size and measured latency."""
+"""Side-by-side figures for several bundles: AUC with CI on each bundle's report set
+(which chose nothing; its calibration set for older bundles without one), the app's
+sensitivity and specificity at each bundle's own threshold, size and measured latency."""
 
 from __future__ import annotations
 
@@ -8,17 +9,25 @@ import time
 
 import numpy as np
 
-from medal_core import metrics
-from medal_core.bundle import Bundle
+from medal_core import decision, metrics
+from medal_core.bundle import Bundle, Predictions
+
+
+def figure_set(bundle: Bundle) -> tuple[str, Predictions, dict]:
+    """(name, stored predictions, the manifest's metrics) of the set a comparison uses:
+    the report set when the bundle has one, else the set its threshold was chosen on."""
+    if bundle.report_predictions is not None:
+        return "report", bundle.report_predictions, bundle.manifest.get("report_metrics", {})
+    return "calibration", bundle.predictions, bundle.manifest.get("validation_metrics", {})
 
 
 def auc_with_ci(bundle: Bundle, n_bootstrap: int = 1000) -> tuple[float, float, float]:
-    """(ROC AUC, low, high) on the stored validation predictions: the manifest's figures
+    """(ROC AUC, low, high) on the comparison set (`figure_set`): the manifest's figures
     when it has them (computed on the same predictions), else a fresh bootstrap."""
-    stored = bundle.manifest.get("validation_metrics", {}).get("roc_auc", {})
+    _, p, stored_metrics = figure_set(bundle)
+    stored = stored_metrics.get("roc_auc", {})
     if all(isinstance(stored.get(k), (int, float)) for k in ("value", "low", "high")):
         return float(stored["value"]), float(stored["low"]), float(stored["high"])
-    p = bundle.predictions
     low, high = metrics.bootstrap_ci(p.labels, p.probabilities, metrics.roc_auc, n_bootstrap)
     return metrics.roc_auc(p.labels, p.probabilities), low, high
 
@@ -32,10 +41,12 @@ def parameter_count(bundle: Bundle, model=None) -> int | None:
 
 def summary_row(name: str, bundle: Bundle, latency_ms: float | None = None,
                 parameters: int | None = None) -> dict:
-    """One row of the comparison table (numbers, not strings)."""
-    p = bundle.predictions
+    """One row of the comparison table (numbers, not strings); sensitivity and
+    specificity are the app's rule (no-estimate images count as sent onwards)."""
+    which, p, _ = figure_set(bundle)
     auc, low, high = auc_with_ci(bundle)
-    at = metrics.threshold_metrics(p.labels, p.probabilities, bundle.threshold)
+    at = metrics.threshold_metrics(p.labels, decision.onward_scores(p.probabilities, p.no_estimate),
+                                   bundle.threshold)
     return {
         "model": name,
         "architecture": bundle.manifest.get("architecture", ""),
@@ -47,7 +58,7 @@ def summary_row(name: str, bundle: Bundle, latency_ms: float | None = None,
         "sensitivity CI": _ci(at["sensitivity"]),
         "specificity": at["specificity"].value,
         "specificity CI": _ci(at["specificity"]),
-        "validation images": int(len(p.labels)),
+        "figures on": f"{which} set, {len(p.labels)} images",
         "latency ms": latency_ms,
     }
 
@@ -60,7 +71,7 @@ def display_row(row: dict) -> dict:
         "model": row["model"], "architecture": row["architecture"], "input px": row["input px"],
         "parameters": row["parameters"],
         "ROC AUC (95% CI)": f"{row['AUC']:.3f} ({row['AUC low']:.3f}–{row['AUC high']:.3f})",
-        "threshold": row["threshold"],
+        "threshold": f"{row['threshold']:.4f}", "figures on": row["figures on"],
         "sensitivity (95% CI)": pct(row["sensitivity"], row["sensitivity CI"]),
         "specificity (95% CI)": pct(row["specificity"], row["specificity CI"]),
         "latency ms": row["latency ms"],

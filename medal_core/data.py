@@ -184,10 +184,21 @@ def read_csv_manifest(csv_path: str | Path, root: str | Path | None = None,
         paths.append(str(path if path.is_absolute() else base / path))
         labels.append(CLASS_NAMES.index(class_name))
         splits.append((row.get("split") or "").strip())
-        for name, column in (("diagnoses", "diagnosis"), ("lesion_ids", "lesion_id"),
-                             ("folds", "fold")):
+        for name, column in (("lesion_ids", "lesion_id"), ("folds", "fold")):
             metadata[name].append((row.get(column) or "").strip())
+        metadata["diagnoses"].append(_diagnosis(row))
     return _as_dataset(paths, labels, splits, sources=[base.name] * len(paths), **metadata)
+
+
+def _diagnosis(row: dict) -> str:
+    """The row's `diagnosis`, else what ISIC 2017's 0/1 columns say, else ""."""
+    if (row.get("diagnosis") or "").strip():
+        return row["diagnosis"].strip()
+    if "melanoma" in row and "seborrheic_keratosis" in row:
+        if (row["melanoma"] or "").strip() == "1":
+            return "melanoma"
+        return "seborrheic keratosis" if (row["seborrheic_keratosis"] or "").strip() == "1" else "nevus"
+    return ""
 
 
 def check_dataset(dataset: Dataset, root: Path) -> None:
@@ -206,35 +217,6 @@ def check_dataset(dataset: Dataset, root: Path) -> None:
 def _as_dataset(paths, labels, splits, **metadata) -> Dataset:
     return Dataset(np.array(paths, dtype=str), np.array(labels, dtype=np.int32),
                    np.array(splits, dtype=str), **metadata)
-
-
-# ---------------------------------------------------------------- validation split
-
-
-def make_validation_split(dataset: Dataset, extra_fraction: float = 0.15,
-                          seed: int = 42) -> tuple[Dataset, Dataset]:
-    """Split into (train, validation), deterministically and stratified by class.
-
-    The validation set is the official `val` split plus a seeded, class-stratified
-    `extra_fraction` of `train`: ISIC 2017's official validation split has only 150
-    images (30 melanomas), too few to choose a threshold on. Without an official
-    validation split, `max(extra_fraction, 0.2)` of the training images is held out.
-    `test` images are never used by either part.
-    """
-    if not 0 < extra_fraction < 1:
-        raise ValueError(f"extra_fraction must be in (0, 1), got {extra_fraction}")
-    official_val = dataset.splits == "val"
-    trainable = np.isin(dataset.splits, ["train", ""])
-    if not official_val.any():
-        extra_fraction = max(extra_fraction, 0.2)
-    rng = np.random.default_rng(seed)
-    moved = np.zeros(len(dataset), dtype=bool)
-    for label in (0, 1):
-        candidates = np.flatnonzero(trainable & (dataset.labels == label))
-        n_moved = int(round(extra_fraction * len(candidates)))
-        moved[rng.choice(candidates, size=n_moved, replace=False)] = True
-    validation = official_val | moved
-    return dataset.subset(trainable & ~moved), dataset.subset(validation)
 
 
 # ---------------------------------------------------------------- decoding

@@ -1,13 +1,16 @@
-"""Evaluate a bundle on a labelled split: ROC/PR AUC, operating-point metrics with CIs,
-calibration, and MedAL's per-class table.
+"""Evaluate a bundle: ROC/PR AUC, operating-point metrics with CIs, calibration, the
+specificity at the dermatologists' and the app's sensitivity, per-diagnosis figures and
+MedAL's per-class table.
 
-    python -m medal_core.evaluate --bundle models/mobilenet --data ../shared/data/isic2017 \\
-        --split validation
+    # the bundle's own roles, rebuilt from its recipe (checked against its manifest):
+    python -m medal_core.evaluate --bundle models/mobilenet --data-root ../shared/data
+    # any labelled folder or split the bundle never saw:
+    python -m medal_core.evaluate --bundle models/mobilenet --data DIR --split test
 
-`--split` is a split of the data folder (`train`, `val`, `test`, or `all`), or
-`validation`: the bundle's own validation set (official `val` plus the seeded part of
-`train` recorded in its manifest), which reproduces the manifest's figures. A folder the
-bundle never saw works the same way (e.g. class folders of a held-out test set).
+With `--data-root` every figure of the README's model table is recomputed from the
+bundle's model and the images: its report set (which chose nothing), each source of
+it, and, labelled as such, its selection and calibration sets. `--data` evaluates one
+folder (`--split` train, val, test or all).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 from medal_core import data, metrics
 
 TARGET_SENSITIVITY = 0.95
+DERMATOLOGIST_SENSITIVITY = 0.82   # dermatologists' sensitivity on ISIC 2017-like tests
 MEDAL_THRESHOLD = 0.37   # the operating point of the original MedAL app
 
 
@@ -83,6 +87,85 @@ def evaluate_probabilities(y_true, probabilities, threshold: float, n_bootstrap:
     }
 
 
+def headline_figures(y_true, probabilities, threshold: float, n_bootstrap: int = 2000) -> dict:
+    """The model table's figures for one set: ROC AUC (bootstrap 95% CI), specificity at
+    sensitivity 0.95 and 0.82 (points of this set's ROC curve), ECE, and sensitivity and
+    specificity at the bundle's own threshold (chosen elsewhere)."""
+    y_true, probabilities = metrics.check_binary_inputs(y_true, probabilities)
+    low, high = metrics.bootstrap_ci(y_true, probabilities, metrics.roc_auc, n_bootstrap)
+    at = metrics.threshold_metrics(y_true, probabilities, threshold)
+    return {
+        "n": int(len(y_true)), "malignant": int(y_true.sum()),
+        "roc_auc": {"value": metrics.roc_auc(y_true, probabilities), "low": low, "high": high},
+        "specificity_at_sensitivity": {
+            f"{target:.2f}": vars(metrics.specificity_at_sensitivity(y_true, probabilities, target))
+            for target in (TARGET_SENSITIVITY, DERMATOLOGIST_SENSITIVITY)},
+        "ece": metrics.expected_calibration_error(y_true, probabilities),
+        "threshold": threshold,
+        "sensitivity": vars(at["sensitivity"]), "specificity": vars(at["specificity"]),
+    }
+
+
+def per_diagnosis(labels, probabilities, diagnoses, threshold: float) -> list[dict]:
+    """For each diagnosis: images, and the share at or above `threshold` (Wilson CI), which
+    for melanoma is the sensitivity and for a benign diagnosis the share referred."""
+    labels, probabilities = np.asarray(labels), np.asarray(probabilities)
+    diagnoses = np.asarray(diagnoses, dtype=str)
+    rows = []
+    for name in sorted(set(diagnoses.tolist()) - {""}):
+        chosen = diagnoses == name
+        above = int(np.sum(probabilities[chosen] >= threshold))
+        rows.append({"diagnosis": name, "melanoma": bool(labels[chosen].max() == 1),
+                     "images": int(chosen.sum()), "above_threshold": vars(
+                         metrics.Estimate.of(above, int(chosen.sum())))})
+    return rows
+
+
+def format_headline(name: str, figures: dict) -> str:
+    """One line of the model table."""
+    auc, spec = figures["roc_auc"], figures["specificity_at_sensitivity"]
+    return (f"{name:<34} n={figures['n']:>5} mel={figures['malignant']:>4}  "
+            f"AUC {auc['value']:.3f} ({auc['low']:.3f}-{auc['high']:.3f})  "
+            f"spec@0.95 {spec['0.95']['value']:.3f}  spec@0.82 {spec['0.82']['value']:.3f}  "
+            f"ECE {figures['ece']:.3f}  at {figures['threshold']:.4f}: "
+            f"sens {figures['sensitivity']['value']:.3f} spec {figures['specificity']['value']:.3f}")
+
+
+def evaluate_roles(bundle, data_root: str | Path, roles_to_check=("report", "selection",
+                                                                   "calibration")) -> dict:
+    """Rebuild the bundle's roles from the recipe in its manifest, check they are the
+    images it recorded, recompute the logits and report every set and each source of it."""
+    from medal_core import roles
+    from medal_core.inference import ModelRunner
+
+    assignment = roles.bundle_roles(bundle.manifest, data_root)
+    runner = ModelRunner(bundle.model)
+    views = bundle.manifest["test_time_views"]
+    result = {}
+    for role in roles_to_check:
+        dataset = assignment.role(role)
+        probabilities = bundle.calibrate(dataset_logits_with(runner, dataset, views))
+        sets = {f"{role} (all)": np.ones(len(dataset), bool)}
+        for source in sorted(set(dataset.sources)):
+            sets[f"{role}: {source}"] = dataset.sources == source
+            if role == "selection" and source == "isic2017":
+                sets["selection: isic2017 official val"] = ((dataset.sources == source)
+                                                            & (dataset.splits == "val"))
+        for name, chosen in sets.items():
+            if len(set(dataset.labels[chosen].tolist())) < 2:
+                continue
+            result[name] = headline_figures(dataset.labels[chosen], probabilities[chosen],
+                                            bundle.threshold)
+        if role == "report":
+            result["report per diagnosis"] = per_diagnosis(dataset.labels, probabilities,
+                                                           dataset.diagnoses, bundle.threshold)
+    return result
+
+
+def dataset_logits_with(runner, dataset: data.Dataset, views: int) -> np.ndarray:
+    return mean_logits(runner, data.load_images(dataset.paths, runner.input_size), views)
+
+
 def format_report(report: dict, title: str = "") -> str:
     """A plain-text table of a report from `evaluate_probabilities`."""
     auc = report["roc_auc"]
@@ -115,45 +198,62 @@ def format_report(report: dict, title: str = "") -> str:
     return "\n".join(lines)
 
 
-def select_split(bundle_manifest: dict, dataset: data.Dataset, split: str) -> data.Dataset:
-    """The images of `split`; `validation` rebuilds the bundle's own validation set."""
-    if split == "validation":
-        rule = bundle_manifest["data"]["validation_rule"]
-        return data.make_validation_split(dataset, rule["extra_fraction"], rule["seed"])[1]
-    return dataset.select_split(split)
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", required=True, help="bundle folder, e.g. models/mobilenet")
-    parser.add_argument("--data", required=True, help="dataset folder")
+    parser.add_argument("--data-root", default=None,
+                        help="folder holding the bundle's datasets: evaluates its roles")
+    parser.add_argument("--data", default=None, help="or one dataset folder")
     parser.add_argument("--manifest", default=None, help="optional CSV manifest (filepath,label)")
-    parser.add_argument("--split", default="validation",
-                        help="train | val | test | all | validation (the bundle's own)")
+    parser.add_argument("--split", default="all", help="with --data: train | val | test | all")
     parser.add_argument("--threshold", type=float, default=None,
                         help="decision threshold (default: the bundle's)")
     parser.add_argument("--json", default=None, help="where to write the JSON report")
     args = parser.parse_args(argv)
+    if (args.data is None) == (args.data_root is None):
+        parser.error("give --data-root (the bundle's roles) or --data (one folder)")
 
     from medal_core.bundle import BundleError, load_bundle
 
     try:
         bundle = load_bundle(args.bundle)
-        dataset = select_split(bundle.manifest, data.load_dataset(args.data, args.manifest), args.split)
+        if args.data_root is not None:
+            report = {"bundle": bundle.name, "data_root": str(args.data_root),
+                      "sets": evaluate_roles(bundle, args.data_root)}
+            for name, figures in report["sets"].items():
+                if name != "report per diagnosis":
+                    print(format_headline(name, figures))
+            print("report set, share at or above the threshold by diagnosis:")
+            for row in report["sets"]["report per diagnosis"]:
+                est = row["above_threshold"]
+                print(f"  {row['diagnosis']:<22} {est['successes']:>4}/{est['total']:<5} "
+                      f"{est['value']:.3f} ({est['low']:.3f}-{est['high']:.3f})")
+            suffix = "roles"
+        else:
+            dataset = data.load_dataset(args.data, args.manifest).select_split(args.split)
+            report = evaluate_folder(bundle, dataset, args.threshold)
+            report.update(split=args.split, data=str(args.data))
+            print(format_report(report, f"{bundle.name} on '{args.split}' of {args.data}"))
+            suffix = args.split
     except (BundleError, data.DatasetError) as error:
         sys.exit(f"error: {error}")
-    logits = dataset_logits(bundle.model, dataset, views=bundle.manifest["test_time_views"])
-    probabilities = bundle.calibrate(logits)
-    threshold = bundle.threshold if args.threshold is None else args.threshold
-    report = evaluate_probabilities(dataset.labels, probabilities, threshold)
-    report["calibration"] = calibration_summary(dataset.labels, logits, bundle.temperature,
-                                                bundle.logit_offset)
-    report.update(bundle=bundle.name, split=args.split, data=str(args.data))
-    print(format_report(report, f"{bundle.name} on '{args.split}' of {args.data}"))
-    out = Path(args.json or f"reports/{bundle.name}_{args.split}.json")
+    out = Path(args.json or f"reports/{bundle.name}_{suffix}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"JSON report: {out}")
+    return report
+
+
+def evaluate_folder(bundle, dataset: data.Dataset, threshold: float | None = None) -> dict:
+    """The full report of `evaluate_probabilities` for one dataset, plus calibration."""
+    logits = dataset_logits(bundle.model, dataset, views=bundle.manifest["test_time_views"])
+    probabilities = bundle.calibrate(logits)
+    threshold = bundle.threshold if threshold is None else threshold
+    report = evaluate_probabilities(dataset.labels, probabilities, threshold)
+    report["calibration"] = calibration_summary(dataset.labels, logits, bundle.temperature,
+                                                bundle.logit_offset)
+    report["headline"] = headline_figures(dataset.labels, probabilities, threshold)
+    report["bundle"] = bundle.name
     return report
 
 

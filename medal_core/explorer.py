@@ -1,5 +1,9 @@
 """Everything the threshold explorer shows, as plain data computed from a bundle's stored
-validation predictions (labels and calibrated probabilities).
+predictions (labels, calibrated probabilities and which images get no estimate).
+
+The operating-point figures are the app's rule (`medal_core.decision`): sensitivity is
+the share of melanomas sent onwards (refer, borderline or no estimate), specificity the
+share of benign lesions told "low suspicion"; `verdict_shares` splits them by verdict.
 
     point = at_threshold(labels, probabilities, 0.3)
     point.metrics["sensitivity"].value, point.confusion.tp, point.roc_point
@@ -15,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medal_core import metrics
+from medal_core import decision, metrics
 from medal_core.evaluate import MEDAL_THRESHOLD, TARGET_SENSITIVITY
 
 SENSITIVITY_PRESET = f"Sensitivity ≥ {TARGET_SENSITIVITY:.0%}"
@@ -81,12 +85,27 @@ class PrevalenceView:
     frequencies: metrics.NaturalFrequencies
 
 
-def at_threshold(labels, probabilities, threshold: float) -> OperatingPoint:
-    """Confusion counts and metrics with 95% CIs (Wilson; F1 by bootstrap) at `threshold`."""
-    confusion = metrics.confusion_at(labels, probabilities, threshold)
+def at_threshold(labels, probabilities, threshold: float, no_estimate=None) -> OperatingPoint:
+    """Confusion counts and metrics with 95% CIs (Wilson; F1 by bootstrap) of the app's
+    rule at `threshold`: "positive" means sent onwards, so the images with no estimate
+    (`no_estimate`, (n,) bool) count as positive whatever the threshold."""
+    scores = decision.onward_scores(probabilities, no_estimate)
+    confusion = metrics.confusion_at(labels, scores, threshold)
     return OperatingPoint(float(threshold), confusion,
-                          metrics.threshold_metrics(labels, probabilities, threshold),
+                          metrics.threshold_metrics(labels, scores, threshold),
                           int(len(labels)))
+
+
+def verdict_shares(labels, probabilities, threshold: float, band_ratio: float,
+                   no_estimate=None) -> list[dict]:
+    """One row per verdict (most urgent first): melanomas and benign lesions there, as
+    counts and shares of their class."""
+    counts = decision.rule_counts(labels, probabilities, threshold, band_ratio, no_estimate)
+    n_mel, n_ben = counts["melanomas_onward"]["of"], counts["benign_reassured"]["of"]
+    return [{"verdict": code, "melanoma": c["melanoma"], "benign": c["benign"],
+             "melanoma_share": c["melanoma"] / n_mel if n_mel else float("nan"),
+             "benign_share": c["benign"] / n_ben if n_ben else float("nan")}
+            for code, c in counts["verdicts"].items()]
 
 
 def curves(labels, probabilities) -> Curves:

@@ -238,6 +238,16 @@ def threshold_for_sensitivity(y_true, y_score, target: float = 0.95) -> float:
     return midway_below(positive_scores[needed - 1], y_score)
 
 
+def specificity_at_sensitivity(y_true, y_score, target: float) -> "Estimate":
+    """Specificity (Wilson 95% CI) at the highest threshold whose sensitivity on these
+    same cases reaches `target`: a point of the ROC curve, not a threshold validated
+    elsewhere."""
+    y_true, y_score = check_binary_inputs(y_true, y_score)
+    threshold = threshold_for_sensitivity(y_true, y_score, target)
+    negatives = y_score[y_true == 0]
+    return Estimate.of(int(np.sum(negatives < threshold)), len(negatives))
+
+
 def youden_threshold(y_true, y_score) -> float:
     """The threshold that maximises Youden's J = sensitivity + specificity − 1, midway
     below the score where J peaks (`midway_below`)."""

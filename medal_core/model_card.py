@@ -89,10 +89,11 @@ def model_section(manifest: dict) -> str:
 
 
 def data_section(manifest: dict) -> str:
-    """The fixed data description plus this bundle's split sizes."""
+    """The fixed data description plus the size of each of this bundle's data roles."""
     text = DATA
     data = manifest.get("data", {})
-    for split in ("train", "validation"):
+    data = data.get("roles", data)
+    for split in ("train", "selection", "calibration", "report", "validation"):
         summary = data.get(split)
         if isinstance(summary, dict):
             text += (f"\n\n**{split.capitalize()}:** {summary.get('images', '?')} images, "
@@ -102,8 +103,11 @@ def data_section(manifest: dict) -> str:
 
 
 def metrics_section(manifest: dict) -> str:
-    """Validation figures with 95% CIs at the bundle's operating point."""
-    report = manifest.get("validation_metrics", {})
+    """Figures with 95% CIs at the bundle's operating point, on its report set (which
+    chose nothing) when it has one, else on the set the threshold was chosen on."""
+    has_report = "report_metrics" in manifest
+    report = manifest.get("report_metrics" if has_report else "validation_metrics", {})
+    set_name = "report" if has_report else "validation"
     threshold = manifest.get("threshold", {})
     auc = report.get("roc_auc", {})
     lines = []
@@ -115,7 +119,7 @@ def metrics_section(manifest: dict) -> str:
     if "pr_auc" in report:
         lines.append(f"- **PR AUC (average precision):** {report['pr_auc']:.3f}")
     if "value" in threshold:
-        lines.append(f"- **Decision threshold:** {threshold['value']:.3f} — "
+        lines.append(f"- **Decision threshold:** {threshold['value']:.4f} — "
                      f"{threshold.get('method', 'chosen on validation')}")
     names = {"sensitivity": "Sensitivity", "specificity": "Specificity", "ppv": "PPV",
              "npv": "NPV", "accuracy": "Accuracy", "f1": "F1"}
@@ -130,10 +134,26 @@ def metrics_section(manifest: dict) -> str:
         if before is not None and after is not None:
             lines.append(f"- **Calibration error (ECE):** {before:.3f} before, {after:.3f} after "
                          "calibration")
+    rule = manifest.get("decision", {}).get("rule", {}).get("report")
+    if has_report and rule:
+        onward, reassured = rule["melanomas_onward"], rule["benign_reassured"]
+        lines.append(f"- **The app's rule:** {onward['count']} of {onward['of']} melanomas sent "
+                     f"onwards ({onward['share']:.1%}); {reassured['count']} of "
+                     f"{reassured['of']} benign lesions reassured ({reassured['share']:.1%}); "
+                     f"{rule['verdicts']['no_estimate']['melanoma'] + rule['verdicts']['no_estimate']['benign']}"
+                     " images got no estimate")
+    modality = manifest.get("modality", {}).get("held_out")
+    if modality:
+        lines.append(f"- **Dermoscopic check:** refuses {modality['clinical_rejected']:.1%} of "
+                     f"{modality['clinical_images']} held-out smartphone photos (PAD-UFES-20, "
+                     "patients it was not fitted on); keeps "
+                     f"{modality['report_dermoscopic_kept']:.1%} of the report set's "
+                     "dermoscopic images")
     if "n" in report:
-        lines.append(f"\nOn {report['n']} validation images ({report.get('malignant', '?')} "
-                     "melanomas).")
-    return "\n".join(lines) or "No validation figures in the manifest."
+        lines.append(f"\nOn {report['n']} {set_name} images ({report.get('malignant', '?')} "
+                     "melanomas)" + (", which played no part in training, choosing the model "
+                                     "or setting the threshold." if has_report else "."))
+    return "\n".join(lines) or "No figures in the manifest."
 
 
 def model_card(manifest: dict) -> list[tuple[str, str]]:

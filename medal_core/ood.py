@@ -214,16 +214,16 @@ def rejection_report(runner, detector: OODDetector, images: dict[str, np.ndarray
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Fit a bundle's out-of-distribution check.")
     parser.add_argument("--bundle", required=True)
-    parser.add_argument("--data", required=True, help="the dataset the bundle was trained on")
+    parser.add_argument("--data-root", required=True,
+                        help="the folder holding the datasets the bundle was trained on")
     args = parser.parse_args(argv)
 
-    from medal_core import bundle as bundles, data
+    from medal_core import bundle as bundles, data, roles
     from medal_core.inference import ModelRunner
 
     loaded = bundles.load_bundle(args.bundle, load_ood=False)  # the one being replaced
-    rule = loaded.manifest["data"]["validation_rule"]
-    train_set, val_set = data.make_validation_split(data.load_dataset(args.data),
-                                                    rule["extra_fraction"], rule["seed"])
+    assignment = roles.bundle_roles(loaded.manifest, args.data_root)
+    train_set, val_set = assignment.role("train"), assignment.role("calibration")
     runner = ModelRunner(loaded.model)
     size = runner.input_size
     detector, entry = fit_bundle_ood(runner, data.load_images(train_set.paths, size),

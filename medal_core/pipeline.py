@@ -1,69 +1,120 @@
-"""tf.data input pipelines: decode → resize → cache → shuffle → batch → augment → prefetch.
+"""tf.data input pipelines: decode → cache → (draw, shuffle, augment) → batch → prefetch.
 
-Augmentation runs on training batches only and is never part of a saved model.
+Augmentation runs on training images only, one image at a time (each image draws its
+own flip, quarter turn, crop and colour change), and is never part of a saved model.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
-import keras
 
 from medal_core.data import Dataset, load_image
 
 AUTOTUNE = tf.data.AUTOTUNE
 
-
-def make_augmenter(seed: int = 0) -> keras.Sequential:
-    """Random flips, rotation (±10% of a turn), zoom (±10%) and contrast, as in MedAL,
-    plus a random quarter turn and mild brightness/saturation jitter: lesions have no
-    canonical orientation and dermatoscopes differ in colour."""
-    return keras.Sequential(
-        [
-            keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
-            keras.layers.RandomRotation(0.1, fill_mode="reflect", seed=seed + 1),
-            keras.layers.RandomZoom(0.1, fill_mode="reflect", seed=seed + 2),
-            keras.layers.RandomContrast(0.2, seed=seed + 3),
-            keras.layers.RandomBrightness(0.1, value_range=(0, 255), seed=seed + 4),
-        ],
-        name="augmentation",
-    )
+# Training images are decoded a little larger than the model's input, so that a random
+# crop at full scale is the whole image, resized as at evaluation.
+CROP_MARGIN = 256 / 224
+# Random resized crop: area share and aspect ratio of the crop (as torchvision's, but
+# milder: a lesion must stay in view).
+CROP_AREA = (0.6, 1.0)
+CROP_ASPECT = (3 / 4, 4 / 3)
+# Colour jitter on the 0-1 scale: dermatoscopes and cameras differ in white balance,
+# exposure and saturation.
+BRIGHTNESS, CONTRAST, SATURATION, HUE = 0.1, 0.2, 0.2, 0.03
 
 
-def random_quarter_turns(images: tf.Tensor) -> tf.Tensor:
-    """Rotate a (n, s, s, 3) batch by one random multiple of 90°."""
-    return tf.image.rot90(images, k=tf.random.uniform([], maxval=4, dtype=tf.int32))
+def random_dihedral(image: tf.Tensor) -> tf.Tensor:
+    """One of the 8 rotations/mirror images of an (s, s, c) image, uniformly at random.
+
+    Keras' RandomFlip("horizontal_and_vertical") flips both axes together or neither
+    (never a mirror image) and a per-batch quarter turn turns every image of a batch
+    alike: lesions have no canonical orientation, so each image draws its own view.
+    """
+    turns = tf.random.uniform([], maxval=4, dtype=tf.int32)
+    mirror = tf.random.uniform([]) < 0.5
+    image = tf.image.rot90(image, k=turns)
+    return tf.cond(mirror, lambda: tf.image.flip_left_right(image), lambda: image)
+
+
+def random_resized_crop(image: tf.Tensor, size: int) -> tf.Tensor:
+    """A random crop (area share in CROP_AREA, aspect in CROP_ASPECT) of an (s, s, 3)
+    image, resized to (size, size, 3) float32 with antialiasing."""
+    side = tf.cast(tf.shape(image)[0], tf.float32)
+    area = tf.random.uniform([], *CROP_AREA)
+    log_aspect = tf.random.uniform([], np.log(CROP_ASPECT[0]), np.log(CROP_ASPECT[1]))
+    aspect = tf.exp(log_aspect)
+    height = tf.minimum(side, side * tf.sqrt(area / aspect))
+    width = tf.minimum(side, side * tf.sqrt(area * aspect))
+    height, width = tf.cast(height, tf.int32), tf.cast(width, tf.int32)
+    top = tf.random.uniform([], maxval=tf.shape(image)[0] - height + 1, dtype=tf.int32)
+    left = tf.random.uniform([], maxval=tf.shape(image)[1] - width + 1, dtype=tf.int32)
+    crop = tf.image.crop_to_bounding_box(image, top, left, height, width)
+    return tf.image.resize(crop, (size, size), method="bilinear", antialias=True)
+
+
+def random_colour(image: tf.Tensor) -> tf.Tensor:
+    """Brightness, contrast, saturation and hue jitter of a float (s, s, 3) image in
+    0-255; the result stays in 0-255."""
+    unit = image / 255.0
+    unit = tf.image.random_brightness(unit, BRIGHTNESS)
+    unit = tf.image.random_contrast(unit, 1 - CONTRAST, 1 + CONTRAST)
+    unit = tf.image.random_saturation(unit, 1 - SATURATION, 1 + SATURATION)
+    unit = tf.image.random_hue(unit, HUE)
+    return tf.clip_by_value(unit, 0.0, 1.0) * 255.0
+
+
+def augment_image(image: tf.Tensor, size: int) -> tf.Tensor:
+    """The whole training augmentation of one uint8 (s, s, 3) image → float32 (size, size, 3)."""
+    image = random_resized_crop(random_dihedral(image), size)
+    return random_colour(image)
 
 
 def make_pipeline(dataset: Dataset, image_size: int, batch_size: int = 32,
-                  training: bool = False, seed: int = 0) -> tf.data.Dataset:
-    """Batches of (images float32 (n, s, s, 3) in 0–255, labels float32 (n, 1)).
+                  training: bool = False, seed: int = 0,
+                  draw_probability: np.ndarray | None = None,
+                  sample_weights: np.ndarray | None = None) -> tf.data.Dataset:
+    """Batches of (images float32 (n, s, s, 3) in 0–255, labels float32 (n, 1)[, weights (n,)]).
 
-    Decoding goes through `data.load_image` (Pillow), cached in memory after the first
-    pass. With `training=True` the order is reshuffled every epoch and batches are
-    augmented.
+    Decoding goes through `data.load_image` (the app's decoder), cached in memory after
+    the first pass. With `training=True` the order is reshuffled every epoch, each image
+    is augmented on its own, and image i takes part in an epoch with probability
+    `draw_probability[i]` (default 1): a source can count for less without being
+    dropped. `sample_weights` (n,), when given, is yielded as a third element (e.g.
+    class weights).
     """
-    def decode(path):
-        return load_image(path.decode(), image_size)
+    load_size = int(round(image_size * CROP_MARGIN)) if training else image_size
 
-    def decode_tf(path, label):
+    def decode(path):
+        return load_image(path.decode(), load_size)
+
+    def decode_tf(path, *rest):
         image = tf.numpy_function(decode, [path], tf.uint8, stateful=False)
-        image.set_shape((image_size, image_size, 3))
-        return image, label
+        image.set_shape((load_size, load_size, 3))
+        return (image, *rest)
 
     labels = dataset.labels.astype(np.float32).reshape(-1, 1)
-    pipeline = tf.data.Dataset.from_tensor_slices((dataset.paths, labels))
+    draw = (np.ones(len(dataset), np.float32) if draw_probability is None
+            else np.asarray(draw_probability, np.float32))
+    columns = [dataset.paths, labels, draw]
+    if sample_weights is not None:
+        columns.append(np.asarray(sample_weights, np.float32))
+    pipeline = tf.data.Dataset.from_tensor_slices(tuple(columns))
     pipeline = pipeline.map(decode_tf, num_parallel_calls=AUTOTUNE).cache()
     if training:
+        tf.random.set_seed(seed)
         pipeline = pipeline.shuffle(len(dataset), seed=seed, reshuffle_each_iteration=True)
-    pipeline = pipeline.batch(batch_size)
-    pipeline = pipeline.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE)
-    if training:
-        augmenter = make_augmenter(seed)
+        pipeline = pipeline.filter(lambda image, label, p, *w: tf.random.uniform([]) < p)
+        pipeline = pipeline.map(
+            lambda image, label, p, *w: (augment_image(image, image_size), label, *w),
+            num_parallel_calls=AUTOTUNE)
+    else:
+        pipeline = pipeline.map(lambda image, label, p, *w: (tf.cast(image, tf.float32), label, *w),
+                                num_parallel_calls=AUTOTUNE)
+    return pipeline.batch(batch_size).prefetch(AUTOTUNE)
 
-        def augment(images, y):
-            augmented = augmenter(random_quarter_turns(images), training=True)
-            return tf.clip_by_value(augmented, 0.0, 255.0), y
 
-        pipeline = pipeline.map(augment, num_parallel_calls=1)
-    return pipeline.prefetch(AUTOTUNE)
+def expected_batches(draw_probability: np.ndarray, batch_size: int) -> int:
+    """Batches per epoch on average when image i is drawn with `draw_probability[i]`."""
+    return max(1, int(np.ceil(float(np.sum(draw_probability)) / batch_size)))

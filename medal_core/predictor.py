@@ -2,80 +2,32 @@
 
     predictor = Predictor.from_folder("models/mobilenet")
     result = predictor.predict(read_upload(data).rgb)
-    result.probability, result.verdict, result.indeterminate, result.looks_like_lesion
+    result.probability, result.verdict_code, result.has_estimate, result.spread
 
 The bundle is loaded and the graph traced once; each call is then one compiled forward
-pass over the image's 8 dihedral views (flips × quarter turns), which gives the
-test-time-augmentation spread at the cost of one batch of 8.
+pass over 8 rotated/mirrored copies of the image (flips × quarter turns): the estimate
+is their average, and their spread shows how much it depends on the orientation.
+The verdict is the decision policy's (`medal_core.decision`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from medal_core import decision
 from medal_core.bundle import Bundle, load_bundle
 from medal_core.data import resize_for_model
 from medal_core.inference import DIHEDRAL_VIEWS, ModelRunner
-from medal_core.quality import QualityReport, assess_quality
+from medal_core.prediction import Prediction
+from medal_core.quality import assess_quality
+
+__all__ = ["DISCLAIMER", "Prediction", "Predictor"]
 
 DISCLAIMER = ("MedAL Triage is a triage aid, not a diagnosis. It can miss melanomas and "
               "flag harmless moles. Any lesion that worries you, changes, itches or bleeds "
               "should be seen by a doctor, whatever this tool says.")
-
-VERDICTS = {
-    "not_lesion": "Not recognised as a dermoscopic lesion image — no melanoma estimate given",
-    "indeterminate": "Indeterminate — see a dermatologist",
-    "refer": "Refer to a dermatologist",
-    "low": "Low suspicion",
-}
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One image's result. Probabilities are calibrated (see `Bundle.calibrate`)."""
-
-    probability: float                 # P(melanoma), the bundle's estimate
-    logit: float                       # raw logit behind `probability`
-    threshold: float                   # decision threshold used
-    view_probabilities: np.ndarray     # (8,) P(melanoma) of each dihedral view
-    ood_score: float | None            # > 1: not like the training lesions (None: no check)
-    quality: QualityReport
-
-    @property
-    def refer(self) -> bool:
-        """The decision at the threshold: refer when P(melanoma) >= threshold."""
-        return self.probability >= self.threshold
-
-    @property
-    def spread(self) -> tuple[float, float]:
-        """(lowest, highest) probability over the test-time views."""
-        return float(self.view_probabilities.min()), float(self.view_probabilities.max())
-
-    @property
-    def indeterminate(self) -> bool:
-        """True when some views fall on each side of the threshold: the model's answer
-        depends on how the picture was taken."""
-        low, high = self.spread
-        return low < self.threshold <= high
-
-    @property
-    def looks_like_lesion(self) -> bool:
-        return self.ood_score is None or self.ood_score <= 1.0
-
-    @property
-    def verdict_code(self) -> str:
-        if not self.looks_like_lesion:
-            return "not_lesion"
-        if self.indeterminate:
-            return "indeterminate"
-        return "refer" if self.refer else "low"
-
-    @property
-    def verdict(self) -> str:
-        return VERDICTS[self.verdict_code]
 
 
 class Predictor:
@@ -98,6 +50,13 @@ class Predictor:
     def default_threshold(self) -> float:
         return self.bundle.threshold
 
+    @property
+    def band_ratio(self) -> float:
+        """The borderline band of the bundle's decision policy (odds ratio above the
+        threshold), as validated on its calibration set."""
+        return float(self.bundle.manifest.get("decision", {}).get(
+            "band_ratio", decision.DEFAULT_BAND_RATIO))
+
     def predict(self, rgb: np.ndarray, threshold: float | None = None) -> Prediction:
         """Predict for one uint8 RGB image (h, w, 3) of any size."""
         return self.predict_batch([rgb], threshold)[0]
@@ -114,6 +73,8 @@ class Predictor:
         view_logits, features = self.runner.batched(batch, DIHEDRAL_VIEWS, batch_size)
         logits = self.estimate_logits(view_logits)
         ood_scores = self.bundle.ood.score(features, batch) if self.bundle.ood is not None else None
+        modality = self.bundle.modality
+        clinical = modality.score(features, batch) if modality is not None else None
         return [
             Prediction(
                 probability=float(self.bundle.calibrate(logits[i])),
@@ -122,6 +83,9 @@ class Predictor:
                 view_probabilities=self.bundle.calibrate(view_logits[i]),
                 ood_score=None if ood_scores is None else float(ood_scores[i]),
                 quality=assess_quality(images[i]),
+                band_ratio=self.band_ratio,
+                clinical_score=None if clinical is None else float(clinical[i]),
+                clinical_limit=modality.limit if modality is not None else 1.0,
             )
             for i in range(len(images))
         ]

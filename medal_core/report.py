@@ -15,7 +15,7 @@ import numpy as np
 
 from medal_core.images import png_data_uri
 from medal_core.predictor import DISCLAIMER, Prediction
-from medal_core.results import INDETERMINATE_MESSAGE, prediction_warnings
+from medal_core.results import INDETERMINATE_MESSAGE, prediction_warnings, verdict_text
 
 REPORT_IMAGE_SIDE = 512   # images are downscaled to at most this many pixels per side
 
@@ -26,7 +26,7 @@ h1{color:#1f5f7a;font-size:1.6em;margin-bottom:.2em}
 .meta{color:#5a6b78;font-size:.9em}
 .verdict{font-size:1.3em;font-weight:600;padding:.6em .9em;border-radius:8px;margin:1em 0}
 .refer{background:#fde8e4;color:#8a2a17}.low{background:#e6f4ea;color:#1e5e34}
-.indeterminate{background:#fff4d6;color:#7a5400}.not_lesion{background:#eceff1;color:#37474f}
+.indeterminate{background:#fff4d6;color:#7a5400}.no_estimate{background:#eceff1;color:#37474f}
 table{border-collapse:collapse;margin:.6em 0}td,th{text-align:left;padding:.25em 1em .25em 0}
 .images{display:flex;gap:1em;flex-wrap:wrap}.images figure{margin:0;flex:1 1 300px}
 .images img{max-width:100%;border-radius:6px;border:1px solid #d5dde3}
@@ -61,13 +61,12 @@ def case_report_html(*, original_rgb: np.ndarray, prediction: Prediction, model_
     code = prediction.verdict_code
     low, high = prediction.spread
     rows = [("Model", model_name), ("Decision threshold", f"{threshold:.3f}")]
-    if prediction.looks_like_lesion:
+    if prediction.has_estimate:
         rows.insert(0, ("Probability of melanoma (calibrated)", _percent(prediction.probability)))
         rows.insert(1, ("Spread over 8 rotated/mirrored views",
                         f"{_percent(low)} – {_percent(high)}"))
     else:
-        rows.insert(0, ("Probability of melanoma", "not given: the image does not look like "
-                                                   "a dermoscopic lesion image"))
+        rows.insert(0, ("Probability of melanoma", "not given: " + verdict_text(prediction)))
     if file_name:
         rows.append(("File", file_name))
     table = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
@@ -94,7 +93,7 @@ def case_report_html(*, original_rgb: np.ndarray, prediction: Prediction, model_
         f"<title>MedAL Triage case report</title><style>{_STYLE}</style></head><body>"
         "<h1>MedAL Triage — case report</h1>"
         f"<p class='meta'>Created {_e(created.strftime('%Y-%m-%d %H:%M %Z').strip())}</p>"
-        f"<div class='verdict {_e(code)}'>{_e(prediction.verdict)}</div>"
+        f"<div class='verdict {_e(code)}'>{_e(verdict_text(prediction))}</div>"
         f"<table>{table}</table>{warnings_html}{notes_html}"
         f"<div class='images'>{''.join(figures)}</div>"
         f"<p class='disclaimer'>{_e(DISCLAIMER)}</p>"

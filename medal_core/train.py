@@ -1,51 +1,82 @@
 """Train a model on a labelled dataset and write a model bundle.
 
-    python -m medal_core.train --arch mobilenet --data ../shared/data/isic2017 \\
+    python -m medal_core.train --arch mobilenet --recipe recipes/dermoscopic.json \\
+        --data-root ../shared/data \\
         --weights ../shared/weights/mobilenet_0.75_224_no_top_imagenet.weights.h5 \\
         --out models/mobilenet
+
+The data come from a recipe (`medal_core.roles`): each image has one role. Training
+images fit the weights, the selection set stops training early, the calibration set
+fits the temperature and sets the threshold and the OOD limits, and the report set,
+which chose nothing, gives the figures stored in the bundle (`report_predictions.csv`).
+`--data DIR` (repeatable) instead of a recipe splits each folder 70/10/10/10 by lesion.
 
 Transfer models train in two phases: the head alone on a frozen backbone, then the whole
 network with the backbone at a lower learning rate than the head (batch-norm statistics
 stay frozen). Both phases stop early on validation ROC AUC and keep the best weights.
 Every epoch is checkpointed under `OUT/checkpoints`: run the same command again after an
 interruption and training resumes where it stopped; a finished run goes straight to
-writing the bundle.
+writing the bundle. The checkpoints carry a fingerprint of the configuration and of the
+training and selection images: resuming with another configuration or other data is
+refused, never silently continued.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 import keras
 
-from medal_core import bundle, data, evaluate, metrics, models, ood, pipeline
+from medal_core import (bundle, calibrate, data, evaluate, metrics, models, modality, ood,
+                        pipeline, roles)
 from medal_core.inference import ModelRunner
+
+# Settings that do not change what a run computes: they may differ on resume.
+RESUMABLE_SETTINGS = ("out", "max_minutes")
+FINGERPRINT_FILE = "fingerprint.json"
+
+
+class TrainingError(RuntimeError):
+    """A training run that cannot go ahead, with what to do instead."""
 
 
 @dataclass
 class TrainConfig:
     arch: str
-    data: str
     out: str
+    data: list[str] = field(default_factory=list)   # dataset folders (default recipe)
+    recipe: str | None = None                       # or a JSON recipe (medal_core.roles)
+    data_root: str = "."                            # where the recipe's datasets are
     weights: str | None = None
-    manifest: str | None = None
     input_size: int | None = None
     batch_size: int = 32
     head_epochs: int = 3
     epochs: int = 30
     head_lr: float = 1e-3
-    backbone_lr: float = 3e-5
+    backbone_lr: float = 5e-5
+    label_smoothing: float = 0.0
     patience: int = 6
-    extra_val_fraction: float = 0.15
     max_minutes: float | None = None
     test_time_views: int = 8
     seed: int = 42
+
+    def __post_init__(self):
+        if isinstance(self.data, (str, Path)):   # one folder given as a plain path
+            self.data = [str(self.data)]
+
+    def recipe_object(self) -> roles.Recipe:
+        if self.recipe:
+            return roles.read_recipe(self.recipe)
+        if not self.data:
+            raise TrainingError("give the data: --recipe FILE (with --data-root) or --data DIR")
+        return roles.default_recipe(list(self.data), self.seed)
 
 
 class TwoRateTrainer(keras.Model):
@@ -130,15 +161,59 @@ class KeepBestWeights(keras.callbacks.Callback):
             self.inner_model.load_weights(self.weights_path)
 
 
-def class_weights(labels: np.ndarray) -> dict[int, float]:
-    """Weights inversely proportional to class frequency, averaging 1 over the data."""
-    counts = np.bincount(labels, minlength=2)
-    return {c: float(len(labels) / (2 * counts[c])) for c in (0, 1)}
+def class_weights(labels: np.ndarray, draw_probability: np.ndarray | None = None) -> dict[int, float]:
+    """Weights inversely proportional to class frequency, averaging 1 over the data.
+
+    With `draw_probability` (n,), the frequencies are those of an average epoch, in
+    which image i takes part with that probability.
+    """
+    draw = np.ones(len(labels)) if draw_probability is None else np.asarray(draw_probability)
+    counts = np.array([draw[labels == c].sum() for c in (0, 1)])
+    return {c: float(counts.sum() / (2 * counts[c])) for c in (0, 1)}
+
+
+def run_fingerprint(config: TrainConfig, assignment: roles.RoleAssignment) -> dict:
+    """What a run's checkpoints belong to: the settings that shape the weights and the
+    exact training and selection images (sha256 of their sorted ids)."""
+    settings = {k: v for k, v in asdict(config).items() if k not in RESUMABLE_SETTINGS}
+    summary = assignment.summary()
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    return {"config": settings, "config_sha256": digest,
+            "train_ids_sha256": summary["train"]["ids_sha256"],
+            "selection_ids_sha256": summary["selection"]["ids_sha256"]}
+
+
+def check_fingerprint(work: Path, fingerprint: dict) -> None:
+    """Record the run's fingerprint in a fresh `work` folder, or refuse to resume one
+    that holds checkpoints of another run."""
+    path = work / FINGERPRINT_FILE
+    has_checkpoints = work.is_dir() and any(p.name != FINGERPRINT_FILE for p in work.iterdir())
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored == fingerprint:
+            return
+        changed = sorted(k for k in set(stored["config"]) | set(fingerprint["config"])
+                         if stored["config"].get(k) != fingerprint["config"].get(k))
+        changed = [f"{k}: {stored['config'].get(k)!r} -> {fingerprint['config'].get(k)!r}"
+                   for k in changed]
+        for key in ("train_ids_sha256", "selection_ids_sha256"):
+            if stored.get(key) != fingerprint[key]:
+                changed.append(f"the {key.split('_')[0]} images differ")
+        raise TrainingError(
+            f"{work} holds checkpoints of another run ({'; '.join(changed)}). Resuming would "
+            f"mix its weights into this one: train into another --out, or delete {work} to "
+            "start this run from scratch.")
+    if has_checkpoints:
+        raise TrainingError(
+            f"{work} holds checkpoints with no fingerprint (from an older version): their "
+            f"run cannot be checked. Train into another --out, or delete {work}.")
+    work.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(fingerprint, indent=2))
 
 
 def run_phase(name: str, model: keras.Model, train_ds, val_ds, config: TrainConfig,
               epochs: int, head_lr: float, backbone_lr: float | None,
-              work: Path, weights: dict[int, float], max_seconds: float | None) -> float:
+              work: Path, steps_per_epoch: int, max_seconds: float | None) -> float:
     """One fit() call, resumable: skipped if `work/name/done` exists. Returns the
     seconds of training the phase took."""
     folder = work / name
@@ -147,18 +222,18 @@ def run_phase(name: str, model: keras.Model, train_ds, val_ds, config: TrainConf
         model.load_weights(folder / "best.weights.h5")
         return json.loads((folder / "done").read_text())["seconds"]
     folder.mkdir(parents=True, exist_ok=True)
-    steps = epochs * int(np.ceil(train_ds.cardinality().numpy()))
+    steps = epochs * steps_per_epoch
     schedule = lambda lr: keras.optimizers.schedules.CosineDecay(lr, steps, alpha=0.05)
     trainer = TwoRateTrainer(model, keras.optimizers.Adam(schedule(backbone_lr or head_lr)))
     trainer.compile(optimizer=keras.optimizers.Adam(schedule(head_lr)),
-                    loss=keras.losses.BinaryCrossentropy(),
+                    loss=keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing),
                     metrics=[keras.metrics.AUC(name="auc")])
     trainer.build((None, *model.input_shape[1:]))
     keeper = KeepBestWeights(model, folder, patience=config.patience, max_seconds=max_seconds)
     print(f"[{name}] up to {epochs} epochs, head lr {head_lr:g}, backbone lr "
           f"{backbone_lr if backbone_lr else 'frozen'}", flush=True)
     trainer.fit(
-        train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights, verbose=2,
+        train_ds, validation_data=val_ds, epochs=epochs, verbose=2,
         callbacks=[
             keras.callbacks.BackupAndRestore(str(folder / "backup")),
             keeper,
@@ -178,85 +253,114 @@ def train(config: TrainConfig) -> Path:
     size = config.input_size or spec.default_input_size
     out = Path(config.out)
     work = out / "checkpoints"
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "config.json").write_text(json.dumps(asdict(config), indent=2))
 
-    dataset = data.load_dataset(config.data, manifest=config.manifest)
-    train_set, val_set = data.make_validation_split(
-        dataset, extra_fraction=config.extra_val_fraction, seed=config.seed)
-    print(f"train {train_set.summary()}\nvalidation {val_set.summary()}", flush=True)
-    train_ds = pipeline.make_pipeline(train_set, size, config.batch_size, training=True,
-                                      seed=config.seed)
-    val_ds = pipeline.make_pipeline(val_set, size, 64)
-    weights = class_weights(train_set.labels)
+    assignment = roles.assign_roles(config.recipe_object(), config.data_root)
+    check_fingerprint(work, run_fingerprint(config, assignment))
+    (work / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    train_set, selection_set = assignment.role("train"), assignment.role("selection")
+    for name in roles.ROLES:
+        print(f"{name:<12} {data.Dataset.summary(assignment.role(name))}", flush=True)
+    draw = assignment.weights_of("train")
+    weights = class_weights(train_set.labels, draw)
+    train_ds = pipeline.make_pipeline(
+        train_set, size, config.batch_size, training=True, seed=config.seed,
+        draw_probability=draw, sample_weights=np.array([weights[c] for c in train_set.labels]))
+    selection_ds = pipeline.make_pipeline(selection_set, size, 64)
+    steps_per_epoch = pipeline.expected_batches(draw, config.batch_size)
     budget = config.max_minutes * 60 if config.max_minutes else None
 
     model = models.build_model(config.arch, size, config.weights)
+    common = dict(train_ds=train_ds, val_ds=selection_ds, config=config, work=work,
+                  steps_per_epoch=steps_per_epoch)
     if spec.is_transfer:
         models.set_backbone_trainable(model, False)
-        head_seconds = run_phase("head", model, train_ds, val_ds, config, config.head_epochs,
-                                 config.head_lr, None, work, weights, budget)
+        head_seconds = run_phase("head", model, epochs=config.head_epochs,
+                                 head_lr=config.head_lr, backbone_lr=None,
+                                 max_seconds=budget, **common)
         models.set_backbone_trainable(model, True)
         # The head is already fitted: it moves at a tenth of its first-phase rate.
-        run_phase("finetune", model, train_ds, val_ds, config, config.epochs,
-                  config.head_lr / 10, config.backbone_lr, work, weights,
-                  budget and budget - head_seconds)
+        run_phase("finetune", model, epochs=config.epochs, head_lr=config.head_lr / 10,
+                  backbone_lr=config.backbone_lr,
+                  max_seconds=budget and budget - head_seconds, **common)
     else:
-        run_phase("scratch", model, train_ds, val_ds, config, config.epochs,
-                  config.head_lr, None, work, weights, budget)
+        run_phase("scratch", model, epochs=config.epochs, head_lr=config.head_lr,
+                  backbone_lr=None, max_seconds=budget, **common)
 
-    return write_bundle(model, config, train_set, val_set, work)
+    return write_bundle(model, config, assignment, weights, work)
 
 
-def write_bundle(model: keras.Model, config: TrainConfig, train_set: data.Dataset,
-                 val_set: data.Dataset, work: Path) -> Path:
-    """Calibrate and choose the operating point on validation, then save the bundle."""
+def role_logits(runner: ModelRunner, dataset: data.Dataset, views: int) -> tuple[np.ndarray, np.ndarray]:
+    """(decoded images (n, s, s, 3) uint8, logits (n,) averaged over `views`) of a role."""
+    images = data.load_images(dataset.paths, runner.input_size)
+    return images, evaluate.mean_logits(runner, images, views=views)
+
+
+def write_bundle(model: keras.Model, config: TrainConfig, assignment: roles.RoleAssignment,
+                 weights: dict[int, float], work: Path) -> Path:
+    """Calibrate and choose the operating point on the calibration set, report on the
+    report set, and save the bundle."""
     runner = ModelRunner(model)  # one folded, traced pass for the logits and the OOD features
-    val_images = data.load_images(val_set.paths, runner.input_size)
-    logits = evaluate.mean_logits(runner, val_images, views=config.test_time_views)
-    weights = class_weights(train_set.labels)
+    views = config.test_time_views
+    calibration_set, report_set = assignment.role("calibration"), assignment.role("report")
+    calibration_images, logits = role_logits(runner, calibration_set, views)
     # Class weighting raises every logit by log(w1/w0); undo it before fitting T, so the
     # probabilities shown are estimates at the data's own prevalence.
     logit_offset = float(np.log(weights[1] / weights[0]))
-    temperature = metrics.fit_temperature(val_set.labels, logits - logit_offset)
+    temperature = metrics.fit_temperature(calibration_set.labels, logits - logit_offset)
     probabilities = bundle.calibrated_probability(logits, logit_offset, temperature)
-    threshold = evaluate.operating_points(val_set.labels, probabilities)
-    report = evaluate.evaluate_probabilities(val_set.labels, probabilities, threshold["value"])
-    report["calibration"] = evaluate.calibration_summary(val_set.labels, logits, temperature,
-                                                         logit_offset)
-    print(evaluate.format_report(report, f"{Path(config.out).name} on its validation set"), flush=True)
+    threshold = evaluate.operating_points(calibration_set.labels, probabilities)
+    calibration_report = evaluate.evaluate_probabilities(calibration_set.labels, probabilities,
+                                                         threshold["value"])
+    calibration_report["calibration"] = evaluate.calibration_summary(
+        calibration_set.labels, logits, temperature, logit_offset)
+    _, report_logits = role_logits(runner, report_set, views)
+    report_probabilities = bundle.calibrated_probability(report_logits, logit_offset, temperature)
+    report = evaluate.evaluate_probabilities(report_set.labels, report_probabilities,
+                                             threshold["value"])
+    report["calibration"] = evaluate.calibration_summary(report_set.labels, report_logits,
+                                                         temperature, logit_offset)
+    name = Path(config.out).name
+    print(evaluate.format_report(calibration_report, f"{name} on its calibration set"), flush=True)
+    print(evaluate.format_report(report, f"{name} on its report set (chose nothing)"), flush=True)
     spec = models.ARCHITECTURES[config.arch]
+    phases = {p.name: json.loads((p / "done").read_text())
+              for p in sorted(work.iterdir()) if (p / "done").exists()}
     manifest = {
-        "name": Path(config.out).name,
+        "name": name,
         "architecture": config.arch,
         "input_size": int(model.input_shape[1]),
         "class_names": list(data.CLASS_NAMES),
         "backbone_weights": describe_weights(config.weights, spec.is_transfer),
         "gradcam_layer": spec.gradcam_layer,
-        "test_time_views": config.test_time_views,
+        "test_time_views": views,
         "logit_offset": logit_offset,
         "temperature": temperature,
-        "threshold": threshold,
+        "threshold": {**threshold, "method": threshold["method"].replace("validation",
+                                                                          "the calibration set")},
         "parameters": int(model.count_params()),
-        "data": {
-            "source": str(config.data),
-            "train": train_set.summary(),
-            "validation": val_set.summary(),
-            "validation_rule": {"official_split": "val", "extra_fraction": config.extra_val_fraction,
-                                "seed": config.seed},
-        },
-        "validation_metrics": report,
-        "training": {"config": asdict(config),
-                     "phases": {p.name: json.loads((p / "done").read_text())
-                                for p in sorted(work.iterdir()) if (p / "done").exists()}},
+        "data": {"recipe": assignment.recipe.as_dict(), "roles": assignment.summary(),
+                 "predictions_file": {"calibration": bundle.PREDICTIONS_FILE,
+                                      "report": bundle.REPORT_PREDICTIONS_FILE}},
+        # "validation" in earlier bundles: the set the threshold was chosen on.
+        "validation_metrics": calibration_report,
+        "report_metrics": report,
+        "training": {"config": asdict(config), "phases": phases,
+                     "selection_auc": {p: s.get("best") for p, s in phases.items()}},
         "versions": library_versions(),
         "created": time.strftime("%Y-%m-%d"),
     }
-    predictions = bundle.Predictions(val_set.image_ids, val_set.labels, logits, probabilities)
-    folder = bundle.save_bundle(config.out, model, manifest, predictions, work / "history.csv")
-    detector, entry = ood.fit_bundle_ood(runner, data.load_images(train_set.paths, runner.input_size),
-                                         val_images)
+    folder = bundle.save_bundle(
+        config.out, model, manifest,
+        bundle.Predictions.of(calibration_set, logits, probabilities), work / "history.csv",
+        report_predictions=bundle.Predictions.of(report_set, report_logits, report_probabilities))
+    train_images = data.load_images(assignment.role("train").paths, runner.input_size)
+    detector, entry = ood.fit_bundle_ood(runner, train_images, calibration_images)
     bundle.attach_ood(folder, detector, entry)
+    # The dermoscopic check needs a clinical photo set beside the datasets; without it
+    # the bundle answers for every lesion image (and says so in its manifest).
+    if (Path(config.data_root) / modality.CLINICAL_SET).is_dir():
+        modality.fit_for_bundle(folder, assignment, config.data_root)
+    calibrate.calibrate_bundle(folder, assignment)
     return folder
 
 
@@ -283,23 +387,33 @@ def parse_args(argv=None) -> TrainConfig:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", required=True, choices=sorted(models.ARCHITECTURES))
-    parser.add_argument("--data", required=True, help="dataset folder (ISIC or class folders)")
     parser.add_argument("--out", required=True, help="bundle folder to write, e.g. models/NAME")
+    parser.add_argument("--recipe", default=None,
+                        help="JSON recipe: which datasets, which part in which role")
+    parser.add_argument("--data-root", default=".", help="folder holding the recipe's datasets")
+    parser.add_argument("--data", action="append", default=[],
+                        help="a dataset folder (repeatable), instead of a recipe")
     parser.add_argument("--weights", default=None,
                         help="backbone weights: 'imagenet' (needs internet), a .weights.h5 "
                              "file, or 'none'")
-    parser.add_argument("--manifest", default=None, help="CSV manifest (filepath,label[,split])")
-    defaults = TrainConfig("", "", "")
+    defaults = TrainConfig("", "")
     for name in ("input_size", "batch_size", "head_epochs", "epochs", "patience",
                  "test_time_views", "seed"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
-    for name in ("head_lr", "backbone_lr", "extra_val_fraction", "max_minutes"):
+    for name in ("head_lr", "backbone_lr", "label_smoothing", "max_minutes"):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
-    return TrainConfig(**vars(parser.parse_args(argv)))
+    config = TrainConfig(**vars(parser.parse_args(argv)))
+    if not config.recipe and not config.data:
+        parser.error("give the data: --recipe FILE (with --data-root) or --data DIR")
+    return config
 
 
 def main(argv=None) -> None:
-    out = train(parse_args(argv))
+    config = parse_args(argv)
+    try:
+        out = train(config)
+    except (TrainingError, data.DatasetError) as error:
+        raise SystemExit(f"error: {error}") from None
     print(f"bundle written to {out}")
 
 

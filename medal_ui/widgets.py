@@ -6,14 +6,16 @@ from __future__ import annotations
 import streamlit as st
 
 from medal_core.catalog import Catalog
-from medal_core.predictor import DISCLAIMER, Prediction
-from medal_core.results import INDETERMINATE_MESSAGE, prediction_warnings
+from medal_core.prediction import Prediction
+from medal_core.predictor import DISCLAIMER
+from medal_core.results import INDETERMINATE_MESSAGE, prediction_warnings, verdict_text
 from medal_ui import state
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"]
 _VERDICT_ICONS = {"refer": ":material/priority_high:", "low": ":material/check_circle:",
-                  "indeterminate": ":material/help:", "not_lesion": ":material/image_not_supported:"}
-_WARNING_ICONS = {"not_lesion": ":material/image_not_supported:", "blurred": ":material/blur_on:",
+                  "indeterminate": ":material/help:", "no_estimate": ":material/image_not_supported:"}
+_WARNING_ICONS = {"not_lesion": ":material/image_not_supported:",
+                  "not_dermoscopic": ":material/photo_camera:", "blurred": ":material/blur_on:",
                   "too_dark": ":material/brightness_low:", "overexposed": ":material/flare:",
                   "low_resolution": ":material/photo_size_select_small:"}
 
@@ -86,27 +88,27 @@ def show_warnings(prediction: Prediction, notes=()) -> None:
 def verdict_box(prediction: Prediction) -> None:
     """The decision in plain words, in a box coloured by its urgency."""
     box = {"refer": st.error, "low": st.success, "indeterminate": st.warning,
-           "not_lesion": st.info}[prediction.verdict_code]
-    box(f"**{prediction.verdict}**", icon=_VERDICT_ICONS[prediction.verdict_code])
+           "no_estimate": st.info}[prediction.verdict_code]
+    box(f"**{verdict_text(prediction)}**", icon=_VERDICT_ICONS[prediction.verdict_code])
 
 
 def result_card(prediction: Prediction) -> None:
     """Probability, decision in plain words and the test-time spread."""
     code = prediction.verdict_code
     with st.container(border=True):
-        if code == "not_lesion":     # no probability claim for it
+        if code == "no_estimate":     # no probability claim for it
             verdict_box(prediction)
             return
         low, high = prediction.spread
         left, right = st.columns([1, 2], vertical_alignment="center")
         left.metric("Probability of melanoma", f"{prediction.probability:.1%}",
                     help="Calibrated estimate from the model (class-weighting offset removed, "
-                         "temperature-scaled), averaged "
-                         "over 8 rotated and mirrored views of the image.")
+                         "temperature-scaled), averaged over 8 rotated and mirrored copies "
+                         "of this one photo.")
         with right:
             verdict_box(prediction)
-            st.caption(f"At decision threshold {prediction.threshold:.1%}. Across 8 rotated "
-                       f"and mirrored views the probability ranged {low:.1%} – {high:.1%}.")
+            st.caption(f"At decision threshold {prediction.threshold:.4f}. Over 8 rotated "
+                       f"and mirrored copies of this photo the probability ranged "
+                       f"{low:.1%} – {high:.1%} (copies of one photo, not different photos).")
         if code == "indeterminate":
-            st.warning(f"{INDETERMINATE_MESSAGE} (spread {low:.1%} – {high:.1%}, threshold "
-                       f"{prediction.threshold:.1%})", icon=":material/help:")
+            st.warning(INDETERMINATE_MESSAGE, icon=":material/help:")

@@ -43,11 +43,14 @@ else:
 rows = batch.batch_rows(results, context.threshold)
 ok = [r for r in rows if r.status == "ok"]
 refused = [r for r in rows if r.status != "ok"]
-referred = sum(r.verdict_code in ("refer", "indeterminate") for r in ok)
-m1, m2, m3 = st.columns(3)
-m1.metric("Images triaged", len(ok))
-m2.metric("Refer or indeterminate", referred)
-m3.metric("Refused", len(refused))
+counts = batch.summary_counts(rows)
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Images read", counts["triaged"])
+m2.metric("Refer or borderline", counts["onward"])
+m3.metric("No estimate", counts["no_estimate"],
+          help="Not a lesion image, or not a dermoscopic image: no melanoma estimate is "
+               "given. Listed first: have a clinician look at each.")
+m4.metric("Refused files", counts["refused"])
 
 st.dataframe(
     batch.table_records(ok), hide_index=True, row_height=64,
@@ -56,9 +59,11 @@ st.dataframe(
         "thumbnail": st.column_config.ImageColumn("image", width="small"),
         "probability": st.column_config.ProgressColumn(
             "P(melanoma)", format="%.1f%%", min_value=0, max_value=100,
-            help="Calibrated probability; empty for images that do not look like lesions."),
+            help="Calibrated probability; empty where no estimate is given (not a lesion "
+                 "image, or not a dermoscopic image)."),
         "decision": st.column_config.TextColumn(width="medium"),
-        "warnings": st.column_config.TextColumn(help="Photo-quality and not-a-lesion warnings."),
+        "warnings": st.column_config.TextColumn(help="Why there is no estimate, and photo-"
+                                                     "quality warnings."),
     })
 if refused:
     st.markdown("**Refused files**")

@@ -1,18 +1,33 @@
-"""Threshold explorer: what the shared decision threshold means on the chosen bundle's
-stored validation predictions, and at another prevalence."""
+"""Threshold explorer: what the shared decision threshold means under the app's rule on
+the chosen bundle's stored predictions (its report set, which chose nothing, or its
+calibration set, on which the default was chosen), and at another prevalence."""
 
 import streamlit as st
 
-from medal_core import charts, explorer
+from medal_core import charts, decision, explorer
+from medal_core.results import VERDICTS
 from medal_ui import layout, state, widgets
 
 layout.start_page()
 
 PAGE_SLIDER = "explorer_threshold"
+SET_KEY = "explorer_set"
+REPORT_SET = "Report set (chose nothing)"
+CALIBRATION_SET = "Calibration set (chose the default threshold)"
 
 context = state.require_context()
-predictions = context.bundle.predictions
+sets = {CALIBRATION_SET: context.bundle.predictions}
+if context.bundle.report_predictions is not None:
+    sets = {REPORT_SET: context.bundle.report_predictions, **sets}
+chosen_set = st.segmented_control("Figures on", list(sets), default=list(sets)[0], key=SET_KEY,
+                                  help="The report set played no part in training, choosing "
+                                       "the model or setting the threshold: its figures are "
+                                       "the honest ones.") or list(sets)[0]
+predictions = sets[chosen_set]
 labels, probabilities = predictions.labels, predictions.probabilities
+no_estimate = predictions.no_estimate
+band_ratio = float(context.bundle.manifest.get("decision", {}).get(
+    "band_ratio", decision.DEFAULT_BAND_RATIO))
 
 
 # Cached per bundle (folder + signature); the arrays (underscored) are not hashed.
@@ -27,8 +42,9 @@ def _curves(folder: str, sha: str, _labels, _probabilities) -> explorer.Curves:
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def _point(folder: str, sha: str, threshold: float, _labels, _probabilities) -> explorer.OperatingPoint:
-    return explorer.at_threshold(_labels, _probabilities, threshold)
+def _point(folder: str, sha: str, which: str, threshold: float, _labels, _probabilities,
+           _no_estimate) -> explorer.OperatingPoint:
+    return explorer.at_threshold(_labels, _probabilities, threshold, _no_estimate)
 
 
 def _from_page_slider() -> None:
@@ -36,15 +52,18 @@ def _from_page_slider() -> None:
 
 
 st.title("Threshold explorer")
-st.caption(f"**{context.name}** on its {len(labels)} validation images "
-           f"({int(labels.sum())} melanomas). The threshold set here is used on every page.")
+st.caption(f"**{context.name}** on its {chosen_set.split(' (')[0].lower()}: {len(labels)} images "
+           f"({int(labels.sum())} melanomas). The figures are the app's rule: sensitivity is the "
+           "share of melanomas sent onwards (refer, borderline or no estimate), specificity the "
+           "share of benign lesions told \"low suspicion\". The threshold set here is used on "
+           "every page.")
 
-presets = _presets(context.folder, context.sha, labels, probabilities)
+presets = _presets(context.folder, context.sha + chosen_set, labels, probabilities)
 buttons = st.columns(len(presets) + 1)
 for column, (label, value) in zip(buttons, presets.items()):
-    column.button(f"{label} ({value:.3f})", on_click=state.set_threshold, args=(value,),
+    column.button(f"{label} ({value:.4f})", on_click=state.set_threshold, args=(value,),
                   key=f"preset_{label.split()[0].lower()}", width="stretch")
-buttons[-1].button(f"Model default ({context.bundle.threshold:.3f})", on_click=state.set_threshold,
+buttons[-1].button(f"Model default ({context.bundle.threshold:.4f})", on_click=state.set_threshold,
                    args=(context.bundle.threshold,), key="preset_default", width="stretch")
 
 # The page's own slider mirrors the shared threshold (set before the widget is drawn).
@@ -52,8 +71,13 @@ st.session_state[PAGE_SLIDER] = context.threshold
 st.slider("Decision threshold (probability of melanoma at or above which to refer)", 0.0, 1.0,
           step=0.001, format="%.3f", key=PAGE_SLIDER, on_change=_from_page_slider)
 
-point = _point(context.folder, context.sha, context.threshold, labels, probabilities)
-curves = _curves(context.folder, context.sha, labels, probabilities)
+point = _point(context.folder, context.sha, chosen_set, context.threshold, labels, probabilities,
+               no_estimate)
+curves = _curves(context.folder, context.sha + chosen_set, labels, probabilities)
+st.markdown(f"Threshold in use: **{context.threshold:.4f}**"
+            + (" (the model's validated default)" if context.threshold == context.bundle.threshold
+               else " (changed from the validated default "
+                    f"{context.bundle.threshold:.4f})"))
 
 cols = st.columns(len(explorer.METRIC_NAMES))
 for column, row in zip(cols, explorer.metric_rows(point)):
@@ -61,10 +85,29 @@ for column, row in zip(cols, explorer.metric_rows(point)):
                   help="95% Wilson interval" if row["counts"] else "95% bootstrap interval")
     column.caption(" · ".join(part for part in (row["ci_text"], row["counts"]) if part))
 
+guarantee = context.bundle.manifest.get("decision", {})
+if "sensitivity_lower_bound" in guarantee and context.threshold == context.bundle.threshold:
+    st.caption(
+        f"With 95% confidence, the default threshold sends at least "
+        f"{guarantee['sensitivity_lower_bound']:.1%} of melanomas onwards on new cases like the "
+        "calibration set (exact binomial bound)."
+        + (f" A threshold of {guarantee['guaranteed']['threshold']:.4f} would guarantee "
+           f"{guarantee['guaranteed']['target']:.0%} with 95% confidence."
+           if guarantee.get("guaranteed", {}).get("threshold") is not None else ""))
+
+st.markdown("**What the app says at this threshold**")
+shares = explorer.verdict_shares(labels, probabilities, context.threshold, band_ratio, no_estimate)
+verdict_columns = st.columns(len(shares))
+for column, row in zip(verdict_columns, shares):
+    column.metric(VERDICTS[row["verdict"]], f"{row['melanoma']} mel · {row['benign']} benign",
+                  border=True)
+    column.caption(f"{row['melanoma_share']:.1%} of melanomas · {row['benign_share']:.1%} of "
+                   "benign lesions")
+
 left, middle, right = st.columns([1, 1.2, 1.2])
 left.plotly_chart(charts.confusion_figure(point.confusion), key="confusion",
                   config={"displayModeBar": False})
-left.caption(f"{point.referred} of {point.n} referred at threshold {point.threshold:.3f}.")
+left.caption(f"{point.referred} of {point.n} sent onwards at threshold {point.threshold:.4f}.")
 middle.plotly_chart(charts.roc_figure({"": curves}, {"": point}), key="roc",
                     config={"displayModeBar": False})
 right.plotly_chart(charts.pr_figure(curves, point, explorer.dataset_prevalence(labels)), key="pr",
@@ -75,7 +118,7 @@ default_prevalence = round(100 * explorer.dataset_prevalence(labels), 1)
 prevalence = st.slider(
     "Share of patients with melanoma (%)", 0.1, 50.0, default_prevalence, 0.1, format="%.1f%%",
     key=f"prevalence_{context.name}",
-    help=f"The validation set has {default_prevalence:.1f}% melanomas; a clinic's share is "
+    help=f"This set has {default_prevalence:.1f}% melanomas; a clinic's share is "
          "usually much lower, which lowers the PPV.") / 100
 view = explorer.at_prevalence(point, prevalence)
 f = view.frequencies
@@ -93,6 +136,6 @@ with stats:
         f"- **{f.benign_referred:.0f}** benign lesions referred")
 chart.plotly_chart(charts.natural_frequency_figure(f), key="frequencies",
                    config={"displayModeBar": False})
-st.caption("Sensitivity and specificity are taken from the validation set; PPV, NPV and the "
-           "counts follow from Bayes' rule at the chosen prevalence.")
+st.caption(f"Sensitivity and specificity are taken from the {chosen_set.split(' (')[0].lower()}; "
+           "PPV, NPV and the counts follow from Bayes' rule at the chosen prevalence.")
 widgets.broken_bundles(context.catalog)

@@ -126,6 +126,6 @@ def trained_tiny_bundle(tmp_path_factory) -> Path:
     from medal_core.train import TrainConfig, train
 
     data_dir = write_class_folders(tmp_path_factory.mktemp("trained_data"), per_class=12)
-    return train(TrainConfig(arch="custom_cnn", data=str(data_dir), input_size=TINY_INPUT,
+    return train(TrainConfig(arch="custom_cnn", data=[str(data_dir)], input_size=TINY_INPUT,
                              out=str(tmp_path_factory.mktemp("trained") / "tiny_trained"),
                              epochs=1, batch_size=8))

@@ -255,17 +255,17 @@ def test_a_non_lesion_image_gets_no_probability(tmp_path, good_models, monkeypat
     assert at.download_button                            # the report is still offered
 
 
-def test_indeterminate_when_the_views_straddle_the_threshold(good_models, monkeypatch):
+def test_borderline_just_above_the_threshold(good_models, monkeypatch):
     from medal_core.predictor import Predictor
 
     image = synthetic_lesion(8)
-    low, high = Predictor.from_folder(good_models / "alpha").predict(image).spread
+    probability = Predictor.from_folder(good_models / "alpha").predict(image).probability
     at = start(good_models, monkeypatch)
     upload(at, "lesion.png", png(image))
-    at.slider(key="sidebar_threshold").set_value((low + high) / 2).run()
+    at.slider(key="sidebar_threshold").set_value(max(0.0, probability - 1e-3)).run()
     assert not at.exception
-    assert any("Indeterminate — see a dermatologist" in w.value for w in at.warning)
-    assert any("both sides of the threshold" in w.value for w in at.warning)
+    assert any("Borderline — see a dermatologist" in w.value for w in at.warning)
+    assert any("threshold itself is uncertain" in w.value for w in at.warning)
 
 
 def test_the_camera_is_behind_a_toggle(good_models, monkeypatch):
@@ -331,7 +331,7 @@ def test_batch_triage_table_and_refusals(good_models, monkeypatch):
     assert list(table["file"]) and set(table["file"]) == {"a.png", "b.png"}
     probabilities = list(table["probability"])
     assert probabilities == sorted(probabilities, reverse=True)
-    assert metric_values(at)["Refused"] == "1"
+    assert metric_values(at)["Refused files"] == "1"
     refusals = [w.value.replace("\\", "") for w in at.warning]   # names are Markdown-escaped
     assert any("broken.png" in w and ("damaged" in w or "not an image" in w) for w in refusals)
     assert [b.label for b in at.download_button] == ["Download results (CSV)"]

@@ -191,11 +191,15 @@ def test_metric_rows_and_formatting(stored):
 
 
 def test_results_wording():
-    p = prediction(0.6, (0.55, 0.65), threshold=0.5)
-    assert results.decision(p) == "Refer to a dermatologist"
-    assert results.decision(results.with_threshold(p, 0.7)) == "Low suspicion"
-    assert results.decision(results.with_threshold(p, 0.6)) == "Indeterminate — see a dermatologist"
-    assert results.decision(prediction(ood_score=1.8)) == "Not a lesion image"
+    p = prediction(0.6, (0.55, 0.65), threshold=0.3)
+    assert results.decision_label(p) == "Refer to a dermatologist"
+    assert results.decision_label(results.with_threshold(p, 0.7)) == "Low suspicion"
+    assert results.decision_label(results.with_threshold(p, 0.6)) == \
+        "Borderline — see a dermatologist"
+    assert results.decision_label(prediction(ood_score=1.8)) == \
+        "No estimate — have a clinician look"
+    assert "Not recognised as a dermoscopic lesion image" in results.verdict_text(
+        prediction(ood_score=1.8))
     with pytest.raises(ValueError):
         results.with_threshold(p, 1.5)
     codes = [c for c, _ in results.prediction_warnings(
@@ -264,11 +268,11 @@ def test_report_for_a_non_lesion_gives_no_probability():
     assert "Not recognised as a dermoscopic lesion image" in text
 
 
-def test_indeterminate_report_says_so():
+def test_borderline_report_says_so():
     p = prediction(0.5, (0.4, 0.6), threshold=0.5)
     text = report.case_report_html(original_rgb=synthetic_lesion(3, 128), prediction=p,
                                    model_name="m", threshold=0.5)
-    assert "Indeterminate — see a dermatologist" in text and "both sides of" in text
+    assert "Borderline — see a dermatologist" in text and "threshold itself is uncertain" in text
 
 
 def test_report_file_name_is_safe():
@@ -324,13 +328,16 @@ def test_batch_rows_sorted_with_refusals_last():
     assert stub.calls == 2
 
 
-def test_non_lesion_rows_have_no_probability():
+def test_no_estimate_rows_have_no_probability_sort_first_and_are_counted():
     p = prediction(0.9, (0.9, 0.9), ood_score=10.0)
-    rows = batch.batch_rows([batch.FileResult("cat.png", p, "data:image/png;base64,AA"),
-                             batch.FileResult("mole.png", prediction(0.2, (0.2, 0.2)), None)], 0.5)
-    assert [r.file for r in rows] == ["mole.png", "cat.png"]
-    assert rows[1].probability is None and rows[1].decision == "Not a lesion image"
-    assert rows[1].warnings == ("not_lesion",)
+    rows = batch.batch_rows([batch.FileResult("mole.png", prediction(0.2, (0.2, 0.2)), None),
+                             batch.FileResult("cat.png", p, "data:image/png;base64,AA")], 0.5)
+    assert [r.file for r in rows] == ["cat.png", "mole.png"]
+    assert rows[0].probability is None and rows[0].verdict_code == "no_estimate"
+    assert rows[0].decision == "No estimate — have a clinician look"
+    assert rows[0].warnings == ("not_lesion",)
+    assert batch.summary_counts(rows) == {"triaged": 2, "onward": 0, "no_estimate": 1,
+                                          "low": 1, "refused": 0}
 
 
 def test_batch_csv_columns_order_and_no_image_data():

@@ -148,6 +148,6 @@ def test_an_upload_over_the_size_limit(broken_models, monkeypatch):
         [("huge.png", oversized, "image/png"), ("ok.png", lesion_png(6), "image/png")]).run()
     assert not at.exception, [e.value for e in at.exception]
     assert list(at.dataframe[0].value["file"]) == ["ok.png"]
-    assert metric_values(at)["Refused"] == "1"
+    assert metric_values(at)["Refused files"] == "1"
     refusals = [w.value.replace("\\", "") for w in at.warning]
     assert any("huge.png" in w and "above the 20 MB limit" in w for w in refusals), refusals

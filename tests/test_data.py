@@ -4,6 +4,7 @@ import csv
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import write_class_folders, write_image
 from medal_core import data
@@ -188,71 +189,37 @@ def test_selecting_an_absent_split_lists_the_present_ones(tmp_path):
         data.load_dataset(tmp_path).select_split("test")
 
 
-# ---------------------------------------------------------------- validation split
-
-
-def synthetic_dataset(n_train_benign=80, n_train_malignant=20, n_val=(8, 2), n_test=(10, 10)):
-    """Paths need not exist: make_validation_split only looks at labels and splits."""
-    labels, splits = [], []
-    for split, (benign, malignant) in (("train", (n_train_benign, n_train_malignant)),
-                                       ("val", n_val), ("test", n_test)):
-        labels += [0] * benign + [1] * malignant
-        splits += [split] * (benign + malignant)
-    paths = [f"/data/img_{i}.jpg" for i in range(len(labels))]
-    return Dataset(np.array(paths), np.array(labels, np.int32), np.array(splits))
-
-
-def test_validation_split_is_deterministic_for_a_seed():
-    dataset = synthetic_dataset()
-    first = data.make_validation_split(dataset, 0.15, seed=7)
-    second = data.make_validation_split(dataset, 0.15, seed=7)
-    for a, b in zip(first, second):
-        np.testing.assert_array_equal(a.paths, b.paths)
-
-
-def test_different_seeds_give_different_splits():
-    dataset = synthetic_dataset()
-    _, val_a = data.make_validation_split(dataset, 0.15, seed=1)
-    _, val_b = data.make_validation_split(dataset, 0.15, seed=2)
-    assert set(val_a.paths) != set(val_b.paths)
-    assert len(val_a) == len(val_b)
-
-
-def test_validation_split_keeps_official_val_excludes_test_and_is_stratified():
-    dataset = synthetic_dataset()
-    train, val = data.make_validation_split(dataset, 0.15, seed=0)
-
-    assert not set(train.paths) & set(val.paths)
-    assert set(dataset.select_split("val").paths) <= set(val.paths)
-    assert "test" not in set(train.splits) | set(val.splits)
-    assert len(train) + len(val) == 110  # every train and val image, no test image
-    moved = val.subset(val.splits == "train")
-    # round(0.15 * 80) = 12 benign and round(0.15 * 20) = 3 malignant move to validation.
-    assert moved.summary()["benign"] == 12 and moved.summary()["malignant"] == 3
-    assert train.summary()["prevalence"] == pytest.approx(17 / 85, abs=0.01)
-
-
-def test_without_official_val_at_least_twenty_percent_is_held_out():
-    dataset = synthetic_dataset(n_val=(0, 0))
-    train, val = data.make_validation_split(dataset, 0.1, seed=0)
-    assert len(val) == 20 and val.summary()["malignant"] == 4
-    assert len(train) == 80 and not set(train.paths) & set(val.paths)
-    assert set(val.splits) == {"train"}
-
-
-def test_class_folders_without_splits_are_split_too(tmp_path):
-    write_class_folders(tmp_path, per_class=10)
-    train, val = data.make_validation_split(data.load_dataset(tmp_path), seed=3)
-    assert val.summary()["benign"] == 2 and val.summary()["malignant"] == 2
-    assert len(train) == 16
-
-
-def test_extra_fraction_must_be_a_fraction():
-    with pytest.raises(ValueError, match="extra_fraction must be in"):
-        data.make_validation_split(synthetic_dataset(), 1.0)
-
-
 # ---------------------------------------------------------------- decoding
+
+
+def test_training_decodes_like_the_app(tmp_path):
+    """One decoder: an RGBA PNG is composited on the app's grey (not black) and a 16-bit
+    image is scaled (not clipped), in training exactly as in an upload."""
+    from medal_core.intake import TRANSPARENT_FILL, read_upload
+
+    rgba = np.zeros((80, 80, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[20:60, 20:60, 3] = 255                                # opaque red square, clear edges
+    deep = (np.arange(80 * 80, dtype=np.uint16).reshape(80, 80) * 10)
+    for name, image in (("rgba.png", Image.fromarray(rgba, "RGBA")),
+                        ("deep.png", Image.fromarray(deep))):
+        path = tmp_path / name
+        image.save(path)
+        app = data.resize_for_model(np.asarray(read_upload(path.read_bytes()).rgb), 64)
+        np.testing.assert_array_equal(data.load_image(path, 64), app)
+    corner = data.load_image(tmp_path / "rgba.png", 80)[0, 0]
+    assert tuple(corner) == TRANSPARENT_FILL
+    assert data.load_image(tmp_path / "deep.png", 80).max() > 200      # 63,990 of 65,535
+
+
+def test_isic_2017_diagnoses_come_from_its_label_columns(tmp_path):
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        write_image(tmp_path / name)
+    manifest = write_csv(tmp_path / "labels.csv", ["path", "label", "melanoma", "seborrheic_keratosis"],
+                         [("a.jpg", "malignant", "1", "0"), ("b.jpg", "benign", "0", "1"),
+                          ("c.jpg", "benign", "0", "0")])
+    dataset = data.read_csv_manifest(manifest)
+    assert list(dataset.diagnoses) == ["melanoma", "seborrheic keratosis", "nevus"]
 
 
 def test_load_image_resizes_to_rgb_uint8(tmp_path):

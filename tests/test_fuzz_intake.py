@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 import fuzz_cases as fc
 from medal_core.intake import (ACCEPTED_FORMATS, MAX_PIXELS, MIN_SIDE, IntakeError,
                                UploadedImage, read_upload)
-from medal_core.predictor import VERDICTS, Predictor
+from medal_core.decision import VERDICT_CODES
+from medal_core.predictor import Predictor
 from medal_core.quality import assess_quality
 
 
@@ -408,6 +409,6 @@ def check_prediction(prediction) -> None:
     assert np.all((views >= 0) & (views <= 1))
     assert prediction.ood_score is None or (math.isfinite(prediction.ood_score)
                                             and prediction.ood_score >= 0)
-    assert prediction.verdict_code in VERDICTS
+    assert prediction.verdict_code in VERDICT_CODES
     for value in (prediction.quality.sharpness, prediction.quality.brightness):
         assert math.isfinite(value)

@@ -349,10 +349,10 @@ def test_the_real_bundle_rejects_non_lesion_images(real_runner):
 
 
 @pytest.mark.real_data
-def test_the_real_bundle_keeps_real_validation_lesions(real_runner):
-    """60 images spread evenly over the bundle's own validation set.
+def test_the_real_bundle_keeps_real_calibration_lesions(real_runner):
+    """60 images spread evenly over the bundle's own calibration set.
 
-    The detector keeps at least 97.5% of the whole validation set by construction (each
+    The detector keeps at least 97.5% of the whole calibration set by construction (each
     check 98.75%), so a subset
     of 60 is expected to lose 1.5 images; requiring ≤ 1 loss (≥ 97% kept) would fail
     about half of all healthy bundles. The limit is instead the largest number of
@@ -360,12 +360,10 @@ def test_the_real_bundle_keeps_real_validation_lesions(real_runner):
     binomial model. A stale ood.npz (features of another model) rejects far more."""
     if not ISIC.is_dir():
         pytest.skip(f"ISIC 2017 images not found at {ISIC}")
-    from medal_core import data
+    from medal_core import data, roles
 
     loaded, runner = real_runner
-    rule = loaded.manifest["data"]["validation_rule"]
-    _, validation = data.make_validation_split(data.load_dataset(ISIC), rule["extra_fraction"],
-                                               rule["seed"])
+    validation = roles.bundle_roles(loaded.manifest, ISIC.parent).role("calibration")
     chosen = np.linspace(0, len(validation) - 1, 60).round().astype(int)
     images = data.load_images(validation.paths[chosen], runner.input_size)
     scores = loaded.ood.score(runner.batched(images)[1], images)
@@ -373,5 +371,5 @@ def test_the_real_bundle_keeps_real_validation_lesions(real_runner):
     n, p = len(chosen), 1 - ood.KEEP_SHARE
     tail = lambda k: sum(math.comb(n, j) * p ** j * (1 - p) ** (n - j) for j in range(k, n + 1))
     allowed = max(k for k in range(n + 1) if tail(k) >= 0.01)
-    assert rejected <= allowed, (f"{rejected} of {n} real validation lesions rejected "
+    assert rejected <= allowed, (f"{rejected} of {n} real calibration lesions rejected "
                                  f"(kept {1 - rejected / n:.1%}); allowed {allowed}")

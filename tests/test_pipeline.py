@@ -76,3 +76,49 @@ def test_training_pipeline_reshuffles_every_epoch(tmp_path):
     training = pipeline.make_pipeline(dataset, 8, batch_size=12, training=True, seed=0)
     orders = [tuple(labels[:, 0]) for _, labels in (as_arrays(training) for _ in range(4))]
     assert len(set(orders)) > 1
+
+
+def test_each_image_draws_its_own_view_among_all_eight():
+    """Keras' RandomFlip("horizontal_and_vertical") never mirrors (both axes or none) and
+    a per-batch quarter turn turns a whole batch alike: each image must draw one of the 8
+    dihedral views itself, all of them about equally often."""
+    import tensorflow as tf
+
+    image = np.arange(6 * 6 * 3, dtype=np.uint8).reshape(6, 6, 3)   # no symmetry
+    expected = {np.ascontiguousarray(v).tobytes() for k in range(4)
+                for v in (np.rot90(image, k), np.fliplr(np.rot90(image, k)))}
+    assert len(expected) == 8
+    tf.random.set_seed(7)
+    views = [v.numpy().tobytes() for v in
+             tf.data.Dataset.from_tensors(image).repeat(800).map(pipeline.random_dihedral)]
+    counts = {view: views.count(view) for view in set(views)}
+    assert set(counts) == expected
+    assert min(counts.values()) > 60        # ~100 each; under 61 has p < 1e-4
+
+
+def test_a_training_batch_mixes_orientations(identical_images_dataset):
+    """Within one batch, copies of the same image come out in different views."""
+    training = pipeline.make_pipeline(identical_images_dataset, SIZE, batch_size=4,
+                                      training=True, seed=3)
+    distinct = [len({np.round(x, 0).tobytes() for x in batch.numpy()}) for batch, _ in
+                (next(iter(training)) for _ in range(5))]
+    assert max(distinct) > 1
+
+
+def test_draw_probability_thins_a_source_per_epoch(tmp_path):
+    paths = [str(write_image(tmp_path / f"{i}.png", value=i * 2)) for i in range(100)]
+    dataset = data.Dataset(np.array(paths), np.array([0, 1] * 50, np.int32), np.array([""] * 100))
+    draw = np.where(np.arange(100) < 50, 1.0, 0.2)
+    training = pipeline.make_pipeline(dataset, 8, batch_size=100, training=True, seed=0,
+                                      draw_probability=draw)
+    sizes = [len(labels) for _ in range(10) for _, labels in training]
+    assert 50 + 3 <= np.mean(sizes) <= 50 + 17       # 50 always + ~10 of the other 50
+    assert pipeline.expected_batches(draw, 32) == 2  # 60 images on average
+
+
+def test_sample_weights_ride_along_as_a_third_element(non_square_dataset):
+    weights = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    batches = list(pipeline.make_pipeline(non_square_dataset, SIZE, batch_size=5,
+                                          sample_weights=weights))
+    (_, labels, got), = batches
+    np.testing.assert_array_equal(got.numpy(), weights)

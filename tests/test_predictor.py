@@ -6,10 +6,12 @@ import pytest
 
 from medal_core.bundle import load_bundle
 from medal_core.data import resize_for_model
+from medal_core import decision
 from medal_core.inference import DIHEDRAL_VIEWS
 from medal_core.metrics import sigmoid
 from medal_core.models import FEATURE_LAYER, logit_model
-from medal_core.predictor import VERDICTS, Prediction, Predictor
+from medal_core.predictor import Prediction, Predictor
+from medal_core.results import VERDICTS, verdict_text
 from medal_core.quality import assess_quality
 
 import keras
@@ -57,44 +59,52 @@ def independent_probability(predictor: Predictor, rgb: np.ndarray):
 # ---------------------------------------------------------------- Prediction logic
 
 
-def made(probability=0.5, threshold=0.4, views=(0.3, 0.6), ood_score=None):
+def made(probability=0.5, threshold=0.4, views=(0.3, 0.6), ood_score=None, band_ratio=1.5,
+         clinical_score=None):
     """A hand-made Prediction; `views` are the view probabilities (only min/max matter)."""
     return Prediction(probability=probability, logit=0.0, threshold=threshold,
                       view_probabilities=np.array(views, dtype=float), ood_score=ood_score,
-                      quality=assess_quality(photo(256, 256)))
+                      quality=assess_quality(photo(256, 256)), band_ratio=band_ratio,
+                      clinical_score=clinical_score, clinical_limit=0.5)
 
 
-@pytest.mark.parametrize("probability, views, threshold, refer, indeterminate, code", [
-    (0.10, (0.05, 0.20), 0.40, False, False, "low"),
-    (0.80, (0.60, 0.90), 0.40, True, False, "refer"),
-    (0.40, (0.40, 0.40), 0.40, True, False, "refer"),            # at the threshold: refer
-    (0.35, (0.20, 0.50), 0.40, False, True, "indeterminate"),    # below, but views straddle
-    (0.45, (0.30, 0.60), 0.40, True, True, "indeterminate"),     # above, views straddle
-    (0.45, (0.40, 0.60), 0.40, True, False, "refer"),            # lowest view on it: all refer
-    (0.35, (0.20, 0.40), 0.40, False, True, "indeterminate"),    # highest view reaches it
-    (0.30, (0.20, 0.399), 0.40, False, False, "low"),
+# threshold 0.4 (odds 2/3); band ratio 1.5 -> band up to odds 1, i.e. probability 0.5.
+@pytest.mark.parametrize("probability, views, onward, code", [
+    (0.10, (0.05, 0.20), False, "low"),
+    (0.399, (0.20, 0.60), False, "low"),          # views straddle: the estimate decides
+    (0.40, (0.40, 0.40), True, "indeterminate"),  # on the threshold: onward, borderline
+    (0.49, (0.30, 0.60), True, "indeterminate"),
+    (0.50, (0.45, 0.55), True, "refer"),          # top of the band
+    (0.80, (0.60, 0.90), True, "refer"),
 ])
-def test_refer_indeterminate_and_verdict(probability, views, threshold, refer, indeterminate, code):
-    p = made(probability, threshold, views)
+def test_the_verdict_is_the_decision_policys(probability, views, onward, code):
+    p = made(probability, 0.4, views)
     assert p.spread == (min(views), max(views))
-    assert p.refer is refer
-    assert p.indeterminate is indeterminate
-    assert p.looks_like_lesion
+    assert p.onward is onward
+    assert p.has_estimate
     assert p.verdict_code == code
-    assert p.verdict == VERDICTS[code]
+    assert verdict_text(p) == VERDICTS[code]
 
 
 @pytest.mark.parametrize("score, lesion", [(None, True), (0.0, True), (0.5, True), (1.0, True),
                                             (1.005, False), (40.0, False)])
-def test_not_lesion_when_the_ood_score_exceeds_one(score, lesion):
-    for probability, views in ((0.9, (0.8, 0.95)), (0.35, (0.2, 0.5)), (0.1, (0.05, 0.2))):
+def test_no_estimate_when_the_ood_score_exceeds_one(score, lesion):
+    for probability, views in ((0.9, (0.8, 0.95)), (0.45, (0.2, 0.5)), (0.1, (0.05, 0.2))):
         p = made(probability, 0.4, views, ood_score=score)
         assert p.looks_like_lesion is lesion
         if not lesion:  # overrides every other verdict
-            assert p.verdict_code == "not_lesion"
-            assert p.verdict == VERDICTS["not_lesion"]
+            assert (p.verdict_code, p.no_estimate_reason) == ("no_estimate", "not_lesion")
+            assert p.onward and not p.has_estimate
+            assert "Not recognised as a dermoscopic lesion image" in verdict_text(p)
         else:
-            assert p.verdict_code != "not_lesion"
+            assert p.verdict_code != "no_estimate"
+
+
+def test_no_estimate_for_a_clinical_photo():
+    p = made(0.05, 0.4, (0.01, 0.1), clinical_score=0.9)
+    assert (p.verdict_code, p.no_estimate_reason) == ("no_estimate", "not_dermoscopic")
+    assert "dermatoscope" in verdict_text(p) and p.onward
+    assert made(0.05, 0.4, (0.01, 0.1), clinical_score=0.4).verdict_code == "low"
 
 
 # ---------------------------------------------------------------- Predictor
@@ -127,7 +137,6 @@ def test_probability_is_the_calibrated_mean_over_the_eight_views(predictor, heig
     assert np.all((result.view_probabilities >= 0) & (result.view_probabilities <= 1))
     low, high = result.spread
     assert low - 1e-9 <= result.probability <= high + 1e-9
-    assert result.indeterminate == (low < result.threshold <= high)
     assert result.threshold == predictor.default_threshold
     # The OOD score is the detector's, on the unmodified view's pooled features and the
     # model-size image.
@@ -138,20 +147,18 @@ def test_probability_is_the_calibrated_mean_over_the_eight_views(predictor, heig
     assert result.looks_like_lesion is (result.ood_score <= 1.0)
 
 
-def test_indeterminate_exactly_when_the_threshold_falls_inside_the_spread(predictor):
+def test_the_verdict_follows_the_estimate_and_the_band_not_the_views(predictor):
     rgb = photo(64, 64, seed=5)
-    low, high = predictor.predict(rgb).spread
-    assert low < high  # a random network is not invariant to flips and turns
-    assert 0 < low and high < 1
-    cases = [(low, False), (high, True), ((low + high) / 2, True),
-             (min(1.0, high + 1e-3), False), (max(0.0, low - 1e-3), False)]
+    result = predictor.predict(rgb)
+    p, ratio = result.probability, predictor.band_ratio
+    odds_below_band = p / (1 - p) / (ratio * 1.01)       # a threshold whose band ends below p
+    cases = [(min(1.0, p + 1e-3), "low"), (p, "indeterminate"),
+             (odds_below_band / (1 + odds_below_band), "refer")]
     for threshold, expected in cases:
-        result = predictor.predict(rgb, threshold)
-        assert result.spread == (low, high)
-        assert result.indeterminate is expected, threshold
-        if result.looks_like_lesion:
-            assert result.verdict_code == ("indeterminate" if expected else
-                                           "refer" if result.refer else "low")
+        judged = predictor.predict(rgb, threshold)
+        assert judged.spread == result.spread and judged.probability == result.probability
+        if judged.has_estimate:
+            assert judged.verdict_code == expected, threshold
 
 
 def test_a_custom_threshold_changes_the_decision_not_the_probability(predictor):
@@ -161,9 +168,11 @@ def test_a_custom_threshold_changes_the_decision_not_the_probability(predictor):
     above = predictor.predict(rgb, threshold=min(1.0, default.probability + 0.01))
     assert below.probability == above.probability == default.probability
     np.testing.assert_array_equal(below.view_probabilities, default.view_probabilities)
-    assert below.refer and not above.refer
-    assert predictor.predict(rgb, threshold=0.0).refer
-    assert predictor.predict(rgb, threshold=1).refer is (default.probability >= 1)
+    assert below.onward
+    assert above.verdict_code == ("low" if default.has_estimate else "no_estimate")
+    assert predictor.predict(rgb, threshold=0.0).onward
+    assert predictor.predict(rgb, threshold=1).onward is (
+        default.probability >= 1 or not default.has_estimate)
 
 
 @pytest.mark.parametrize("threshold", [-0.01, 1.01, 5, float("nan")])

@@ -1,16 +1,17 @@
-"""The committed model bundles in models/: they load, and their stored validation
-predictions reproduce the figures in their manifests (no images needed); with the ISIC
-images beside the project, the app's compiled pass reproduces those predictions."""
+"""The committed model bundles in models/: they load, and their stored predictions
+reproduce the figures in their manifests (no images needed); with the datasets beside
+the project, the app's compiled pass reproduces those predictions and the bundle's data
+roles are rebuilt image for image."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from medal_core import bundle, metrics
+from medal_core import bundle, decision, metrics
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
-ISIC = Path(__file__).resolve().parents[2] / "shared" / "data" / "isic2017"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BUNDLES = bundle.find_bundles(MODELS_DIR)
 MAX_BUNDLE_BYTES = 40 * 1024 * 1024
 
@@ -26,63 +27,85 @@ def loaded(request) -> bundle.Bundle:
     return bundle.load_bundle(request.param)
 
 
-def sensitivity_at(predictions: bundle.Predictions, threshold: float) -> tuple[int, int]:
-    positives = predictions.probabilities[predictions.labels == 1]
+def onward(predictions: bundle.Predictions, threshold: float) -> tuple[int, int]:
+    """(melanomas the app sends onwards, melanomas) at `threshold`."""
+    scores = decision.onward_scores(predictions.probabilities, predictions.no_estimate)
+    positives = scores[predictions.labels == 1]
     return int(np.sum(positives >= threshold)), len(positives)
 
 
-def test_bundle_loads_with_its_model(loaded):
+def test_bundle_loads_with_its_model_and_checks(loaded):
     size = loaded.manifest["input_size"]
     assert loaded.model.input_shape == (None, size, size, 3)
-    assert loaded.model.get_layer(loaded.manifest["gradcam_layer"]) is not None
     assert loaded.manifest["model_sha256"] == bundle.sha256_file(loaded.folder / bundle.MODEL_FILE)
+    assert loaded.ood is not None and loaded.modality is not None
+    assert loaded.report_predictions is not None
 
 
-def test_stored_predictions_match_the_manifest_counts_and_temperature(loaded):
-    p = loaded.predictions
-    validation = loaded.manifest["data"]["validation"]
-    assert len(p.labels) == validation["images"]
-    assert int(p.labels.sum()) == validation["malignant"]
-    np.testing.assert_allclose(
-        p.probabilities, metrics.sigmoid((p.logits - loaded.manifest["logit_offset"]) / loaded.temperature),
-        atol=1e-6)
+def test_stored_predictions_match_the_roles_and_the_temperature(loaded):
+    roles = loaded.manifest["data"]["roles"]
+    for predictions, role in ((loaded.predictions, "calibration"),
+                              (loaded.report_predictions, "report")):
+        assert len(predictions.labels) == roles[role]["images"]
+        assert int(predictions.labels.sum()) == roles[role]["malignant"]
+        np.testing.assert_allclose(predictions.probabilities, loaded.calibrate(predictions.logits),
+                                   atol=1e-6)
+    # No image plays two roles.
+    assert not set(loaded.predictions.image_ids) & set(loaded.report_predictions.image_ids)
 
 
-def test_stored_predictions_reproduce_the_validation_auc(loaded):
-    p = loaded.predictions
-    recorded = loaded.manifest["validation_metrics"]["roc_auc"]["value"]
-    # Exact for full-precision files; a little slack for files rounded to 6 decimals.
-    assert metrics.roc_auc(p.labels, p.probabilities) == pytest.approx(recorded, abs=1e-4)
+def test_stored_predictions_reproduce_the_manifests_aucs(loaded):
+    for predictions, key in ((loaded.predictions, "validation_metrics"),
+                             (loaded.report_predictions, "report_metrics")):
+        recorded = loaded.manifest[key]["roc_auc"]["value"]
+        assert metrics.roc_auc(predictions.labels, predictions.probabilities) == \
+            pytest.approx(recorded, abs=1e-9)
 
 
-def test_stored_predictions_reproduce_the_threshold_sensitivity(loaded):
-    recorded = loaded.manifest["validation_metrics"]["at_threshold"]["sensitivity"]
-    caught, positives = sensitivity_at(loaded.predictions, loaded.threshold)
-    assert (caught, positives) == (recorded["successes"], recorded["total"])
-
-
-def test_threshold_meets_the_target_sensitivity(loaded):
+def test_the_app_rule_meets_the_target_on_the_calibration_set(loaded):
     target = loaded.manifest["threshold"]["target_sensitivity"]
-    caught, positives = sensitivity_at(loaded.predictions, loaded.threshold)
+    caught, positives = onward(loaded.predictions, loaded.threshold)
     assert caught / positives >= target
+    recorded = loaded.manifest["decision"]["rule"]["calibration"]["melanomas_onward"]
+    assert (caught, positives) == (recorded["count"], recorded["of"])
+
+
+def test_the_report_rule_figures_reproduce_from_the_stored_predictions(loaded):
+    p = loaded.report_predictions
+    entry = loaded.manifest["decision"]
+    counts = decision.rule_counts(p.labels, p.probabilities, loaded.threshold,
+                                  entry["band_ratio"], p.no_estimate)
+    for key in ("verdicts", "melanomas_onward", "benign_reassured"):
+        recorded = entry["rule"]["report"][key]
+        got = counts[key]
+        if key == "verdicts":
+            assert got == recorded
+        else:
+            assert (got["count"], got["of"]) == (recorded["count"], recorded["of"])
+
+
+def test_no_case_sits_on_the_threshold(loaded):
+    assert not np.any(np.isclose(loaded.predictions.probabilities, loaded.threshold,
+                                 rtol=0, atol=1e-9))
 
 
 @pytest.mark.real_data
 def test_the_compiled_pass_reproduces_the_stored_predictions(loaded):
     """The app's folded, compiled pass (`ModelRunner`) against the logits stored at
-    training time, on the 12 validation images nearest the threshold (where a difference
-    would change a decision) and 12 spread over the rest."""
-    if not ISIC.is_dir():
-        pytest.skip(f"ISIC 2017 images not found at {ISIC}")
-    from medal_core import data
+    calibration time, on the 12 calibration images nearest the threshold (where a
+    difference would change a decision) and 12 spread over the rest."""
+    if not (SHARED_DATA / "isic2017").is_dir():
+        pytest.skip(f"the datasets are not in {SHARED_DATA}")
+    from medal_core import data, roles
     from medal_core.inference import ModelRunner
 
+    calibration = roles.bundle_roles(loaded.manifest, SHARED_DATA).role("calibration")
     p = loaded.predictions
+    assert list(calibration.image_ids) == list(p.image_ids)
     nearest = np.argsort(np.abs(p.probabilities - loaded.threshold))[:12]
     chosen = np.union1d(nearest, np.linspace(0, len(p.labels) - 1, 12).round().astype(int))
-    paths = {Path(path).stem: path for path in data.load_dataset(ISIC).paths}
     runner = ModelRunner(loaded.model)
-    images = data.load_images([paths[image_id] for image_id in p.image_ids[chosen]], runner.input_size)
+    images = data.load_images(calibration.paths[chosen], runner.input_size)
     logits, _ = runner(images, views=loaded.manifest["test_time_views"])
     logits = logits if logits.ndim == 1 else logits.mean(axis=1)
     np.testing.assert_allclose(logits, p.logits[chosen], atol=1e-4)
@@ -95,6 +118,7 @@ def test_bundle_folder_is_small_enough_to_commit(loaded):
     files = [f for f in loaded.folder.rglob("*")
              if f.is_file() and "checkpoints" not in f.relative_to(loaded.folder).parts]
     names = {f.name for f in files}
-    assert {bundle.MODEL_FILE, bundle.MANIFEST_FILE, bundle.PREDICTIONS_FILE} <= names
+    assert {bundle.MODEL_FILE, bundle.MANIFEST_FILE, bundle.PREDICTIONS_FILE,
+            bundle.REPORT_PREDICTIONS_FILE} <= names
     total = sum(f.stat().st_size for f in files)
     assert total < MAX_BUNDLE_BYTES, f"{loaded.folder} holds {total / 2**20:.1f} MiB"

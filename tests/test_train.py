@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import write_class_folders
-from medal_core import bundle, data, evaluate, metrics
-from medal_core.train import TrainConfig, class_weights, parse_args, train
+from medal_core import bundle, data, decision, evaluate, metrics
+from medal_core.train import TrainConfig, TrainingError, class_weights, parse_args, train
 
 # Keras notes that fit()'s shuffle flag does not apply to a tf.data pipeline (it shuffles itself).
 pytestmark = pytest.mark.filterwarnings("ignore:`shuffle=True` was passed:UserWarning")
@@ -17,13 +17,13 @@ pytestmark = pytest.mark.filterwarnings("ignore:`shuffle=True` was passed:UserWa
 
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory):
-    """16 dark 'benign' and 16 bright 'malignant' 32×32 images, no split folders."""
-    return write_class_folders(tmp_path_factory.mktemp("data"), per_class=16)
+    """20 dark 'benign' and 20 bright 'malignant' 32×32 images, no split folders."""
+    return write_class_folders(tmp_path_factory.mktemp("data"), per_class=20)
 
 
 @pytest.fixture(scope="module")
 def config(dataset_dir, tmp_path_factory) -> TrainConfig:
-    return TrainConfig(arch="custom_cnn", data=str(dataset_dir),
+    return TrainConfig(arch="custom_cnn", data=[str(dataset_dir)],
                        out=str(tmp_path_factory.mktemp("models") / "b"),
                        input_size=32, epochs=2, batch_size=8, patience=5)
 
@@ -34,17 +34,22 @@ def trained(config):
     return train(config)
 
 
-def test_training_writes_a_bundle_that_loads(trained, config):
+def test_training_writes_a_bundle_that_loads(trained, config, dataset_dir):
     folder = trained
     loaded = bundle.load_bundle(folder)
     manifest = loaded.manifest
     assert folder == bundle.find_bundles(folder.parent)[0]
     assert (manifest["name"], manifest["architecture"], manifest["input_size"]) == ("b", "custom_cnn", 32)
     assert manifest["training"]["config"] == asdict(config)
-    assert manifest["data"]["train"]["images"] + manifest["data"]["validation"]["images"] == 32
-    # No official validation split: 20% of each class is held out.
-    assert manifest["data"]["validation"] == {"images": 6, "benign": 3, "malignant": 3, "prevalence": 0.5}
-    assert len(loaded.predictions.labels) == 6
+    counts = {role: manifest["data"]["roles"][role]["images"] for role in
+              ("train", "selection", "calibration", "report")}
+    # No official validation split: 70/10/10/10 of each class, by lesion (here by file).
+    assert sum(counts.values()) == 40 and 27 <= counts["train"] <= 29
+    assert all(3 <= counts[role] <= 5 for role in ("selection", "calibration", "report"))
+    assert len(loaded.predictions.labels) == counts["calibration"]
+    report = bundle.read_predictions(folder / bundle.REPORT_PREDICTIONS_FILE)
+    assert len(report.labels) == counts["report"] and set(report.sources) == {dataset_dir.name}
+    assert not set(report.image_ids) & set(loaded.predictions.image_ids)
     assert manifest["temperature"] > 0
     with open(folder / bundle.HISTORY_FILE, newline="") as handle:
         history = list(csv.DictReader(handle))
@@ -57,8 +62,12 @@ def test_threshold_reaches_target_sensitivity_on_stored_predictions(trained):
     p = loaded.predictions
     threshold = loaded.manifest["threshold"]
     assert threshold["target_sensitivity"] == 0.95
-    sensitivity = np.mean(p.probabilities[p.labels == 1] >= loaded.threshold)
-    assert sensitivity >= 0.95
+    rule = decision.rule_counts(p.labels, p.probabilities, loaded.threshold,
+                                loaded.manifest["decision"]["band_ratio"], p.no_estimate)
+    assert rule["melanomas_onward"]["share"] >= 0.95       # the app's own sensitivity
+    assert loaded.manifest["decision"]["rule"]["calibration"]["melanomas_onward"]["count"] == \
+        rule["melanomas_onward"]["count"]
+    assert p.no_estimate is not None and len(p.no_estimate) == len(p.labels)
     offset = loaded.manifest["logit_offset"]
     assert offset == pytest.approx(0.0)     # the synthetic data is balanced: equal class weights
     np.testing.assert_allclose(p.probabilities, metrics.sigmoid((p.logits - offset) / loaded.temperature))
@@ -88,7 +97,7 @@ def test_evaluate_writes_a_json_report_matching_recomputed_metrics(trained, data
     evaluate.main(["--bundle", str(folder), "--data", str(dataset_dir), "--split", "all",
                    "--json", str(out)])
     report = json.loads(out.read_text())
-    assert (report["n"], report["malignant"], report["split"]) == (32, 16, "all")
+    assert (report["n"], report["malignant"], report["split"]) == (40, 20, "all")
 
     loaded = bundle.load_bundle(folder)
     dataset = data.load_dataset(dataset_dir)
@@ -100,14 +109,32 @@ def test_evaluate_writes_a_json_report_matching_recomputed_metrics(trained, data
     assert report["threshold"] == loaded.threshold
 
 
-def test_evaluate_on_the_bundles_validation_split_reproduces_the_manifest(trained, dataset_dir, tmp_path):
+def test_evaluate_on_the_bundles_roles_reproduces_the_manifest(trained, dataset_dir, tmp_path):
     folder = trained
-    report = evaluate.main(["--bundle", str(folder), "--data", str(dataset_dir),
-                            "--json", str(tmp_path / "validation.json")])
+    report = evaluate.main(["--bundle", str(folder), "--data-root", ".",
+                            "--json", str(tmp_path / "roles.json")])
     manifest = bundle.read_manifest(folder)
-    assert report["n"] == 6
-    assert report["roc_auc"]["value"] == pytest.approx(
-        manifest["validation_metrics"]["roc_auc"]["value"], abs=1e-6)
+    for role, key in (("report", "report_metrics"), ("calibration", "validation_metrics")):
+        figures = report["sets"][f"{role} (all)"]
+        assert figures["n"] == manifest[key]["n"] == manifest["data"]["roles"][role]["images"]
+        assert figures["roc_auc"]["value"] == pytest.approx(manifest[key]["roc_auc"]["value"],
+                                                            abs=1e-6)
+
+
+def test_resuming_with_another_configuration_is_refused(trained, config):
+    from dataclasses import replace
+
+    with pytest.raises(TrainingError, match=r"another run \(seed: 42 -> 2; the train images "
+                                            r"differ; the selection images differ\)"):
+        train(replace(config, seed=2))
+    with pytest.raises(TrainingError, match=r"epochs: 2 -> 3"):
+        train(replace(config, epochs=3))
+
+
+def test_resuming_may_change_only_the_time_budget(trained, config):
+    from dataclasses import replace
+
+    assert train(replace(config, max_minutes=30.0)) == trained
 
 
 def test_evaluate_exits_with_a_message_on_a_bad_bundle(tmp_path, dataset_dir):
@@ -123,26 +150,38 @@ def test_class_weights_average_one_and_favour_the_minority():
     assert class_weights(np.array([0, 1, 0, 1])) == {0: 1.0, 1: 1.0}
 
 
+def test_class_weights_follow_the_average_epoch_when_sources_are_thinned():
+    labels = np.array([0] * 50 + [1] * 50)
+    draw = np.where(np.arange(100) < 50, 1.0, 0.5)       # malignant images drawn half as often
+    weights = class_weights(labels, draw)
+    assert weights == pytest.approx({0: 0.75, 1: 1.5})
+
+
 def test_parse_args_maps_cli_flags_to_the_config():
-    config = parse_args(["--arch", "mobilenet", "--data", "d", "--out", "models/m",
+    config = parse_args(["--arch", "mobilenet", "--data", "d", "--data", "e", "--out", "models/m",
                          "--weights", "w.weights.h5", "--input-size", "224", "--batch-size", "16",
                          "--head-epochs", "2", "--epochs", "5", "--head-lr", "0.002",
-                         "--backbone-lr", "1e-4", "--patience", "3", "--extra-val-fraction", "0.2",
-                         "--max-minutes", "2.5", "--test-time-views", "1", "--seed", "7",
-                         "--manifest", "m.csv"])
-    assert config == TrainConfig(arch="mobilenet", data="d", out="models/m", weights="w.weights.h5",
-                                 manifest="m.csv", input_size=224, batch_size=16, head_epochs=2,
-                                 epochs=5, head_lr=0.002, backbone_lr=1e-4, patience=3,
-                                 extra_val_fraction=0.2, max_minutes=2.5, test_time_views=1, seed=7)
+                         "--backbone-lr", "1e-4", "--patience", "3", "--label-smoothing", "0.1",
+                         "--max-minutes", "2.5", "--test-time-views", "1", "--seed", "7"])
+    assert config == TrainConfig(arch="mobilenet", data=["d", "e"], out="models/m",
+                                 weights="w.weights.h5", input_size=224, batch_size=16,
+                                 head_epochs=2, epochs=5, head_lr=0.002, backbone_lr=1e-4,
+                                 patience=3, label_smoothing=0.1, max_minutes=2.5,
+                                 test_time_views=1, seed=7)
+    recipe = parse_args(["--arch", "mobilenet", "--recipe", "r.json", "--data-root", "x",
+                         "--out", "o"])
+    assert (recipe.recipe, recipe.data_root, recipe.data) == ("r.json", "x", [])
 
 
 def test_parse_args_defaults_and_refusals():
     config = parse_args(["--arch", "custom_cnn", "--data", "d", "--out", "o"])
-    assert config == TrainConfig(arch="custom_cnn", data="d", out="o")
+    assert config == TrainConfig(arch="custom_cnn", data=["d"], out="o")
     with pytest.raises(SystemExit):
         parse_args(["--arch", "resnet", "--data", "d", "--out", "o"])
     with pytest.raises(SystemExit):
         parse_args(["--arch", "custom_cnn", "--data", "d"])
+    with pytest.raises(SystemExit):
+        parse_args(["--arch", "custom_cnn", "--out", "o"])     # no data at all
 
 
 def test_an_interrupted_two_rate_fit_resumes_both_optimizers(tmp_path):

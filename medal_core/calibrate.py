@@ -1,0 +1,136 @@
+"""Calibration stage: set a bundle's decision policy on its calibration set and report
+the app's rule on its report set.
+
+    python -m medal_core.calibrate --bundle models/mobilenet --data-root ../shared/data
+
+Run after training (`train.write_bundle` calls `calibrate_bundle`; the CLI re-runs it on
+an existing bundle, e.g. after refitting its dermoscopic check). On the calibration set,
+with the bundle's temperature, OOD check and dermoscopic check:
+
+* which images get no estimate (not a lesion image, not dermoscopic);
+* the threshold: the highest at which the *app* sends at least 95% of the melanomas
+  onwards, the no-estimate ones counted as sent onwards (`decision.app_threshold`);
+* the borderline band (`decision.threshold_band_ratio`) and the threshold with a 95%
+  confidence guarantee of sensitivity >= 0.95 on new cases (`decision.guaranteed_threshold`).
+
+Then the rule's figures (verdict counts, melanomas sent onwards, benign lesions
+reassured) on the calibration set and on the report set, which chose nothing, are
+written into the manifest, and both prediction files are rewritten with a `no_estimate`
+column so that the threshold explorer can show the rule live.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from medal_core import bundle as bundles, data, decision, evaluate, metrics, roles
+from medal_core.inference import DIHEDRAL_VIEWS
+
+TARGET_SENSITIVITY = evaluate.TARGET_SENSITIVITY
+GUARANTEE_CONFIDENCE = 0.95
+
+
+def score_role(loaded: bundles.Bundle, runner, dataset: data.Dataset) -> dict:
+    """Logits (n,), calibrated probabilities (n,) and the no-estimate mask (n,) of a set,
+    computed exactly as the app's Predictor does (8 views, OOD and dermoscopic checks)."""
+    images = data.load_images(dataset.paths, runner.input_size)
+    views = loaded.manifest["test_time_views"]
+    view_logits, features = runner.batched(images, views)
+    logits = view_logits.mean(axis=1) if views == DIHEDRAL_VIEWS else view_logits
+    no_estimate = np.zeros(len(dataset), bool)
+    if loaded.ood is not None:
+        no_estimate |= loaded.ood.score(features, images) > 1.0
+    if loaded.modality is not None:
+        no_estimate |= ~loaded.modality.looks_dermoscopic(features, images)
+    return {"logits": logits, "probabilities": loaded.calibrate(logits),
+            "no_estimate": no_estimate}
+
+
+def rule_report(labels, scored: dict, threshold: float, band_ratio: float) -> dict:
+    """The app's rule on one set, with Wilson intervals on its two headline shares."""
+    counts = decision.rule_counts(labels, scored["probabilities"], threshold, band_ratio,
+                                  scored["no_estimate"])
+    for key in ("melanomas_onward", "benign_reassured"):
+        estimate = metrics.Estimate.of(counts[key]["count"], counts[key]["of"])
+        counts[key].update(low=estimate.low, high=estimate.high)
+    return counts
+
+
+def calibrate_bundle(folder: str | Path, assignment: roles.RoleAssignment) -> dict:
+    """Set the decision policy of the bundle in `folder` and record the rule's figures.
+    Returns the manifest's new `decision` entry."""
+    from medal_core.inference import ModelRunner
+
+    loaded = bundles.load_bundle(folder)
+    runner = ModelRunner(loaded.model)
+    calibration_set, report_set = assignment.role("calibration"), assignment.role("report")
+    cal = score_role(loaded, runner, calibration_set)
+    rep = score_role(loaded, runner, report_set)
+    labels = calibration_set.labels
+    threshold = decision.app_threshold(labels, cal["probabilities"], TARGET_SENSITIVITY,
+                                       cal["no_estimate"])
+    band_ratio = decision.threshold_band_ratio(labels, cal["probabilities"], TARGET_SENSITIVITY)
+    guaranteed = decision.guaranteed_threshold(labels, cal["probabilities"], TARGET_SENSITIVITY,
+                                               GUARANTEE_CONFIDENCE, cal["no_estimate"])
+    caught = decision.rule_counts(labels, cal["probabilities"], threshold, band_ratio,
+                                  cal["no_estimate"])["melanomas_onward"]
+    entry = {
+        "target_sensitivity": TARGET_SENSITIVITY,
+        "band_ratio": band_ratio,
+        "band_method": ("odds ratio between the 95th percentile of the threshold re-chosen on "
+                        "1,000 stratified bootstrap resamples of the calibration set and the "
+                        "threshold itself"),
+        "sensitivity_lower_bound": decision.sensitivity_lower_bound(
+            caught["count"], caught["of"], GUARANTEE_CONFIDENCE),
+        "guaranteed": {"threshold": guaranteed, "target": TARGET_SENSITIVITY,
+                       "confidence": GUARANTEE_CONFIDENCE,
+                       "method": "highest threshold whose exact (Clopper-Pearson) lower bound "
+                                 "on the calibration set's sensitivity reaches the target"},
+        "rule": {"calibration": rule_report(labels, cal, threshold, band_ratio),
+                 "report": rule_report(report_set.labels, rep, threshold, band_ratio)},
+    }
+    manifest = dict(loaded.manifest)
+    manifest["threshold"] = {
+        **evaluate.operating_points(labels, cal["probabilities"]),
+        "value": threshold,
+        "method": (f"highest threshold at which the app sends >= {TARGET_SENSITIVITY:.2f} of "
+                   "the calibration set's melanomas onwards (no-estimate ones included)"),
+    }
+    manifest["decision"] = entry
+    manifest["validation_metrics"] = {
+        **evaluate.evaluate_probabilities(labels, cal["probabilities"], threshold),
+        "calibration": manifest["validation_metrics"].get("calibration")}
+    manifest["report_metrics"] = {
+        **evaluate.evaluate_probabilities(report_set.labels, rep["probabilities"], threshold),
+        "calibration": manifest.get("report_metrics", {}).get("calibration"),
+        "headline": evaluate.headline_figures(report_set.labels, rep["probabilities"], threshold)}
+    folder = Path(folder)
+    for dataset, scored, name in ((calibration_set, cal, bundles.PREDICTIONS_FILE),
+                                  (report_set, rep, bundles.REPORT_PREDICTIONS_FILE)):
+        bundles.write_predictions(folder / name, bundles.Predictions.of(
+            dataset, scored["logits"], scored["probabilities"], scored["no_estimate"]))
+    (folder / bundles.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    return entry
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", required=True)
+    parser.add_argument("--data-root", required=True,
+                        help="the folder holding the datasets the bundle was trained on")
+    args = parser.parse_args(argv)
+    try:
+        manifest = bundles.read_manifest(args.bundle)
+        entry = calibrate_bundle(args.bundle, roles.bundle_roles(manifest, args.data_root))
+    except (bundles.BundleError, data.DatasetError) as error:
+        sys.exit(f"error: {error}")
+    print(json.dumps(entry, indent=2))
+
+
+if __name__ == "__main__":
+    main()
