@@ -86,6 +86,34 @@ def default_gradcam_layer(model: keras.Model) -> str:
     return names[-1]
 
 
+def layers_worth_looking_at(model: keras.Model) -> list[tuple[str, str]]:
+    """A few layers, one per stage of the network, as (plain-words label, layer name):
+    the last activation before each halving of the map size, and the architecture's
+    Grad-CAM layer last. Early stages respond to edges and colours, middle ones to
+    textures, the last to the lesion-level patterns the decision is read from."""
+    candidates = [layer for layer in model.layers if _is_4d(layer)
+                  and isinstance(layer, (keras.layers.Activation, keras.layers.ReLU))]
+    if not candidates:
+        names = conv_layer_names(model)
+        return [("last convolutional layer", names[-1])] if names else []
+    stage_ends = [layer for layer, following in zip(candidates, candidates[1:])
+                  if following.output.shape[1] is not None and layer.output.shape[1] is not None
+                  and following.output.shape[1] < layer.output.shape[1]]
+    final = default_gradcam_layer(model)
+    stage_ends = [layer.name for layer in stage_ends if layer.name != final]
+    if len(stage_ends) > 3:          # keep an early, a middle and a late stage
+        stage_ends = [stage_ends[0], stage_ends[len(stage_ends) // 2], stage_ends[-1]]
+    words = ["early: edges and colours", "middle: textures and shapes",
+             "late: larger structures"][-len(stage_ends):] if stage_ends else []
+    if len(stage_ends) == 1:
+        words = ["early: edges, colours and textures"]
+    sized = [f"{label} ({int(model.get_layer(name).output.shape[1])} px maps)"
+             for label, name in zip(words, stage_ends)]
+    size = model.get_layer(final).output.shape[1]
+    return list(zip(sized, stage_ends)) + [
+        (f"final: the patterns the estimate is read from ({size} px maps; default)", final)]
+
+
 def layer_channels(model: keras.Model, layer_name: str) -> int:
     """Number of channels c of the (n, h, w, c) output of `layer_name`."""
     return int(_feature_layer(model, layer_name).output.shape[-1])
@@ -242,11 +270,66 @@ class BaseCAM:
         return heatmaps[0] if single else heatmaps
 
 
+    def explain_estimate(self, image: np.ndarray) -> "CamPair":
+        """Maps that explain the number the app shows: the estimate is the mean over 8
+        rotated/mirrored copies of the image, so the map is the mean of their maps, each
+        turned back onto the original orientation (augmentation smoothing, as in
+        pytorch-grad-cam), from one batched gradient call.
+
+        The malignant and benign maps come from the same gradients (the benign score is
+        minus the logit, so its channel weights are minus the malignant ones, for any
+        method linear in the gradients such as Grad-CAM) and share one scale: the
+        stronger direction reaches 1, the other shows how much weaker it is.
+        """
+        batch, single = _as_batch(image, self._extractor.input_size)
+        if not single and len(batch) != 1:
+            raise ValueError("explain_estimate takes one image")
+        views = dihedral_stack(batch[0])
+        activations, grads, _ = self._extractor.gradients(tf.constant(views), tf.constant(1.0))
+        activations, grads = activations.numpy(), grads.numpy()
+        signed = np.einsum("nhwc,nc->nhw", activations, self.channel_weights(activations, grads))
+        size = batch.shape[1:3]
+        malignant = undo_dihedral(_resize(np.maximum(signed, 0.0), *size)).mean(axis=0)
+        benign = undo_dihedral(_resize(np.maximum(-signed, 0.0), *size)).mean(axis=0)
+        scale = float(max(malignant.max(), benign.max()))
+        if scale <= 0:
+            return CamPair(np.zeros_like(malignant), np.zeros_like(benign), 0.0)
+        return CamPair(np.clip(malignant / scale, 0, 1).astype(np.float32),
+                       np.clip(benign / scale, 0, 1).astype(np.float32), scale)
+
+
 class GradCAM(BaseCAM):
     """Grad-CAM: a channel's weight is the spatial mean of the logit's gradient over it."""
 
     def channel_weights(self, activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
         return gradients.mean(axis=(1, 2))
+
+
+class CamPair:
+    """Malignant and benign maps (s, s) in [0, 1] on one shared scale, and that scale
+    (the raw map value shown as 1; 0 when there is no evidence either way)."""
+
+    def __init__(self, malignant: np.ndarray, benign: np.ndarray, scale: float):
+        self.malignant, self.benign, self.scale = malignant, benign, scale
+
+    def __getitem__(self, direction: str) -> np.ndarray:
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        return self.malignant if direction == "malignant" else self.benign
+
+
+def dihedral_stack(image: np.ndarray) -> np.ndarray:
+    """(s, s, c) → (8, s, s, c) in the order of `inference.dihedral_views`: the image and
+    its mirror image, each turned 0-3 quarter turns anticlockwise."""
+    return np.stack([np.rot90(mirrored, k) for mirrored in (image, image[:, ::-1])
+                     for k in range(4)])
+
+
+def undo_dihedral(maps: np.ndarray) -> np.ndarray:
+    """(8, s, s) maps of the `dihedral_stack` views, each turned back onto the original
+    image's orientation."""
+    return np.stack([np.rot90(m, -(i % 4))[:, ::-1] if i >= 4 else np.rot90(m, -(i % 4))
+                     for i, m in enumerate(maps)])
 
 
 # ------------------------------------------------------------------------- drawing
@@ -278,6 +361,14 @@ def overlay_heatmap(rgb: np.ndarray, heatmap: np.ndarray, opacity: float = 0.4,
     colours = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # OpenCV colormaps come out BGR
     blended = (1.0 - opacity) * rgb.astype(np.float32) + opacity * colours.astype(np.float32)
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+def colour_scale(width: int = 256, height: int = 14,
+                 colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
+    """The overlay's colour scale as a uint8 RGB strip (height, width, 3): left is 0 (no
+    evidence), right is 1 (the strongest evidence in the image, either direction)."""
+    ramp = np.tile(np.linspace(0, 255, width).astype(np.uint8), (height, 1))
+    return cv2.cvtColor(cv2.applyColorMap(ramp, colormap), cv2.COLOR_BGR2RGB)
 
 
 # ----------------------------------------------------------------- activation maps

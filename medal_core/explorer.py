@@ -166,3 +166,28 @@ def format_estimate(estimate: metrics.Estimate, digits: int = 1) -> str:
     if not (np.isnan(estimate.low) or np.isnan(estimate.high)):
         text += f" (95% CI {estimate.low:.{digits}%}–{estimate.high:.{digits}%})"
     return text
+
+
+def threshold_note(bundle, threshold: float) -> str:
+    """One sentence for the Triage page: what the threshold in use means under the app's
+    rule on the bundle's report set (calibration set for older bundles), whether it is
+    the validated default, and a warning outside the range validation supports."""
+    predictions = bundle.report_predictions or bundle.predictions
+    which = ("report set, which chose nothing" if bundle.report_predictions is not None
+             else "calibration set, on which the default was chosen")
+    point = at_threshold(predictions.labels, predictions.probabilities, threshold,
+                         predictions.no_estimate)
+    sensitivity, specificity = point.metrics["sensitivity"], point.metrics["specificity"]
+    status = ("the validated default" if threshold == bundle.threshold
+              else f"changed from the validated default {bundle.threshold:.4f}")
+    text = (f"Threshold {threshold:.4f} ({status}): on the {which} ({point.n} images), "
+            f"the app sends {sensitivity.value:.1%} of melanomas onwards "
+            f"({sensitivity.successes}/{sensitivity.total}) and reassures "
+            f"{specificity.value:.1%} of benign lesions ({specificity.successes}/"
+            f"{specificity.total}).")
+    scores = predictions.probabilities[predictions.estimated]
+    low, high = np.quantile(scores, [0.01, 0.99]) if len(scores) else (0.0, 1.0)
+    if not low <= threshold <= high:
+        text += (" This threshold lies outside the range of the validation estimates "
+                 f"({low:.4f}–{high:.4f}): its figures rest on very few cases.")
+    return text

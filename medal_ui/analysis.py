@@ -59,11 +59,14 @@ def analyse_or_stop(context: state.AppContext, upload: state.Upload) -> Analysis
 
 def heatmap(context: state.AppContext, upload: state.Upload, analysis: Analysis,
             layer: str, direction: str) -> np.ndarray:
-    """Grad-CAM heatmap (s, s) in [0, 1] at `layer` (once per image, bundle, layer and
-    direction)."""
-    return state.memo(
-        upload.digest, ("cam", context.folder, context.sha, layer, direction),
-        lambda: state.get_gradcam(context.folder, context.sha, layer)(analysis.model_rgb, direction))
+    """Grad-CAM heatmap (s, s) in [0, 1] at `layer` that explains the estimate shown:
+    averaged over the 8 rotated/mirrored copies, malignant and benign on one scale
+    (computed once per image, bundle and layer; both directions at once)."""
+    pair = state.memo(
+        upload.digest, ("cam", context.folder, context.sha, layer),
+        lambda: state.get_gradcam(context.folder, context.sha, layer).explain_estimate(
+            analysis.model_rgb))
+    return pair[direction]
 
 
 def activations(context: state.AppContext, upload: state.Upload, analysis: Analysis,

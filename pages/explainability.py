@@ -3,7 +3,8 @@
 import cv2
 import streamlit as st
 
-from medal_core.explain import activation_grid, conv_layer_names, layer_channels, overlay_heatmap
+from medal_core.explain import (activation_grid, colour_scale, conv_layer_names, layer_channels,
+                                layers_worth_looking_at, overlay_heatmap)
 from medal_core.results import with_threshold
 from medal_ui import analysis, layout, state, widgets
 
@@ -22,17 +23,23 @@ result = analysis.analyse_or_stop(context, upload)
 
 model = context.predictor().bundle.model
 layers = conv_layer_names(model)
+worth = dict((name, label) for label, name in layers_worth_looking_at(model))
 default_layer = context.bundle.manifest["gradcam_layer"]
 prediction = with_threshold(result.prediction, context.threshold)
 widgets.show_warnings(prediction)
+widgets.result_card(prediction)
 
 st.subheader("Grad-CAM")
 c1, c2, c3 = st.columns([3, 2, 2], vertical_alignment="bottom")
-layer = c1.selectbox("Layer", layers, index=layers.index(default_layer) if default_layer in layers else len(layers) - 1,
-                     key=f"explain_layer_{context.name}",
+every_layer = st.toggle("List every convolutional layer", key="explain_every_layer",
+                        help=f"{len(layers)} layers; the short list has one per stage.")
+choices = layers if every_layer else list(worth)
+layer = c1.selectbox("Layer", choices,
+                     index=choices.index(default_layer) if default_layer in choices else len(choices) - 1,
+                     format_func=lambda name: worth.get(name, name),
+                     key=f"explain_layer_{context.name}_{every_layer}",
                      help="Layers near the output see large, meaningful regions; early layers "
-                          "see edges and colours. The model's default is "
-                          f"'{default_layer}'.")
+                          "see edges and colours.")
 direction = c2.segmented_control("Evidence for", ["malignant", "benign"], default="malignant",
                                  key="explain_direction", required=True)
 opacity = c3.slider("Opacity", 0.0, 1.0, 0.45, 0.05, key="explain_opacity")
@@ -40,12 +47,16 @@ heat = analysis.heatmap(context, upload, result, layer, direction)
 left, right = st.columns(2)
 left.image(result.display_rgb, caption=upload.name, width="stretch")
 right.image(overlay_heatmap(result.display_rgb, heat, opacity),
-            caption=f"Grad-CAM at {layer}, evidence for {direction}", width="stretch")
+            caption=f"Grad-CAM at {layer}, evidence for {direction}, averaged over the 8 "
+                    "rotated/mirrored copies the estimate averages", width="stretch")
+right.image(colour_scale(), caption="0 → 1: the strongest evidence in this image, either "
+            "direction (one scale for malignant and benign)", width="stretch")
 
 st.subheader("Activation maps")
 a1, a2 = st.columns([3, 2])
-map_layer = a1.selectbox("Layer", layers, index=min(len(layers) - 1, len(layers) // 2),
-                         key=f"explain_map_layer_{context.name}")
+map_layer = a1.selectbox("Layer", choices, index=min(len(choices) - 1, len(choices) // 2),
+                         format_func=lambda name: worth.get(name, name),
+                         key=f"explain_map_layer_{context.name}_{every_layer}")
 channels = layer_channels(model, map_layer)
 count = (a2.slider("Channels to show", 1, min(64, channels), min(16, channels),
                    key=f"explain_map_count_{context.name}_{map_layer}") if channels > 1 else 1)

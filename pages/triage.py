@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from medal_core.explain import overlay_heatmap
+from medal_core.explain import colour_scale, overlay_heatmap
+from medal_core.explorer import threshold_note
 from medal_core.report import case_report_html, report_file_name
 from medal_core.results import with_threshold
 from medal_ui import analysis, layout, state, widgets
@@ -27,10 +28,11 @@ result = analysis.analyse_or_stop(context, upload)
 prediction = with_threshold(result.prediction, context.threshold)
 widgets.show_warnings(prediction, result.notes)
 widgets.result_card(prediction)
+st.caption(threshold_note(context.bundle, context.threshold))
 
 overlay = None
 direction = "malignant"
-if prediction.looks_like_lesion:
+if prediction.has_estimate:
     original_col, overlay_col, controls = st.columns([1, 1, 0.7])
     with controls:
         direction = st.segmented_control(
@@ -38,8 +40,11 @@ if prediction.looks_like_lesion:
             key="triage_direction", required=True,
             help="Grad-CAM: the regions that pushed the model towards this answer.")
         opacity = st.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="triage_opacity")
-        st.caption("Warm colours mark the regions that weighed most for the chosen answer. "
+        st.caption("Warm colours mark the regions that weighed most for the chosen answer, "
+                   "averaged over the 8 rotated and mirrored copies the estimate averages. "
                    "A heatmap shows where the model looked, not why it is right.")
+        st.image(colour_scale(), caption="0 → 1: the strongest evidence in this image, either "
+                 "direction (malignant and benign share one scale)", width="stretch")
     layer = context.bundle.manifest["gradcam_layer"]
     heat = analysis.heatmap(context, upload, result, layer, direction)
     overlay = overlay_heatmap(result.display_rgb, heat, opacity)
@@ -51,11 +56,17 @@ else:
 
 
 def report() -> str:
-    # Called only when the button is clicked: the report encodes two images.
-    return case_report_html(original_rgb=result.display_rgb, overlay_rgb=overlay,
+    # Called only when the button is clicked: the report encodes two images. A result
+    # sent onwards is explained by the evidence for malignant, whatever is on screen.
+    shown, report_overlay = direction, overlay
+    if prediction.has_estimate and prediction.onward and direction != "malignant":
+        shown = "malignant"
+        report_overlay = overlay_heatmap(result.display_rgb, analysis.heatmap(
+            context, upload, result, layer, shown), opacity)
+    return case_report_html(original_rgb=result.display_rgb, overlay_rgb=report_overlay,
                             prediction=prediction, model_name=context.name,
                             threshold=context.threshold, file_name=upload.name,
-                            direction=direction, notes=result.notes)
+                            direction=shown, notes=result.notes)
 
 
 st.download_button("Download case report (HTML)", report, file_name=report_file_name(upload.name),

@@ -305,7 +305,10 @@ def test_the_upload_survives_a_visit_to_another_page(good_models, monkeypatch):
     goto(at, "pages/explainability.py")
     assert len(at.image) >= 3                     # original, overlay, activation grid
     assert sorted(s.label for s in at.selectbox) == ["Layer", "Layer", "Model"]
-    at.selectbox(key="explain_layer_alpha").set_value("block1_conv").run()
+    short_list = at.selectbox(key="explain_layer_alpha_False").options
+    assert 2 <= len(short_list) <= 5                  # one layer per stage, in plain words
+    at.toggle(key="explain_every_layer").set_value(True).run()
+    at.selectbox(key="explain_layer_alpha_True").set_value("block1_conv").run()
     assert not at.exception
     goto(at, "pages/triage.py")
     assert "Probability of melanoma" in metric_values(at)

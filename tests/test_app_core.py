@@ -432,3 +432,14 @@ def test_model_card_sections(one_bundle):
         assert phrase in card["Known limits"]
     for phrase in ("in memory", "never written to disk", "No telemetry", "No external requests"):
         assert phrase in card["Privacy"]
+
+
+def test_threshold_note_names_the_set_the_default_and_the_range(one_bundle):
+    from medal_core import bundle as bundles
+
+    loaded = bundles.load_bundle(one_bundle / "alpha", load_model=False)
+    default = explorer.threshold_note(loaded, loaded.threshold)
+    assert f"Threshold {loaded.threshold:.4f} (the validated default)" in default
+    assert "calibration set" in default and "melanomas onwards" in default
+    changed = explorer.threshold_note(loaded, 0.999999)
+    assert "changed from the validated default" in changed and "outside the range" in changed

@@ -204,3 +204,51 @@ def test_activation_grid_layout():
     coloured = explain.activation_grid(maps, columns=4, pad=2, colormap=cv2.COLORMAP_VIRIDIS)
     assert coloured.shape == (18, 38, 3) and coloured.dtype == np.uint8
     assert explain.activation_grid(maps[:2], columns=4, pad=0).shape == (8, 16)
+
+
+# ------------------------------------------------------- explaining the averaged estimate
+
+
+def test_the_views_are_the_predictors_views_and_undo_returns_them_upright():
+    import tensorflow as tf
+
+    from medal_core.inference import dihedral_views
+
+    image = np.random.default_rng(0).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32)
+    views = explain.dihedral_stack(image)
+    np.testing.assert_array_equal(views, dihedral_views(tf.constant(image[None])).numpy())
+    for upright in explain.undo_dihedral(views[..., 0]):
+        np.testing.assert_array_equal(upright, image[..., 0])
+
+
+def test_the_estimate_map_points_at_the_square_in_the_original_orientation(brightness_model):
+    pair = explain.GradCAM(brightness_model, "conv_relu").explain_estimate(square_image())
+    assert_heatmaps(pair.malignant, (SIZE, SIZE))
+    row, col = np.unravel_index(np.argmax(pair["malignant"]), (SIZE, SIZE))
+    assert row in range(4, 12) and col in range(20, 28)
+    assert pair.benign.max() == 0.0 and pair.scale > 0
+
+
+def test_the_estimate_map_turns_with_the_image(small_cnn):
+    """Averaged over all 8 views, the explanation of a turned image is the turned
+    explanation (each view's map was mapped back before averaging)."""
+    cam = explain.GradCAM(small_cnn, explain.default_gradcam_layer(small_cnn))
+    image = np.random.default_rng(1).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32)
+    upright = cam.explain_estimate(image)
+    turned = cam.explain_estimate(np.rot90(image).copy())
+    np.testing.assert_allclose(turned.malignant, np.rot90(upright.malignant), atol=1e-4)
+    np.testing.assert_allclose(turned.benign, np.rot90(upright.benign), atol=1e-4)
+
+
+def test_malignant_and_benign_share_one_scale(small_cnn):
+    cam = explain.GradCAM(small_cnn, explain.default_gradcam_layer(small_cnn))
+    image = np.random.default_rng(2).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32)
+    pair = cam.explain_estimate(image)
+    assert max(pair.malignant.max(), pair.benign.max()) == pytest.approx(1.0)
+    assert min(pair.malignant.max(), pair.benign.max()) < 1.0  # the weaker one stays weaker
+
+
+def test_colour_scale_runs_from_cold_to_warm():
+    strip = explain.colour_scale(64, 8)
+    assert strip.shape == (8, 64, 3) and strip.dtype == np.uint8
+    assert strip[0, 0, 2] > strip[0, 0, 0] and strip[0, -1, 0] > strip[0, -1, 2]  # blue → red
