@@ -115,10 +115,13 @@ def _whole_counts(values: list[float], total: int) -> list[int]:
     return floors
 
 
-def natural_frequency_figure(frequencies: NaturalFrequencies, columns: int = 50,
+def natural_frequency_figure(frequencies: NaturalFrequencies, columns: int | None = None,
                              title: str | None = None) -> go.Figure:
-    """An icon array: one square per patient, coloured by what happens to them."""
+    """An icon array: one square per patient, coloured by what happens to them
+    (50 columns for 1,000 patients, 125 for 10,000)."""
     patients = frequencies.patients
+    columns = columns or (50 if patients <= 1000 else 125)
+    marker_size = 9 if patients <= 1000 else 3
     labels = ("melanoma caught (referred)", "melanoma missed", "benign, referred",
               "benign, reassured")
     colours = (CAUGHT, MISSED, FALSE_ALARM, REASSURED)
@@ -133,7 +136,7 @@ def natural_frequency_figure(frequencies: NaturalFrequencies, columns: int = 50,
         fig.add_trace(go.Scatter(
             x=index % columns, y=index // columns, mode="markers",
             name=f"{label}: {count}",
-            marker=dict(symbol="square", size=9, color=colour, line=dict(width=0)),
+            marker=dict(symbol="square", size=marker_size, color=colour, line=dict(width=0)),
             hovertemplate=f"{label}: {count} of {patients}<extra></extra>"))
     fig.update_xaxes(visible=False, range=[-1, columns])
     fig.update_yaxes(visible=False, range=[rows, -1])

@@ -132,7 +132,8 @@ def dataset_prevalence(labels) -> float:
     return float(np.mean(np.asarray(labels) == 1))
 
 
-def at_prevalence(point: OperatingPoint, prevalence: float, patients: int = 1000) -> PrevalenceView:
+def at_prevalence(point: OperatingPoint, prevalence: float,
+                  patients: int | None = None) -> PrevalenceView:
     """PPV/NPV (Bayes' rule) and what happens to `patients` people at `prevalence`, for
     this operating point's sensitivity and specificity."""
     sensitivity = point.metrics["sensitivity"].value

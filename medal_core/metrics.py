@@ -275,29 +275,47 @@ def predictive_values(sensitivity: float, specificity: float, prevalence: float)
 
 @dataclass(frozen=True)
 class NaturalFrequencies:
-    """What happens to `patients` people at a given prevalence and operating point."""
+    """What happens to `patients` people at a given prevalence and operating point, in
+    whole people whose parts add up: caught + missed = with_melanoma, benign_referred +
+    benign_reassured = patients - with_melanoma, referred = caught + benign_referred."""
 
     patients: int
-    with_melanoma: float
-    referred: float
-    melanomas_caught: float
-    melanomas_missed: float
-    benign_referred: float
-    benign_reassured: float
+    with_melanoma: int
+    referred: int
+    melanomas_caught: int
+    melanomas_missed: int
+    benign_referred: int
+    benign_reassured: int
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 def natural_frequencies(sensitivity: float, specificity: float, prevalence: float,
-                        patients: int = 1000) -> NaturalFrequencies:
-    """Expected counts per `patients` people: referred, melanomas caught and missed."""
-    with_melanoma = prevalence * patients
+                        patients: int | None = None) -> NaturalFrequencies:
+    """Expected counts per `patients` people (default: 1,000, or 10,000 when 1,000 would
+    round an expected count between 0 and 1 to a whole person or to nobody, e.g. the 0.5
+    missed melanomas of 10 at 95% sensitivity)."""
+    if patients is None:
+        patients = 1000
+        while patients < 10_000:
+            expected = _frequency_cells(sensitivity, specificity, prevalence, patients)
+            if not any(0 < value < 1 for value in expected):
+                break
+            patients *= 10
+    with_melanoma = int(round(prevalence * patients))
     without = patients - with_melanoma
-    caught = sensitivity * with_melanoma
-    benign_referred = (1 - specificity) * without
+    caught = int(round(sensitivity * with_melanoma)) if with_melanoma else 0
+    benign_referred = int(round((1 - specificity) * without)) if without else 0
     return NaturalFrequencies(patients, with_melanoma, caught + benign_referred, caught,
                               with_melanoma - caught, benign_referred, without - benign_referred)
+
+
+def _frequency_cells(sensitivity, specificity, prevalence, patients) -> tuple[float, ...]:
+    with_melanoma = prevalence * patients
+    without = patients - with_melanoma
+    return (sensitivity * with_melanoma, (1 - sensitivity) * with_melanoma,
+            (1 - specificity) * without, specificity * without)
 
 
 # ---------------------------------------------------------------- calibration

@@ -15,7 +15,7 @@ import numpy as np
 
 from medal_core.images import png_data_uri
 from medal_core.predictor import DISCLAIMER, Prediction
-from medal_core.results import INDETERMINATE_MESSAGE, prediction_warnings, verdict_text
+from medal_core.results import INDETERMINATE_MESSAGE, percent, prediction_warnings, verdict_text
 
 REPORT_IMAGE_SIDE = 512   # images are downscaled to at most this many pixels per side
 
@@ -43,7 +43,7 @@ def _e(text) -> str:
 
 
 def _percent(value: float) -> str:
-    return f"{value:.1%}"
+    return percent(value)
 
 
 def case_report_html(*, original_rgb: np.ndarray, prediction: Prediction, model_name: str,

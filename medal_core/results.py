@@ -40,6 +40,16 @@ NO_ESTIMATE_MESSAGES = {decision.NOT_LESION: NOT_LESION_MESSAGE,
                         decision.NOT_DERMOSCOPIC: NOT_DERMOSCOPIC_MESSAGE}
 
 
+def percent(probability: float) -> str:
+    """A probability as a percentage with one decimal; below 0.1% (or above 99.9%) it
+    reads "< 0.1%" ("> 99.9%") instead of a misleading "0.0%" ("100.0%")."""
+    if probability < 0.001:
+        return "< 0.1%"
+    if probability > 0.999:
+        return "> 99.9%"
+    return f"{probability:.1%}"
+
+
 def with_threshold(prediction: Prediction, threshold: float) -> Prediction:
     """The same prediction judged at another threshold (no model call)."""
     return prediction.at_threshold(threshold)

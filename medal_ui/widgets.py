@@ -8,7 +8,7 @@ import streamlit as st
 from medal_core.catalog import Catalog
 from medal_core.prediction import Prediction
 from medal_core.predictor import DISCLAIMER
-from medal_core.results import INDETERMINATE_MESSAGE, prediction_warnings, verdict_text
+from medal_core.results import INDETERMINATE_MESSAGE, percent, prediction_warnings, verdict_text
 from medal_ui import state
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"]
@@ -101,7 +101,7 @@ def result_card(prediction: Prediction) -> None:
             return
         low, high = prediction.spread
         left, right = st.columns([1, 2], vertical_alignment="center")
-        left.metric("Probability of melanoma", f"{prediction.probability:.1%}",
+        left.metric("Probability of melanoma", percent(prediction.probability),
                     help="Calibrated estimate from the model (class-weighting offset removed, "
                          "temperature-scaled), averaged over 8 rotated and mirrored copies "
                          "of this one photo.")
@@ -109,6 +109,7 @@ def result_card(prediction: Prediction) -> None:
             verdict_box(prediction)
             st.caption(f"At decision threshold {prediction.threshold:.4f}. Over 8 rotated "
                        f"and mirrored copies of this photo the probability ranged "
-                       f"{low:.1%} – {high:.1%} (copies of one photo, not different photos).")
+                       f"{percent(low)} – {percent(high)} (copies of one photo, not different "
+                       "photos).")
         if code == "indeterminate":
             st.warning(INDETERMINATE_MESSAGE, icon=":material/help:")

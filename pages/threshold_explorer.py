@@ -130,10 +130,11 @@ with stats:
               help="Of the patients reassured, the share who do not have melanoma.")
     st.markdown(
         f"Per **{f.patients:,} patients**:\n\n"
-        f"- **{f.referred:.0f}** referred\n"
-        f"- **{f.melanomas_caught:.0f}** of {f.with_melanoma:.0f} melanomas caught\n"
-        f"- **{f.melanomas_missed:.0f}** melanomas missed\n"
-        f"- **{f.benign_referred:.0f}** benign lesions referred")
+        f"- **{f.with_melanoma:,}** have a melanoma: **{f.melanomas_caught:,}** sent onwards, "
+        f"**{f.melanomas_missed:,}** missed\n"
+        f"- **{f.patients - f.with_melanoma:,}** have a benign lesion: **{f.benign_referred:,}** "
+        f"sent onwards, **{f.benign_reassured:,}** reassured\n"
+        f"- **{f.referred:,}** sent onwards in all")
 chart.plotly_chart(charts.natural_frequency_figure(f), key="frequencies",
                    config={"displayModeBar": False})
 st.caption(f"Sensitivity and specificity are taken from the {chosen_set.split(' (')[0].lower()}; "

@@ -165,7 +165,7 @@ def test_prevalence_view_uses_bayes(stored):
     labels, probs = stored
     point = explorer.at_threshold(labels, probs, 0.4)
     sens, spec = point.metrics["sensitivity"].value, point.metrics["specificity"].value
-    view = explorer.at_prevalence(point, 0.02)
+    view = explorer.at_prevalence(point, 0.02, patients=1000)
     assert (view.ppv, view.npv) == pytest.approx(metrics.predictive_values(sens, spec, 0.02))
     f = view.frequencies
     assert f.patients == 1000 and f.with_melanoma == pytest.approx(20)
@@ -443,3 +443,9 @@ def test_threshold_note_names_the_set_the_default_and_the_range(one_bundle):
     assert "calibration set" in default and "melanomas onwards" in default
     changed = explorer.threshold_note(loaded, 0.999999)
     assert "changed from the validated default" in changed and "outside the range" in changed
+
+
+@pytest.mark.parametrize("value, text", [(0.0004, "< 0.1%"), (0.001, "0.1%"), (0.256, "25.6%"),
+                                         (0.9995, "> 99.9%")])
+def test_percent_never_reads_zero_or_certain(value, text):
+    assert results.percent(value) == text

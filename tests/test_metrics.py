@@ -158,6 +158,27 @@ def test_predictive_values_and_natural_frequencies_hand_worked():
         metrics.predictive_values(0.9, 0.8, 1.5)
 
 
+@pytest.mark.parametrize("sensitivity, specificity, prevalence", [
+    (0.95, 0.40, 0.01), (0.5, 0.5, 0.191), (0.953, 0.368, 0.191), (0.99, 0.9, 0.003),
+    (1.0, 0.0, 0.5), (0.0, 1.0, 0.05)])
+def test_natural_frequencies_are_whole_people_whose_parts_add_up(sensitivity, specificity,
+                                                                 prevalence):
+    f = metrics.natural_frequencies(sensitivity, specificity, prevalence)
+    values = f.as_dict()
+    assert all(isinstance(v, int) for v in values.values())
+    assert f.melanomas_caught + f.melanomas_missed == f.with_melanoma
+    assert f.benign_referred + f.benign_reassured == f.patients - f.with_melanoma
+    assert f.referred == f.melanomas_caught + f.benign_referred
+
+
+def test_natural_frequencies_grow_the_group_rather_than_round_half_a_person_away():
+    # 10 melanomas per 1,000 at 95% sensitivity: 9.5 caught, 0.5 missed.
+    f = metrics.natural_frequencies(0.95, 0.4, 0.01)
+    assert (f.patients, f.with_melanoma, f.melanomas_caught, f.melanomas_missed) == \
+        (10_000, 100, 95, 5)
+    assert metrics.natural_frequencies(0.9, 0.8, 0.1).patients == 1000
+
+
 # ---------------------------------------------------------------- operating points
 
 
