@@ -58,8 +58,17 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
-from browser_support import (APP, IMAGE, SCRIPT_IDLE, UPLOAD_INPUT, VIEWPORT,  # noqa: E402
-                             ServerError, StreamlitServer, chromium_missing, launch_options)
+from browser_support import (  # noqa: E402
+    APP,
+    IMAGE,
+    SCRIPT_IDLE,
+    UPLOAD_INPUT,
+    VIEWPORT,
+    ServerError,
+    StreamlitServer,
+    chromium_missing,
+    launch_options,
+)
 from load_test import RESULT_STATE_JS  # noqa: E402  (probability + loaded Grad-CAM shown)
 
 DEFAULT_IMAGES = REPO_ROOT.parent / "shared" / "data" / "isic2017" / "val" / "benign"

@@ -88,8 +88,8 @@ def upload_like(height: int, width: int, seed: int = 0) -> np.ndarray:
 def run(args) -> dict:
     load_start = os.getloadavg()
     start = time.perf_counter()
-    import tensorflow as tf  # noqa: F401  (timed apart: importing TensorFlow is not loading)
     import keras
+    import tensorflow as tf  # noqa: F401  (timed apart: importing TensorFlow is not loading)
 
     from medal_core.bundle import load_bundle
     from medal_core.data import resize_for_model

@@ -55,11 +55,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
+import fuzz_cases as fc  # noqa: E402
 import numpy as np  # noqa: E402
 
-import fuzz_cases as fc  # noqa: E402
-from medal_core.intake import (ACCEPTED_FORMATS, MAX_PIXELS, MIN_SIDE, IntakeError,  # noqa: E402
-                               read_upload)
+from medal_core.intake import ACCEPTED_FORMATS, MAX_PIXELS, MIN_SIDE, IntakeError, read_upload  # noqa: E402
 from medal_core.quality import assess_quality  # noqa: E402
 
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "mobilenet"

@@ -50,9 +50,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
-from browser_support import (IMAGE, METRIC, PLOTLY_CHART, SCRIPT_IDLE,  # noqa: E402
-                             SIDEBAR_LINK, UPLOAD_INPUT, VIEWPORT, StreamlitServer,
-                             chromium_missing, launch_options)
+from browser_support import (  # noqa: E402
+    IMAGE,
+    METRIC,
+    PLOTLY_CHART,
+    SCRIPT_IDLE,
+    SIDEBAR_LINK,
+    UPLOAD_INPUT,
+    VIEWPORT,
+    StreamlitServer,
+    chromium_missing,
+    launch_options,
+)
 
 STAGES = ("open", "upload", "result", "explorer", "threshold")
 DEFAULT_IMAGES = REPO_ROOT.parent / "shared" / "data" / "isic2017" / "val" / "benign"
@@ -579,7 +588,8 @@ def report(f: dict, args) -> None:
     print(f"  images           {f['images']}")
     print(f"  load average     {' '.join(f'{v:.2f}' for v in f['load_average_start'])} at start, "
           f"{' '.join(f'{v:.2f}' for v in f['load_average_end'])} at end")
-    print(f"  warm-up session  {'ok' if f['warmup']['ok'] else 'FAILED at ' + str(f['warmup']['failed_step'])}"
+    warmup = "ok" if f["warmup"]["ok"] else "FAILED at " + str(f["warmup"]["failed_step"])
+    print(f"  warm-up session  {warmup}"
           f" (upload to result {f['warmup']['upload_to_result_s']} s, includes the model load)")
     print(f"\nsessions ok: {f['sessions_ok']} of {n} in {f['sessions_wall_s']} s "
           f"(per-session timeout {f['timeout_s']:.0f} s, deadline {f['deadline_s']:.0f} s)")

@@ -60,7 +60,7 @@ def predict_files(predictor: Predictor, files: Iterable[tuple[str, bytes]],
     call, calling `on_progress(done, total)` after each chunk. Refused files keep their
     intake message; results are in input order."""
     files = list(files)
-    results: list[FileResult | None] = [None] * len(files)
+    results: list[FileResult] = [FileResult("")] * len(files)   # every slot is filled below
     pending = []  # (index, name, rgb)
     for index, (name, data) in enumerate(files):
         try:

@@ -35,7 +35,7 @@ REPORT_PREDICTIONS_FILE = "report_predictions.csv"
 HISTORY_FILE = "history.csv"
 FORMAT_VERSION = 1
 
-REQUIRED_FIELDS = {
+REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
     "format_version": int,
     "name": str,
     "architecture": str,
@@ -227,15 +227,17 @@ def read_predictions(path: Path) -> Predictions:
     try:
         with path.open(newline="") as handle:
             rows = list(csv.DictReader(handle))
+        def text(column: str) -> np.ndarray:
+            return np.array([r.get(column, "") or "" for r in rows], dtype=str)
+
         predictions = Predictions(
             np.array([r["image_id"] for r in rows], dtype=str),
             np.array([int(r["label"]) for r in rows], dtype=np.int64),
             np.array([float(r["logit"]) for r in rows]),
             np.array([float(r["probability"]) for r in rows]),
-            *(np.array([r.get(column, "") or "" for r in rows], dtype=str)
-              for column in ("source", "diagnosis")),
-            (np.array([r["no_estimate"] == "1" for r in rows]) if rows and "no_estimate" in rows[0]
-             else None))
+            sources=text("source"), diagnoses=text("diagnosis"),
+            no_estimate=(np.array([r["no_estimate"] == "1" for r in rows])
+                         if rows and "no_estimate" in rows[0] else None))
     except (KeyError, ValueError, TypeError) as error:
         raise BundleError(f"{path} is malformed ({error!r}); restore it from the repository.") from error
     if len(rows) == 0 or len(set(predictions.labels.tolist())) < 2:
@@ -279,7 +281,8 @@ def load_bundle(folder: str | Path, load_model: bool = True, load_ood: bool = Tr
             try:
                 model.get_layer(layer)
             except ValueError as error:
-                raise BundleError(f"{folder / MODEL_FILE} has no layer '{layer}' named in its manifest.") from error
+                raise BundleError(f"{folder / MODEL_FILE} has no layer '{layer}' named in its "
+                                  "manifest.") from error
     return Bundle(folder, manifest, predictions, model, ood, modality, report)
 
 

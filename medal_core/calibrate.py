@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medal_core import bundle as bundles, data, decision, evaluate, metrics, roles
+from medal_core import bundle as bundles
+from medal_core import data, decision, evaluate, metrics, roles
 from medal_core.inference import DIHEDRAL_VIEWS
 
 TARGET_SENSITIVITY = evaluate.TARGET_SENSITIVITY

@@ -18,8 +18,18 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medal_core.bundle import (HISTORY_FILE, MANIFEST_FILE, MODEL_FILE, Bundle, BundleError,
-                               load_bundle, verify_sha256)
+from medal_core.bundle import (
+    HISTORY_FILE,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    PREDICTIONS_FILE,
+    REPORT_PREDICTIONS_FILE,
+    Bundle,
+    BundleError,
+    load_bundle,
+    verify_sha256,
+)
+from medal_core.modality import MODALITY_FILE
 from medal_core.ood import OOD_FILE
 
 MODELS_DIR_ENV = "MEDAL_MODELS_DIR"
@@ -86,9 +96,10 @@ def fingerprint(models_dir: str | Path) -> tuple:
     """A cheap summary of the folder's bundle files (names, sizes, modification times):
     it changes whenever a bundle is added, removed, retrained or edited, so it can key a
     cache of `scan`."""
-    items = []
+    items: list[tuple[str, str, int | None, int | None]] = []
     for folder in candidate_folders(models_dir):
-        for name in (MANIFEST_FILE, MODEL_FILE, "val_predictions.csv", OOD_FILE, HISTORY_FILE):
+        for name in (MANIFEST_FILE, MODEL_FILE, PREDICTIONS_FILE, REPORT_PREDICTIONS_FILE,
+                     OOD_FILE, MODALITY_FILE, HISTORY_FILE):
             path = folder / name
             if path.is_file():
                 stat = path.stat()

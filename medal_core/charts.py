@@ -16,7 +16,7 @@ PRIMARY = "#1f5f7a"
 SERIES_COLOURS = ("#1f5f7a", "#c0672b", "#4c8c4a", "#7b5ea7", "#b8860b", "#4a7fb5")
 CAUGHT, MISSED, FALSE_ALARM, REASSURED = "#b23a2a", "#e8a33d", "#8fb8cc", "#dfe6ea"
 
-_LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), height=380,
+_LAYOUT: dict = dict(margin=dict(l=10, r=10, t=40, b=10), height=380,
                legend=dict(yanchor="bottom", y=0.02, xanchor="right", x=0.98,
                            bgcolor="rgba(255,255,255,0.85)", bordercolor="#d5dde3",
                            borderwidth=1, font=dict(size=11)),

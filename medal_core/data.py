@@ -60,10 +60,11 @@ class Dataset:
     paths: np.ndarray
     labels: np.ndarray
     splits: np.ndarray
-    sources: np.ndarray | None = None
-    diagnoses: np.ndarray | None = None
-    lesion_ids: np.ndarray | None = None
-    folds: np.ndarray | None = None
+    # Given as None (or left out), each is filled with "" in __post_init__: never None after.
+    sources: np.ndarray = None      # type: ignore[assignment]
+    diagnoses: np.ndarray = None    # type: ignore[assignment]
+    lesion_ids: np.ndarray = None   # type: ignore[assignment]
+    folds: np.ndarray = None        # type: ignore[assignment]
 
     def __post_init__(self):
         for name in METADATA_FIELDS:
@@ -169,7 +170,7 @@ def read_csv_manifest(csv_path: str | Path, root: str | Path | None = None,
         if key not in rows[0]:
             raise DatasetError(f"manifest {csv_path} needs a '{key}' column; found {list(rows[0])}")
     paths, labels, splits = [], [], []
-    metadata = {"diagnoses": [], "lesion_ids": [], "folds": []}
+    metadata: dict[str, list[str]] = {"diagnoses": [], "lesion_ids": [], "folds": []}
     for line, row in enumerate(rows, start=2):
         raw_label = row["label"].strip().lower()
         if raw_label not in label_map:

@@ -49,7 +49,7 @@ def calibration_summary(y_true, logits, temperature: float, logit_offset: float 
     weighting offset, and after the offset and temperature scaling (what the app shows)."""
     from medal_core.bundle import calibrated_probability
 
-    summary = {"temperature": temperature, "logit_offset": logit_offset}
+    summary: dict = {"temperature": temperature, "logit_offset": logit_offset}
     for label, offset, t in (("uncalibrated", 0.0, 1.0), ("offset_only", logit_offset, 1.0),
                              ("calibrated", logit_offset, temperature)):
         p = calibrated_probability(logits, offset, t)
@@ -141,7 +141,7 @@ def evaluate_roles(bundle, data_root: str | Path, roles_to_check=("report", "sel
     assignment = roles.bundle_roles(bundle.manifest, data_root)
     runner = ModelRunner(bundle.model)
     views = bundle.manifest["test_time_views"]
-    result = {}
+    result: dict = {}
     for role in roles_to_check:
         dataset = assignment.role(role)
         probabilities = bundle.calibrate(dataset_logits_with(runner, dataset, views))
@@ -181,7 +181,7 @@ def format_report(report: dict, title: str = "") -> str:
         lines.append(f"  {name:<12} {est['value']:.3f}  (95% CI {est['low']:.3f}–{est['high']:.3f}){counts}")
     c = report["confusion"]
     lines += ["confusion (rows true, columns decision):",
-              f"               benign  malignant",
+              "               benign  malignant",
               f"  benign     {c['tn']:>8} {c['fp']:>10}",
               f"  malignant  {c['fn']:>8} {c['tp']:>10}",
               "class        precision  recall    f1  support"]
@@ -215,6 +215,7 @@ def main(argv=None) -> dict:
 
     from medal_core.bundle import BundleError, load_bundle
 
+    report: dict
     try:
         bundle = load_bundle(args.bundle)
         if args.data_root is not None:

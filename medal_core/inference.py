@@ -8,9 +8,9 @@ batch norms are folded into their convolutions (`medal_core.folding`).
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import tensorflow as tf
-import keras
 
 from medal_core.folding import fold_batch_norm
 from medal_core.models import FEATURE_LAYER, LOGIT_LAYER

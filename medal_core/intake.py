@@ -191,10 +191,10 @@ def _decode(data: bytes, *, max_pixels: int, min_side: int) -> UploadedImage:
                              "was used")
             image.seek(0)
         image.load()
-        image, rotation_note = _apply_exif_orientation(image)
+        upright, rotation_note = _apply_exif_orientation(image)
         if rotation_note:
             notes.append(rotation_note)
-        rgb, conversion_notes = _to_rgb_uint8(image)
+        rgb, conversion_notes = _to_rgb_uint8(upright)
         notes.extend(conversion_notes)
     rgb.flags.writeable = False
     return UploadedImage(rgb=rgb, format=file_format, original_size=(width, height),
@@ -235,7 +235,9 @@ def _segment_count(data: bytes, limit: int) -> int:
                 count += junk.end() - position
                 position = junk.end()
                 continue
-            fill_end = _FF_RUN.match(data, position).end()
+            fill = _FF_RUN.match(data, position)
+            assert fill is not None  # `junk` did not match, so data[position] is 0xFF
+            fill_end = fill.end()
             count += fill_end - position  # each 0xFF: one turn of Pillow's loop
             position = fill_end - 1  # the last 0xFF starts the marker
             marker = data[position + 1] if position + 1 < end else 0xDA
@@ -333,7 +335,8 @@ def _to_rgb_uint8(image: Image.Image) -> tuple[np.ndarray, list[str]]:
     has_alpha = "A" in mode or "a" in mode or "transparency" in image.info
     if has_alpha:
         rgba = image.convert("RGBA")
-        if rgba.getextrema()[3][0] < 255:
+        lowest_alpha, _ = rgba.getchannel("A").getextrema()
+        if lowest_alpha < 255:  # type: ignore[operator]  # one channel: (min, max) ints
             background = Image.new("RGBA", rgba.size, (*TRANSPARENT_FILL, 255))
             rgba = Image.alpha_composite(background, rgba)
             notes.append("transparent areas filled with grey")

@@ -94,7 +94,8 @@ def patient_split(labels_csv: Path, seed: int = 0) -> tuple[set[str], set[str]]:
     patients = sorted({row.get("patient_id") or row["image_id"] for row in rows})
     rng = np.random.default_rng(seed)
     held_out_patients = set(rng.permutation(patients)[: len(patients) // 2].tolist())
-    fit, held = set(), set()
+    fit: set[str] = set()
+    held: set[str] = set()
     for row in rows:
         (held if (row.get("patient_id") or row["image_id"]) in held_out_patients else fit).add(
             row["image_id"])
@@ -107,7 +108,8 @@ def fit_for_bundle(folder: str | Path, assignment, data_root: str | Path,
     of `max_train`) and half of the clinical set's patients, set its limit on the
     calibration images, measure it on the report images and the other patients, and
     store it in the bundle. Returns the manifest's `modality` entry."""
-    from medal_core import bundle as bundles, data
+    from medal_core import bundle as bundles
+    from medal_core import data
     from medal_core.inference import ModelRunner
 
     loaded = bundles.load_bundle(folder, load_ood=False)
@@ -169,7 +171,8 @@ def main(argv=None) -> dict:
                         help="dermoscopic training images to fit on (a seeded sample)")
     args = parser.parse_args(argv)
 
-    from medal_core import bundle as bundles, roles
+    from medal_core import bundle as bundles
+    from medal_core import roles
 
     assignment = roles.bundle_roles(bundles.read_manifest(args.bundle), args.data_root)
     entry = fit_for_bundle(args.bundle, assignment, args.data_root, args.max_train)

@@ -137,11 +137,11 @@ def metrics_section(manifest: dict) -> str:
     rule = manifest.get("decision", {}).get("rule", {}).get("report")
     if has_report and rule:
         onward, reassured = rule["melanomas_onward"], rule["benign_reassured"]
+        no_estimate = sum(rule["verdicts"]["no_estimate"].values())
         lines.append(f"- **The app's rule:** {onward['count']} of {onward['of']} melanomas sent "
                      f"onwards ({onward['share']:.1%}); {reassured['count']} of "
                      f"{reassured['of']} benign lesions reassured ({reassured['share']:.1%}); "
-                     f"{rule['verdicts']['no_estimate']['melanoma'] + rule['verdicts']['no_estimate']['benign']}"
-                     " images got no estimate")
+                     f"{no_estimate} images got no estimate")
     modality = manifest.get("modality", {}).get("held_out")
     if modality:
         lines.append(f"- **Dermoscopic check:** refuses {modality['clinical_rejected']:.1%} of "

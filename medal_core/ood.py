@@ -82,7 +82,7 @@ def synthetic_non_lesion_images(size: int = 256, seed: int = 0) -> dict[str, np.
     images["noise_uniform"] = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
     images["noise_gaussian"] = np.clip(rng.normal(128, 40, (size, size, 3)), 0, 255).astype(np.uint8)
     images["noise_coarse"] = np.asarray(Image.fromarray(
-        rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).resize((size, size), Image.NEAREST))
+        rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).resize((size, size), Image.Resampling.NEAREST))
     for i in range(3):
         page = Image.new("RGB", (size, size), "white")
         draw = ImageDraw.Draw(page)
@@ -218,7 +218,8 @@ def main(argv=None) -> None:
                         help="the folder holding the datasets the bundle was trained on")
     args = parser.parse_args(argv)
 
-    from medal_core import bundle as bundles, data, roles
+    from medal_core import bundle as bundles
+    from medal_core import data, roles
     from medal_core.inference import ModelRunner
 
     loaded = bundles.load_bundle(args.bundle, load_ood=False)  # the one being replaced

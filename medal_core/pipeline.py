@@ -25,50 +25,53 @@ CROP_ASPECT = (3 / 4, 4 / 3)
 BRIGHTNESS, CONTRAST, SATURATION, HUE = 0.1, 0.2, 0.2, 0.03
 
 
-def random_dihedral(image: tf.Tensor) -> tf.Tensor:
+def _seed(rng: tf.random.Generator) -> tf.Tensor:
+    """A fresh (2,) seed for a stateless random op, drawn from `rng`."""
+    return rng.make_seeds(1)[:, 0]
+
+
+def random_dihedral(image: tf.Tensor, rng: tf.random.Generator) -> tf.Tensor:
     """One of the 8 rotations/mirror images of an (s, s, c) image, uniformly at random.
 
     Keras' RandomFlip("horizontal_and_vertical") flips both axes together or neither
     (never a mirror image) and a per-batch quarter turn turns every image of a batch
     alike: lesions have no canonical orientation, so each image draws its own view.
     """
-    turns = tf.random.uniform([], maxval=4, dtype=tf.int32)
-    mirror = tf.random.uniform([]) < 0.5
+    turns = rng.uniform([], maxval=4, dtype=tf.int32)
+    mirror = rng.uniform([]) < 0.5
     image = tf.image.rot90(image, k=turns)
     return tf.cond(mirror, lambda: tf.image.flip_left_right(image), lambda: image)
 
 
-def random_resized_crop(image: tf.Tensor, size: int) -> tf.Tensor:
+def random_resized_crop(image: tf.Tensor, size: int, rng: tf.random.Generator) -> tf.Tensor:
     """A random crop (area share in CROP_AREA, aspect in CROP_ASPECT) of an (s, s, 3)
     image, resized to (size, size, 3) float32 with antialiasing."""
     side = tf.cast(tf.shape(image)[0], tf.float32)
-    area = tf.random.uniform([], *CROP_AREA)
-    log_aspect = tf.random.uniform([], np.log(CROP_ASPECT[0]), np.log(CROP_ASPECT[1]))
-    aspect = tf.exp(log_aspect)
-    height = tf.minimum(side, side * tf.sqrt(area / aspect))
-    width = tf.minimum(side, side * tf.sqrt(area * aspect))
-    height, width = tf.cast(height, tf.int32), tf.cast(width, tf.int32)
-    top = tf.random.uniform([], maxval=tf.shape(image)[0] - height + 1, dtype=tf.int32)
-    left = tf.random.uniform([], maxval=tf.shape(image)[1] - width + 1, dtype=tf.int32)
+    area = rng.uniform([], *CROP_AREA)
+    aspect = tf.exp(rng.uniform([], np.log(CROP_ASPECT[0]), np.log(CROP_ASPECT[1])))
+    height = tf.cast(tf.minimum(side, side * tf.sqrt(area / aspect)), tf.int32)
+    width = tf.cast(tf.minimum(side, side * tf.sqrt(area * aspect)), tf.int32)
+    top = rng.uniform([], maxval=tf.shape(image)[0] - height + 1, dtype=tf.int32)
+    left = rng.uniform([], maxval=tf.shape(image)[1] - width + 1, dtype=tf.int32)
     crop = tf.image.crop_to_bounding_box(image, top, left, height, width)
     return tf.image.resize(crop, (size, size), method="bilinear", antialias=True)
 
 
-def random_colour(image: tf.Tensor) -> tf.Tensor:
+def random_colour(image: tf.Tensor, rng: tf.random.Generator) -> tf.Tensor:
     """Brightness, contrast, saturation and hue jitter of a float (s, s, 3) image in
     0-255; the result stays in 0-255."""
     unit = image / 255.0
-    unit = tf.image.random_brightness(unit, BRIGHTNESS)
-    unit = tf.image.random_contrast(unit, 1 - CONTRAST, 1 + CONTRAST)
-    unit = tf.image.random_saturation(unit, 1 - SATURATION, 1 + SATURATION)
-    unit = tf.image.random_hue(unit, HUE)
+    unit = tf.image.stateless_random_brightness(unit, BRIGHTNESS, _seed(rng))
+    unit = tf.image.stateless_random_contrast(unit, 1 - CONTRAST, 1 + CONTRAST, _seed(rng))
+    unit = tf.image.stateless_random_saturation(unit, 1 - SATURATION, 1 + SATURATION, _seed(rng))
+    unit = tf.image.stateless_random_hue(unit, HUE, _seed(rng))
     return tf.clip_by_value(unit, 0.0, 1.0) * 255.0
 
 
-def augment_image(image: tf.Tensor, size: int) -> tf.Tensor:
+def augment_image(image: tf.Tensor, size: int, rng: tf.random.Generator) -> tf.Tensor:
     """The whole training augmentation of one uint8 (s, s, 3) image → float32 (size, size, 3)."""
-    image = random_resized_crop(random_dihedral(image), size)
-    return random_colour(image)
+    image = random_resized_crop(random_dihedral(image, rng), size, rng)
+    return random_colour(image, rng)
 
 
 def make_pipeline(dataset: Dataset, image_size: int, batch_size: int = 32,
@@ -103,11 +106,14 @@ def make_pipeline(dataset: Dataset, image_size: int, batch_size: int = 32,
     pipeline = tf.data.Dataset.from_tensor_slices(tuple(columns))
     pipeline = pipeline.map(decode_tf, num_parallel_calls=AUTOTUNE).cache()
     if training:
-        tf.random.set_seed(seed)
+        # One generator for the pipeline's whole life: its state lives on across epochs,
+        # so every epoch draws new augmentations (op-level random seeds would restart the
+        # same sequence with each new iterator, i.e. each epoch).
+        rng = tf.random.Generator.from_seed(seed)
         pipeline = pipeline.shuffle(len(dataset), seed=seed, reshuffle_each_iteration=True)
-        pipeline = pipeline.filter(lambda image, label, p, *w: tf.random.uniform([]) < p)
+        pipeline = pipeline.filter(lambda image, label, p, *w: rng.uniform([]) < p)
         pipeline = pipeline.map(
-            lambda image, label, p, *w: (augment_image(image, image_size), label, *w),
+            lambda image, label, p, *w: (augment_image(image, image_size, rng), label, *w),
             num_parallel_calls=AUTOTUNE)
     else:
         pipeline = pipeline.map(lambda image, label, p, *w: (tf.cast(image, tf.float32), label, *w),

@@ -11,8 +11,9 @@ one is outside the range seen in real dermoscopy images:
 * and the shorter side in pixels, against `MIN_RESOLUTION_SIDE`.
 
 "blurred" is not reported together with "too_dark" or "overexposed" (exposure problems
-depress the blur figure on their own). The limits were calibrated on the ISIC 2017 images in ../shared/data/isic2017 so that
-at least 99 % of the real validation images pass each check, while blurred (Gaussian
+depress the blur figure on their own). The limits were calibrated on the ISIC 2017 images
+in ../shared/data/isic2017 so that at least 99 % of the real validation images pass each
+check, while blurred (Gaussian
 sigma >= 3 px), darkened (x0.25) and overexposed (x3) versions of them are flagged.
 Reproduce with:
 

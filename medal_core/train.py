@@ -30,12 +30,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
-import keras
 
-from medal_core import (bundle, calibrate, data, evaluate, metrics, models, modality, ood,
-                        pipeline, roles)
+from medal_core import bundle, calibrate, data, evaluate, metrics, modality, models, ood, pipeline, roles
 from medal_core.inference import ModelRunner
 
 # Settings that do not change what a run computes: they may differ on resume.
@@ -223,7 +222,10 @@ def run_phase(name: str, model: keras.Model, train_ds, val_ds, config: TrainConf
         return json.loads((folder / "done").read_text())["seconds"]
     folder.mkdir(parents=True, exist_ok=True)
     steps = epochs * steps_per_epoch
-    schedule = lambda lr: keras.optimizers.schedules.CosineDecay(lr, steps, alpha=0.05)
+
+    def schedule(lr):
+        return keras.optimizers.schedules.CosineDecay(lr, steps, alpha=0.05)
+
     trainer = TwoRateTrainer(model, keras.optimizers.Adam(schedule(backbone_lr or head_lr)))
     trainer.compile(optimizer=keras.optimizers.Adam(schedule(head_lr)),
                     loss=keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing),

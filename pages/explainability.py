@@ -3,8 +3,14 @@
 import cv2
 import streamlit as st
 
-from medal_core.explain import (activation_grid, colour_scale, conv_layer_names, layer_channels,
-                                layers_worth_looking_at, overlay_heatmap)
+from medal_core.explain import (
+    activation_grid,
+    colour_scale,
+    conv_layer_names,
+    layer_channels,
+    layers_worth_looking_at,
+    overlay_heatmap,
+)
 from medal_core.results import with_threshold
 from medal_ui import analysis, layout, state, widgets
 

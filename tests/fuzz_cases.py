@@ -29,8 +29,8 @@ import random
 import re
 import struct
 import zlib
-from pathlib import Path
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from PIL import Image

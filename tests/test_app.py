@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("streamlit")
+from app_helpers import make_bundle, png, synthetic_lesion  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from app_helpers import make_bundle, png, synthetic_lesion  # noqa: E402
-from medal_core import bundle as bundles, explorer, metrics  # noqa: E402
+from medal_core import bundle as bundles  # noqa: E402
+from medal_core import explorer, metrics
 from medal_core.evaluate import MEDAL_THRESHOLD  # noqa: E402
 
 APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"

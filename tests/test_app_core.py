@@ -13,11 +13,10 @@ import shutil
 
 import numpy as np
 import pytest
+from app_helpers import make_bundle, png, synthetic_lesion, synthetic_predictions
 from PIL import Image
 
-from app_helpers import make_bundle, png, synthetic_lesion, synthetic_predictions
-from medal_core import (batch, catalog, charts, compare, explorer, images, metrics, model_card,
-                        report, results)
+from medal_core import batch, catalog, charts, compare, explorer, images, metrics, model_card, report, results
 from medal_core.evaluate import MEDAL_THRESHOLD
 from medal_core.predictor import DISCLAIMER, Prediction
 from medal_core.quality import QualityReport, QualityWarning, assess_quality

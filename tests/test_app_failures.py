@@ -20,9 +20,10 @@ import pytest
 pytest.importorskip("streamlit")
 
 from app_helpers import make_bundle, png, synthetic_lesion  # noqa: E402
+from test_app import all_text, goto, metric_values, start, upload  # noqa: E402
+
 from medal_core import bundle as bundles  # noqa: E402
 from medal_core.intake import MAX_BYTES  # noqa: E402
-from test_app import all_text, goto, metric_values, start, upload  # noqa: E402
 
 PROBABILITY = "Probability of melanoma"
 
@@ -31,8 +32,8 @@ def lambda_model(input_size: int):
     """A model with a Python lambda inside (code that would run on load), named like a
     bundle's model so that only the Lambda layer is wrong with it."""
     import keras
-
     from app_helpers import BUNDLE_FILTERS
+
     from medal_core import models
 
     base = models.build_custom_cnn(input_size=input_size, filters=BUNDLE_FILTERS)

@@ -16,11 +16,22 @@ import re
 from pathlib import Path
 
 import pytest
-
 from app_helpers import make_models_dir, png, synthetic_lesion
-from browser_support import (IMAGE, PAGE_SLIDER, PLOTLY_CHART, ROOT, UPLOAD_INPUT, VIEWPORT,
-                             ServerError, StreamlitServer, chromium_missing, launch_options,
-                             metrics_text, open_page, settle)
+from browser_support import (
+    IMAGE,
+    PAGE_SLIDER,
+    PLOTLY_CHART,
+    ROOT,
+    UPLOAD_INPUT,
+    VIEWPORT,
+    ServerError,
+    StreamlitServer,
+    chromium_missing,
+    launch_options,
+    metrics_text,
+    open_page,
+    settle,
+)
 
 pytestmark = pytest.mark.browser
 

@@ -6,8 +6,8 @@ import shutil
 import keras
 import numpy as np
 import pytest
+from helpers import TINY_GRADCAM_LAYER, TINY_INPUT, tiny_manifest, tiny_predictions
 
-from conftest import TINY_GRADCAM_LAYER, TINY_INPUT, tiny_manifest, tiny_predictions
 from medal_core import bundle
 from medal_core.bundle import BundleError
 

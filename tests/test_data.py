@@ -4,11 +4,11 @@ import csv
 
 import numpy as np
 import pytest
+from helpers import write_class_folders, write_image
 from PIL import Image
 
-from conftest import write_class_folders, write_image
 from medal_core import data
-from medal_core.data import Dataset, DatasetError
+from medal_core.data import DatasetError
 
 
 def write_csv(path, header, rows):

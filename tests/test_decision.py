@@ -7,8 +7,16 @@ import pytest
 from scipy.stats import binom
 
 from medal_core import decision, metrics
-from medal_core.decision import (INDETERMINATE, LOW, NO_ESTIMATE, NOT_DERMOSCOPIC, NOT_LESION,
-                                 REFER, Verdict, decide)
+from medal_core.decision import (
+    INDETERMINATE,
+    LOW,
+    NO_ESTIMATE,
+    NOT_DERMOSCOPIC,
+    NOT_LESION,
+    REFER,
+    Verdict,
+    decide,
+)
 
 
 def test_each_verdict_and_its_reason():

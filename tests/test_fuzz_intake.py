@@ -15,15 +15,14 @@ import time
 import tracemalloc
 from pathlib import Path
 
+import fuzz_cases as fc
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import fuzz_cases as fc
-from medal_core.intake import (ACCEPTED_FORMATS, MAX_PIXELS, MIN_SIDE, IntakeError,
-                               UploadedImage, read_upload)
 from medal_core.decision import VERDICT_CODES
+from medal_core.intake import ACCEPTED_FORMATS, MAX_PIXELS, MIN_SIDE, IntakeError, UploadedImage, read_upload
 from medal_core.predictor import Predictor
 from medal_core.quality import assess_quality
 

@@ -2,9 +2,9 @@
 
 import itertools
 
+import keras
 import numpy as np
 import pytest
-import keras
 import tensorflow as tf
 
 from medal_core.inference import DIHEDRAL_VIEWS, ModelRunner, dihedral_views

@@ -187,7 +187,9 @@ def test_natural_frequencies_grow_the_group_rather_than_round_half_a_person_away
 def test_threshold_for_sensitivity_is_the_highest_meeting_the_target(seed, ties, target):
     y, s = random_case(seed, ties=ties)
     threshold = metrics.threshold_for_sensitivity(y, s, target)
-    sensitivity = lambda t: np.mean(s[y == 1] >= t)
+    def sensitivity(t):
+        return np.mean(s[y == 1] >= t)
+
     assert sensitivity(threshold) >= target
     next_score_up = s[s >= threshold].min()
     assert sensitivity(np.nextafter(next_score_up, np.inf)) < target

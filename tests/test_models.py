@@ -115,18 +115,19 @@ def test_one_training_step_changes_the_weights(built, arch):
 def test_backbone_freezing_keeps_batch_norm_frozen(built, arch):
     model = built[arch]
     head = {"logit"}
-    batch_norm = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
-    convs = [l for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))]
+    batch_norm = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    convs = [layer for layer in model.layers
+             if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))]
     assert batch_norm and convs
     try:
         models.set_backbone_trainable(model, False)
         trainable = {v.path.split("/")[0] for v in model.trainable_variables}
         assert trainable == head
-        assert not any(l.trainable for l in convs + batch_norm)
+        assert not any(layer.trainable for layer in convs + batch_norm)
 
         models.set_backbone_trainable(model, True)
-        assert all(l.trainable for l in convs)
-        assert not any(l.trainable for l in batch_norm)
+        assert all(layer.trainable for layer in convs)
+        assert not any(layer.trainable for layer in batch_norm)
         assert model.get_layer("logit").trainable
         assert not any("moving" in v.path or "gamma" in v.path for v in model.trainable_variables)
     finally:

@@ -10,15 +10,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from app_helpers import synthetic_lesion
 
 from medal_core import bundle, ood
 from medal_core.bundle import BundleError, load_bundle
 from medal_core.inference import ModelRunner
-from medal_core.ood import (FeatureDistribution, OODDetector, fit_bundle_ood, image_statistics,
-                            rejection_report, sample_photographs, synthetic_non_lesion_images,
-                            threshold_keeping)
-
-from app_helpers import synthetic_lesion
+from medal_core.ood import (
+    FeatureDistribution,
+    OODDetector,
+    fit_bundle_ood,
+    image_statistics,
+    rejection_report,
+    sample_photographs,
+    synthetic_non_lesion_images,
+    threshold_keeping,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_BUNDLE = REPO / "models" / "mobilenet"
@@ -369,7 +375,9 @@ def test_the_real_bundle_keeps_real_calibration_lesions(real_runner):
     scores = loaded.ood.score(runner.batched(images)[1], images)
     rejected = int(np.sum(scores > 1.0))
     n, p = len(chosen), 1 - ood.KEEP_SHARE
-    tail = lambda k: sum(math.comb(n, j) * p ** j * (1 - p) ** (n - j) for j in range(k, n + 1))
+    def tail(k):
+        return sum(math.comb(n, j) * p ** j * (1 - p) ** (n - j) for j in range(k, n + 1))
+
     allowed = max(k for k in range(n + 1) if tail(k) >= 0.01)
     assert rejected <= allowed, (f"{rejected} of {n} real calibration lesions rejected "
                                  f"(kept {1 - rejected / n:.1%}); allowed {allowed}")

@@ -1,20 +1,18 @@
 """Predictor on a bundle written by training, and the Prediction result object's logic."""
 
 import cv2
+import keras
 import numpy as np
 import pytest
 
 from medal_core.bundle import load_bundle
 from medal_core.data import resize_for_model
-from medal_core import decision
 from medal_core.inference import DIHEDRAL_VIEWS
 from medal_core.metrics import sigmoid
 from medal_core.models import FEATURE_LAYER, logit_model
 from medal_core.predictor import Prediction, Predictor
-from medal_core.results import VERDICTS, verdict_text
 from medal_core.quality import assess_quality
-
-import keras
+from medal_core.results import VERDICTS, verdict_text
 
 ATOL = 1e-5
 

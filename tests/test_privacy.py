@@ -43,10 +43,18 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from app_helpers import synthetic_lesion
-from browser_support import (ROOT, UPLOAD_INPUT, VIEWPORT, ServerError, StreamlitServer,
-                             chromium_missing, launch_options, open_page, settle)
+from browser_support import (
+    ROOT,
+    UPLOAD_INPUT,
+    VIEWPORT,
+    ServerError,
+    StreamlitServer,
+    chromium_missing,
+    launch_options,
+    open_page,
+    settle,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -296,6 +304,7 @@ def _check_disk(written: list[str], hits: list[str], browser_dir: Path, server_t
 def _models_dir(tmp_path: Path) -> Path:
     """The committed `models/` when it has a usable bundle, else tiny bundles."""
     from app_helpers import make_models_dir
+
     from medal_core.catalog import scan
 
     committed = ROOT / "models"

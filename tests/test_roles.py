@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import write_image
 
-from conftest import write_image
 from medal_core import roles
 from medal_core.data import DatasetError
 
@@ -54,9 +54,9 @@ def data_root(tmp_path):
     alpha.append({"image_id": "A_COPY", "split": "train", "label": "malignant", "copy_of": "V000"})
     write_isic_layout(tmp_path / "alpha", alpha)
     (tmp_path / "alpha" / "excluded.csv").write_text("image_id,split\nA001,train\nA002,train\n")
-    beta = [{"image_id": f"B{l}{k}", "split": "train", "lesion_id": f"L{l}", "fold": str(l % 3),
-             "label": "malignant" if l % 2 else "benign", "diagnosis": "mel" if l % 2 else "nv"}
-            for l in range(10) for k in range(3)]
+    beta = [{"image_id": f"B{n}{k}", "split": "train", "lesion_id": f"L{n}", "fold": str(n % 3),
+             "label": "malignant" if n % 2 else "benign", "diagnosis": "mel" if n % 2 else "nv"}
+            for n in range(10) for k in range(3)]
     write_isic_layout(tmp_path / "beta", beta)
     return tmp_path
 
@@ -161,8 +161,8 @@ def test_the_shipped_recipe_keeps_roles_apart_on_the_real_data():
     roles.check_roles_disjoint(assignment)
     used = assignment.roles != roles.EXCLUDED
     # No content hash and no lesion_id in two roles (checked directly, not only by the helper).
-    lesion_keys = [f"{s}/{l}" if l else None for s, l in zip(assignment.dataset.sources,
-                                                            assignment.dataset.lesion_ids)]
+    lesion_keys = [f"{source}/{lesion}" if lesion else None for source, lesion in
+                   zip(assignment.dataset.sources, assignment.dataset.lesion_ids)]
     for keys in (assignment.hashes, lesion_keys):
         role_of: dict = {}
         for key, role, use in zip(keys, assignment.roles, used):

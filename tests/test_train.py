@@ -6,8 +6,8 @@ from dataclasses import asdict
 
 import numpy as np
 import pytest
+from helpers import write_class_folders
 
-from conftest import write_class_folders
 from medal_core import bundle, data, decision, evaluate, metrics
 from medal_core.train import TrainConfig, TrainingError, class_weights, parse_args, train
 
