@@ -52,6 +52,28 @@ def score_role(loaded: bundles.Bundle, runner, dataset: data.Dataset) -> dict:
             "no_estimate": no_estimate}
 
 
+def non_lesion_check(loaded: bundles.Bundle, runner) -> dict:
+    """Share of non-lesion pictures (flat colours, noise, text, screenshots and, where
+    scikit-image is installed, its sample photographs) that get no estimate."""
+    from medal_core import ood
+
+    pictures = ood.synthetic_non_lesion_images(256)
+    try:
+        pictures.update(ood.sample_photographs(256))
+    except ImportError:       # scikit-image is a development dependency
+        pass
+    batch = np.stack([data.resize_for_model(p, runner.input_size) for p in pictures.values()])
+    _, features = runner.batched(batch)
+    refused = np.zeros(len(batch), bool)
+    if loaded.ood is not None:
+        refused |= loaded.ood.score(features, batch) > 1.0
+    if loaded.modality is not None:
+        refused |= ~loaded.modality.looks_dermoscopic(features, batch)
+    return {"images": len(batch), "no_estimate": int(refused.sum()),
+            "share_no_estimate": float(refused.mean()),
+            "given_an_estimate": [name for name, r in zip(pictures, refused) if not r]}
+
+
 def rule_report(labels, scored: dict, threshold: float, band_ratio: float) -> dict:
     """The app's rule on one set, with Wilson intervals on its two headline shares."""
     counts = decision.rule_counts(labels, scored["probabilities"], threshold, band_ratio,
@@ -94,6 +116,7 @@ def calibrate_bundle(folder: str | Path, assignment: roles.RoleAssignment) -> di
                                  "on the calibration set's sensitivity reaches the target"},
         "rule": {"calibration": rule_report(labels, cal, threshold, band_ratio),
                  "report": rule_report(report_set.labels, rep, threshold, band_ratio)},
+        "non_lesion_check": non_lesion_check(loaded, runner),
     }
     manifest = dict(loaded.manifest)
     manifest["threshold"] = {
