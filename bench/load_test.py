@@ -227,7 +227,7 @@ def probe(models: str, wanted: int, paths: list[str]) -> dict:
         if len(accepted) >= wanted:
             break
         prediction = predictor.predict(read_upload(read_candidate(path)[2]).rgb)
-        (accepted if prediction.looks_like_lesion else rejected).append(path)
+        (accepted if prediction.has_estimate else rejected).append(path)
     return {"model_load_rss": loaded - before, "rss_before_model": before,
             "accepted": accepted, "rejected": rejected}
 

@@ -97,7 +97,7 @@ def confusion_figure(confusion: Confusion, title: str = "Confusion matrix") -> g
             for row, labels in zip(matrix, (("true negatives", "false positives"),
                                             ("false negatives", "true positives")))]
     fig = go.Figure(go.Heatmap(
-        z=matrix, x=["low suspicion", "refer"], y=["benign", "melanoma"], text=text,
+        z=matrix, x=["low suspicion", "sent onwards"], y=["benign", "melanoma"], text=text,
         texttemplate="%{text}", textfont=dict(size=18, color="#1d2b36"), showscale=False,
         colorscale=[[0, "#f3f7f9"], [1, "#7fb0c6"]], hoverinfo="skip", xgap=3, ygap=3))
     fig.update_xaxes(title_text="decision", side="bottom", showgrid=False)

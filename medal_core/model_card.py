@@ -20,10 +20,15 @@ ordinary phone photos, non-pigmented lesions, mucosa, nails or children without 
 validation; any use without a clinician in the loop."""
 
 DATA = """\
-**ISIC 2017** (International Skin Imaging Collaboration, challenge "Skin Lesion Analysis
-Towards Melanoma Detection"): dermoscopic images labelled melanoma, nevus or seborrhoeic
-keratosis; here melanoma against everything else. Images were used at 256 px.
-Licence: the ISIC archive images are CC-0 or CC-BY-NC (see each image's metadata).
+Dermoscopic images, melanoma against everything else, used at 256 px (squashed to
+square): **ISIC 2017** (International Skin Imaging Collaboration, challenge "Skin Lesion
+Analysis Towards Melanoma Detection"; CC-0 or CC-BY-NC per image), **HAM10000**
+(Tschandl et al. 2018, CC BY-NC 4.0; upscaled here from 200x150 px, split by lesion), the
+**ISIC 2018 Task 3 test set** (CC BY-NC 4.0) and **PH2** (Mendonça et al. 2013, research
+use). Each image has one role: training, selection (early stopping), calibration
+(temperature, threshold, out-of-distribution limits) or report (chose nothing). ISIC 2017
+images that show a lesion of its held-out test split are used nowhere. The dermoscopic
+check also saw half of the patients of PAD-UFES-20's smartphone photos (CC BY 4.0).
 
 Citation: N. C. F. Codella, D. Gutman, M. E. Celebi, et al., *Skin lesion analysis toward
 melanoma detection: a challenge at the 2017 International Symposium on Biomedical Imaging
@@ -32,13 +37,15 @@ arXiv:1710.05006 (2017)."""
 
 LIMITS = """\
 - **Dermoscopy only.** The model has only seen dermatoscope images; photos taken without
-  a dermatoscope (e.g. phone photos) are outside what it was validated on.
+  a dermatoscope (e.g. phone photos) are outside what it was validated on. A check
+  refuses most of them (no estimate), but not all.
 - **256-px source images.** Training images were 256 × 256 px; fine detail beyond that is
   not used, and the validation figures say nothing about higher-resolution images.
 - **Skin types.** Darker skin types (Fitzpatrick V–VI) are under-represented in ISIC; the
   model's performance on them is unknown and may be worse.
-- **Not validated on phone photos** or in a prospective clinical study; the validation
-  figures come from a held-out part of ISIC 2017, with the confidence intervals shown.
+- **Not validated on phone photos** or in a prospective clinical study; the figures come
+  from a report set that played no part in training or choosing (part of ISIC 2017, the
+  ISIC 2018 Task 3 test set and PH2), with the confidence intervals shown.
 - **Prevalence.** PPV and NPV depend on how common melanoma is where the tool is used;
   see the threshold explorer for other prevalences.
 - **Out-of-distribution check.** Images far from the training lesions are flagged and get

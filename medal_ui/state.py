@@ -119,16 +119,26 @@ def _choose_bundle() -> None:
     st.session_state[BUNDLE_KEY] = st.session_state[BUNDLE_WIDGET]
     bundle = get_catalog().bundles.get(st.session_state[BUNDLE_KEY])
     if bundle is not None:
-        st.session_state[THRESHOLD_KEY] = bundle.threshold
+        set_threshold(bundle.threshold)
 
 
-def _choose_threshold() -> None:
-    set_threshold(st.session_state[THRESHOLD_WIDGET])
+def _choose_threshold(widget_key: str) -> None:
+    value = st.session_state.get(widget_key)
+    if value is not None:                # a cleared field keeps the last threshold
+        set_threshold(value)
 
 
 def set_threshold(value: float) -> None:
-    """Callback helper: set the shared threshold (before the slider is drawn)."""
+    """Callback helper: set the shared threshold (before the page is drawn)."""
     st.session_state[THRESHOLD_KEY] = float(min(1.0, max(0.0, value)))
+
+
+def threshold_widget_key(threshold: float) -> str:
+    """The sidebar field's key for a shared threshold. The field is a new widget, made
+    from the shared value, whenever that value changes (typed, a preset, another
+    bundle, another page): its state is never written over, so what it shows is the
+    value the figures use, to the last digit, and no step snaps it to a grid."""
+    return f"{THRESHOLD_WIDGET}_{threshold!r}"
 
 
 def _ensure_state(catalog: catalogs.Catalog) -> None:
@@ -162,17 +172,24 @@ def render_sidebar() -> AppContext | None:
             widgets.broken_bundles(catalog, expanded=True)
             return None
         _ensure_state(catalog)
-        st.session_state[BUNDLE_WIDGET] = st.session_state[BUNDLE_KEY]
-        st.session_state[THRESHOLD_WIDGET] = st.session_state[THRESHOLD_KEY]
+        # The chooser's state is restored only when Streamlit dropped it (a page change
+        # makes it a new widget); the threshold field is keyed by its value instead.
+        if st.session_state.get(BUNDLE_WIDGET) != st.session_state[BUNDLE_KEY]:
+            st.session_state[BUNDLE_WIDGET] = st.session_state[BUNDLE_KEY]
         st.selectbox("Model", catalog.names, key=BUNDLE_WIDGET, on_change=_choose_bundle,
                      help="Model bundles found in the models folder.")
         bundle = catalog.bundles[st.session_state[BUNDLE_KEY]]
-        st.slider("Decision threshold", 0.0, 1.0, key=THRESHOLD_WIDGET, step=0.001,
-                  on_change=_choose_threshold,
-                  format="%.3f",
-                  help="Images with a melanoma probability at or above this are referred. "
-                       "Shared by every page; the threshold explorer shows what it means.")
-        st.button(f"Reset to the model's default ({bundle.threshold:.3f})",
+        threshold = st.session_state[THRESHOLD_KEY]
+        widget_key = threshold_widget_key(threshold)
+        st.number_input("Decision threshold", 0.0, 1.0, value=threshold, key=widget_key,
+                        step=0.0005, format="%.4f", on_change=_choose_threshold,
+                        args=(widget_key,),
+                        help="Images with a melanoma probability at or above this are sent "
+                             "onwards. Type a value or step with − and +; shared by every "
+                             "page; the threshold explorer shows what it means.")
+        st.caption("Validated default" if st.session_state[THRESHOLD_KEY] == bundle.threshold
+                   else f"Changed (validated default {bundle.threshold:.4f})")
+        st.button(f"Reset to the model's default ({bundle.threshold:.4f})",
                   on_click=set_threshold, args=(bundle.threshold,), type="tertiary",
                   icon=":material/restart_alt:")
         widgets.broken_bundles(catalog)

@@ -10,7 +10,6 @@ from medal_ui import layout, state, widgets
 
 layout.start_page()
 
-PAGE_SLIDER = "explorer_threshold"
 SET_KEY = "explorer_set"
 REPORT_SET = "Report set (chose nothing)"
 CALIBRATION_SET = "Calibration set (chose the default threshold)"
@@ -19,15 +18,6 @@ context = state.require_context()
 sets = {CALIBRATION_SET: context.bundle.predictions}
 if context.bundle.report_predictions is not None:
     sets = {REPORT_SET: context.bundle.report_predictions, **sets}
-chosen_set = st.segmented_control("Figures on", list(sets), default=list(sets)[0], key=SET_KEY,
-                                  help="The report set played no part in training, choosing "
-                                       "the model or setting the threshold: its figures are "
-                                       "the honest ones.") or list(sets)[0]
-predictions = sets[chosen_set]
-labels, probabilities = predictions.labels, predictions.probabilities
-no_estimate = predictions.no_estimate
-band_ratio = float(context.bundle.manifest.get("decision", {}).get(
-    "band_ratio", decision.DEFAULT_BAND_RATIO))
 
 
 # Cached per bundle (folder + signature); the arrays (underscored) are not hashed.
@@ -47,11 +37,16 @@ def _point(folder: str, sha: str, which: str, threshold: float, _labels, _probab
     return explorer.at_threshold(_labels, _probabilities, threshold, _no_estimate)
 
 
-def _from_page_slider() -> None:
-    state.set_threshold(st.session_state[PAGE_SLIDER])
-
-
 st.title("Threshold explorer")
+chosen_set = st.segmented_control("Figures on", list(sets), default=list(sets)[0], key=SET_KEY,
+                                  help="The report set played no part in training, choosing "
+                                       "the model or setting the threshold: its figures are "
+                                       "the honest ones.") or list(sets)[0]
+predictions = sets[chosen_set]
+labels, probabilities = predictions.labels, predictions.probabilities
+no_estimate = predictions.no_estimate
+band_ratio = float(context.bundle.manifest.get("decision", {}).get(
+    "band_ratio", decision.DEFAULT_BAND_RATIO))
 st.caption(f"**{context.name}** on its {chosen_set.split(' (')[0].lower()}: {len(labels)} images "
            f"({int(labels.sum())} melanomas). The figures are the app's rule: sensitivity is the "
            "share of melanomas sent onwards (refer, borderline or no estimate), specificity the "
@@ -66,10 +61,8 @@ for column, (label, value) in zip(buttons, presets.items()):
 buttons[-1].button(f"Model default ({context.bundle.threshold:.4f})", on_click=state.set_threshold,
                    args=(context.bundle.threshold,), key="preset_default", width="stretch")
 
-# The page's own slider mirrors the shared threshold (set before the widget is drawn).
-st.session_state[PAGE_SLIDER] = context.threshold
-st.slider("Decision threshold (probability of melanoma at or above which to refer)", 0.0, 1.0,
-          step=0.001, format="%.3f", key=PAGE_SLIDER, on_change=_from_page_slider)
+st.caption("Move the threshold in the sidebar (type a value, or step with − and +), or "
+           "pick a preset above.")
 
 point = _point(context.folder, context.sha, chosen_set, context.threshold, labels, probabilities,
                no_estimate)
@@ -97,12 +90,10 @@ if "sensitivity_lower_bound" in guarantee and context.threshold == context.bundl
 
 st.markdown("**What the app says at this threshold**")
 shares = explorer.verdict_shares(labels, probabilities, context.threshold, band_ratio, no_estimate)
-verdict_columns = st.columns(len(shares))
-for column, row in zip(verdict_columns, shares):
-    column.metric(VERDICTS[row["verdict"]], f"{row['melanoma']} mel · {row['benign']} benign",
-                  border=True)
-    column.caption(f"{row['melanoma_share']:.1%} of melanomas · {row['benign_share']:.1%} of "
-                   "benign lesions")
+st.table([{"verdict": VERDICTS[row["verdict"]],
+           "melanomas": f"{row['melanoma']} ({row['melanoma_share']:.1%})",
+           "benign lesions": f"{row['benign']} ({row['benign_share']:.1%})"} for row in shares],
+         hide_index=True)
 
 left, middle, right = st.columns([1, 1.2, 1.2])
 left.plotly_chart(charts.confusion_figure(point.confusion), key="confusion",

@@ -9,6 +9,7 @@ Nothing here imports pytest or Playwright, so a script can import it (add `tests
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -33,7 +34,8 @@ SIDEBAR_LINK = '[data-testid="stSidebarNav"] a'
 METRIC = '[data-testid="stMetric"]'
 PLOTLY_CHART = '[data-testid="stPlotlyChart"]'
 IMAGE = '[data-testid="stImage"] img'
-PAGE_SLIDER = '[data-testid="stMain"] [data-testid="stSlider"] input[type="range"]'
+THRESHOLD_FIELD = '[data-testid="stSidebar"] [data-testid="stNumberInput"] input'
+THRESHOLD_IN_USE = re.compile(r"Threshold in use: (\d\.\d{4})")
 
 
 def chromium_missing() -> str | None:

@@ -106,6 +106,14 @@ def test_default_bundle_is_mobilenet_when_present(tmp_path, good_models, monkeyp
 # ---------------------------------------------------------------- threshold explorer
 
 
+def threshold_field(at):
+    """The sidebar's threshold field (its key follows the shared value)."""
+    from medal_ui.state import threshold_widget_key
+
+    return at.number_input(key=threshold_widget_key(at.session_state["threshold"]))
+
+
+
 def test_moving_the_threshold_changes_the_metrics(good_models, monkeypatch):
     at = goto(start(good_models, monkeypatch), "pages/threshold_explorer.py")
     before = metric_values(at)
@@ -113,23 +121,36 @@ def test_moving_the_threshold_changes_the_metrics(good_models, monkeypatch):
     expected = explorer.at_threshold(p.labels, p.probabilities, at.session_state["threshold"])
     assert before["Sensitivity"] == f"{expected.metrics['sensitivity'].value:.1%}"
 
-    at.slider(key="sidebar_threshold").set_value(0.8).run()          # the sidebar's shared slider
+    threshold_field(at).set_value(0.8).run()    # the sidebar's shared field
     assert not at.exception
     after = metric_values(at)
     expected = explorer.at_threshold(p.labels, p.probabilities, 0.8)
     assert after["Sensitivity"] == f"{expected.metrics['sensitivity'].value:.1%}"
     assert after["Specificity"] == f"{expected.metrics['specificity'].value:.1%}"
     assert after != before
-    assert at.slider(key="explorer_threshold").value == pytest.approx(0.8)
+    assert any("Threshold in use: **0.8000**" in m.value for m in at.markdown)
 
 
-def test_the_page_slider_sets_the_shared_threshold(good_models, monkeypatch):
+def test_a_typed_threshold_is_used_exactly_and_survives_page_changes(good_models, monkeypatch):
     at = goto(start(good_models, monkeypatch), "pages/threshold_explorer.py")
-    at.slider(key="explorer_threshold").set_value(0.25).run()
-    assert at.session_state["threshold"] == pytest.approx(0.25)
-    assert at.slider(key="sidebar_threshold").value == pytest.approx(0.25)
-    goto(at, "pages/triage.py")                               # Triage uses it too
-    assert at.slider(key="sidebar_threshold").value == pytest.approx(0.25)
+    threshold_field(at).set_value(0.0596).run()
+    assert at.session_state["threshold"] == 0.0596                 # not snapped to a grid
+    assert any("Threshold in use: **0.0596**" in m.value for m in at.markdown)
+    goto(at, "pages/triage.py")                                     # Triage uses it too
+    assert threshold_field(at).value == 0.0596
+    assert at.session_state["threshold"] == 0.0596
+
+
+def test_stepping_the_threshold_up_and_down_returns_to_the_same_figures(good_models, monkeypatch):
+    at = goto(start(good_models, monkeypatch), "pages/threshold_explorer.py")
+    default = at.session_state["threshold"]
+    before = metric_values(at)
+    field = threshold_field(at)
+    field.increment().run()
+    assert at.session_state["threshold"] == pytest.approx(default + 0.0005)
+    threshold_field(at).decrement().run()
+    assert at.session_state["threshold"] == pytest.approx(default, abs=1e-12)
+    assert metric_values(at) == before
 
 
 @pytest.mark.parametrize("key", ["preset_sensitivity", "preset_youden", "preset_medal"])
@@ -146,14 +167,14 @@ def test_presets_land_where_they_claim(good_models, monkeypatch, key):
         assert threshold == metrics.youden_threshold(p.labels, p.probabilities)
     else:
         assert threshold == MEDAL_THRESHOLD
-    assert at.slider(key="sidebar_threshold").value == pytest.approx(threshold)
+    assert threshold_field(at).value == pytest.approx(threshold)
     expected = explorer.at_threshold(p.labels, p.probabilities, threshold)
     assert metric_values(at)["Sensitivity"] == f"{expected.metrics['sensitivity'].value:.1%}"
 
 
 def test_changing_the_bundle_resets_the_threshold(good_models, monkeypatch):
     at = start(good_models, monkeypatch)
-    at.slider(key="sidebar_threshold").set_value(0.9).run()
+    threshold_field(at).set_value(0.9).run()
     at.selectbox(key="sidebar_bundle").set_value("beta").run()
     assert not at.exception
     assert at.session_state["threshold"] == pytest.approx(stored(good_models, "beta").threshold)
@@ -263,7 +284,7 @@ def test_borderline_just_above_the_threshold(good_models, monkeypatch):
     probability = Predictor.from_folder(good_models / "alpha").predict(image).probability
     at = start(good_models, monkeypatch)
     upload(at, "lesion.png", png(image))
-    at.slider(key="sidebar_threshold").set_value(max(0.0, probability - 1e-3)).run()
+    threshold_field(at).set_value(max(0.0, probability - 1e-3)).run()
     assert not at.exception
     assert any("Borderline — see a dermatologist" in w.value for w in at.warning)
     assert any("threshold itself is uncertain" in w.value for w in at.warning)
@@ -294,7 +315,7 @@ def test_widget_changes_do_not_rerun_the_model(good_models, monkeypatch):
     first = metric_values(at)["Probability of melanoma"]
     at.slider(key="triage_opacity").set_value(0.9).run()
     at.segmented_control(key="triage_direction").set_value("benign").run()  # heatmap direction
-    at.slider(key="sidebar_threshold").set_value(0.05).run()
+    threshold_field(at).set_value(0.05).run()
     assert not at.exception
     assert len(calls) == 1
     assert metric_values(at)["Probability of melanoma"] == first
@@ -340,7 +361,7 @@ def test_batch_triage_table_and_refusals(good_models, monkeypatch):
     assert any("broken.png" in w and ("damaged" in w or "not an image" in w) for w in refusals)
     assert [b.label for b in at.download_button] == ["Download results (CSV)"]
     model_calls = len(calls)
-    at.slider(key="sidebar_threshold").set_value(0.01).run()             # re-judged, not re-run
+    threshold_field(at).set_value(0.01).run()             # re-judged, not re-run
     assert len(calls) == model_calls
     assert set(at.dataframe[0].value["decision"]) == {"Refer to a dermatologist"}
 
@@ -366,4 +387,4 @@ def test_every_page_draws_the_shared_sidebar_itself(good_models, monkeypatch, pa
     # runs a page file on its own; each page must still show the model and threshold.
     at = goto(start(good_models, monkeypatch), page)
     assert [s.label for s in at.sidebar.selectbox] == ["Model"]
-    assert [s.label for s in at.sidebar.slider] == ["Decision threshold"]
+    assert [s.label for s in at.sidebar.number_input] == ["Decision threshold"]

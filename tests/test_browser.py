@@ -15,13 +15,15 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from app_helpers import make_models_dir, png, synthetic_lesion
 from browser_support import (
     IMAGE,
-    PAGE_SLIDER,
     PLOTLY_CHART,
     ROOT,
+    THRESHOLD_FIELD,
+    THRESHOLD_IN_USE,
     UPLOAD_INPUT,
     VIEWPORT,
     ServerError,
@@ -52,7 +54,7 @@ def accepted_seeds(models_dir: Path, wanted: int = 2, tries: int = 16) -> list[i
     found = scan(models_dir)
     predictor = Predictor.from_folder(found.bundles[found.default_name()].folder)
     seeds = [seed for seed in range(tries)
-             if predictor.predict(synthetic_lesion(seed, 320)).looks_like_lesion]
+             if predictor.predict(synthetic_lesion(seed, 320)).has_estimate]
     return seeds[:wanted]
 
 
@@ -136,7 +138,7 @@ def test_triage_explorer_and_batch(page, server, setup, screenshots, tmp_path):
     page.get_by_role("button", name="Download case report (HTML)").wait_for()
     page.screenshot(path=str(screenshots / "02_triage_result.png"))
 
-    # ---- Threshold explorer: the preset and the slider move the figures
+    # ---- Threshold explorer: the preset and the typed threshold move the figures
     open_page(page, "Threshold explorer")
     before = metrics_text(page)
     roc_before = page.locator(PLOTLY_CHART).nth(1).screenshot()
@@ -144,11 +146,12 @@ def test_triage_explorer_and_batch(page, server, setup, screenshots, tmp_path):
     page.get_by_role("button", name=re.compile(r"^Youden")).click()
     settle(page)
     after_preset = metrics_text(page)
-    slider = page.locator(PAGE_SLIDER).first
-    slider.focus()
-    for _ in range(60):
-        page.keyboard.press("ArrowRight")
+    field = page.locator(THRESHOLD_FIELD).first
+    field.fill("0.6000")
+    field.press("Enter")
     settle(page)
+    assert THRESHOLD_IN_USE.search(page.locator('[data-testid="stMain"]').inner_text()).group(1) \
+        == "0.6000"
     after_slider = metrics_text(page)
     roc_after = page.locator(PLOTLY_CHART).nth(1).screenshot()
     page.screenshot(path=str(screenshots / "04_explorer_moved.png"))
@@ -184,3 +187,43 @@ def test_triage_explorer_and_batch(page, server, setup, screenshots, tmp_path):
     external = [url for url in page.requested
                 if not url.startswith((server, "data:", "blob:", "about:"))]
     assert external == [], external
+
+
+def test_random_threshold_changes_keep_the_field_and_the_figures_in_step(page, setup):
+    """Random sequences of typed values, arrow-key steps and presets: after each, the
+    sidebar field, the explorer's "threshold in use" and its sensitivity all describe one
+    threshold (seen broken: a field left at 0.660 while the figures were for 0.060)."""
+    import random
+
+    from medal_core import explorer
+    from medal_core.catalog import scan
+
+    found = scan(setup[0])
+    bundle = found.bundles[found.default_name()]
+    stored = bundle.report_predictions or bundle.predictions
+    open_page(page, "Threshold explorer")
+    field = page.locator(THRESHOLD_FIELD).first
+    presets = page.get_by_role("button", name=re.compile(r"^(Youden|MedAL|Sensitivity|Model default)"))
+    rng = random.Random(20261201)
+    for step in range(16):
+        action = rng.choice(["type", "arrows", "preset"])
+        if action == "type":
+            field.fill(f"{rng.uniform(0.001, 0.95):.4f}")
+            field.press("Enter")
+        elif action == "arrows":
+            field.focus()
+            for _ in range(rng.randint(1, 3)):
+                field.press(rng.choice(["ArrowUp", "ArrowDown"]))
+            field.press("Enter")
+        else:
+            presets.nth(rng.randrange(presets.count())).click()
+        settle(page)
+        shown = float(field.input_value())
+        in_use = float(THRESHOLD_IN_USE.search(
+            page.locator('[data-testid="stMain"]').inner_text()).group(1))
+        assert shown == pytest.approx(in_use, abs=1e-9), (step, action)
+        # The figures belong to that threshold (to within its 4 shown decimals).
+        points = [explorer.at_threshold(stored.labels, stored.probabilities, t, stored.no_estimate)
+                  for t in np.linspace(in_use - 5e-5, in_use + 5e-5, 11)]
+        possible = {f"{point.metrics['sensitivity'].value:.1%}" for point in points}
+        assert metrics_text(page)["Sensitivity"] in possible, (step, action, in_use)

@@ -218,4 +218,4 @@ def test_single_view_bundle_without_ood_uses_the_unmodified_view(tiny_bundle):
     assert result.logit == pytest.approx(float(view_logits[0, 0]), abs=ATOL)
     assert result.probability == pytest.approx(float(sigmoid(view_logits[0, 0] / 1.5)), abs=ATOL)
     assert result.ood_score is None
-    assert result.looks_like_lesion and result.verdict_code != "not_lesion"
+    assert result.has_estimate and result.verdict_code != "no_estimate"
