@@ -127,12 +127,15 @@ def calibrate_bundle(folder: str | Path, assignment: roles.RoleAssignment) -> di
     }
     manifest["decision"] = entry
     manifest["validation_metrics"] = {
-        **evaluate.evaluate_probabilities(labels, cal["probabilities"], threshold),
+        **evaluate.evaluate_probabilities(labels, cal["probabilities"], threshold,
+                                          no_estimate=cal["no_estimate"]),
         "calibration": manifest["validation_metrics"].get("calibration")}
     manifest["report_metrics"] = {
-        **evaluate.evaluate_probabilities(report_set.labels, rep["probabilities"], threshold),
+        **evaluate.evaluate_probabilities(report_set.labels, rep["probabilities"], threshold,
+                                          no_estimate=rep["no_estimate"]),
         "calibration": manifest.get("report_metrics", {}).get("calibration"),
-        "headline": evaluate.headline_figures(report_set.labels, rep["probabilities"], threshold)}
+        "headline": evaluate.headline_figures(report_set.labels, rep["probabilities"], threshold,
+                                              no_estimate=rep["no_estimate"])}
     folder = Path(folder)
     for dataset, scored, name in ((calibration_set, cal, bundles.PREDICTIONS_FILE),
                                   (report_set, rep, bundles.REPORT_PREDICTIONS_FILE)):

@@ -69,12 +69,18 @@ def operating_points(y_true, probabilities, target_sensitivity: float = TARGET_S
     }
 
 
-def evaluate_probabilities(y_true, probabilities, threshold: float, n_bootstrap: int = 2000) -> dict:
-    """Everything the README and the app report, as a JSON-ready dict."""
+def evaluate_probabilities(y_true, probabilities, threshold: float, n_bootstrap: int = 2000,
+                           no_estimate=None) -> dict:
+    """Everything the README and the app report, as a JSON-ready dict: the areas under
+    the curves of the model's probabilities, and the figures at `threshold` of the app's
+    rule (images with no estimate, `no_estimate` (n,) bool, count as sent onwards)."""
+    from medal_core.decision import onward_scores
+
     y_true, probabilities = metrics.check_binary_inputs(y_true, probabilities)
     auc_low, auc_high = metrics.bootstrap_ci(y_true, probabilities, metrics.roc_auc, n_bootstrap)
-    at_threshold = metrics.threshold_metrics(y_true, probabilities, threshold)
-    confusion = metrics.confusion_at(y_true, probabilities, threshold)
+    onward = onward_scores(probabilities, no_estimate)
+    at_threshold = metrics.threshold_metrics(y_true, onward, threshold)
+    confusion = metrics.confusion_at(y_true, onward, threshold)
     return {
         "n": int(len(y_true)),
         "malignant": int(y_true.sum()),
@@ -83,17 +89,22 @@ def evaluate_probabilities(y_true, probabilities, threshold: float, n_bootstrap:
         "threshold": threshold,
         "at_threshold": {name: vars(est) for name, est in at_threshold.items()},
         "confusion": vars(confusion),
-        "per_class": metrics.per_class_report(y_true, probabilities, threshold),
+        "per_class": metrics.per_class_report(y_true, onward, threshold),
     }
 
 
-def headline_figures(y_true, probabilities, threshold: float, n_bootstrap: int = 2000) -> dict:
+def headline_figures(y_true, probabilities, threshold: float, n_bootstrap: int = 2000,
+                     no_estimate=None) -> dict:
     """The model table's figures for one set: ROC AUC (bootstrap 95% CI), specificity at
-    sensitivity 0.95 and 0.82 (points of this set's ROC curve), ECE, and sensitivity and
-    specificity at the bundle's own threshold (chosen elsewhere)."""
+    sensitivity 0.95 and 0.82 (points of this set's ROC curve), ECE — all of the model's
+    probabilities — and the app's sensitivity and specificity at the bundle's own
+    threshold (chosen elsewhere), counting images with no estimate (`no_estimate`, (n,)
+    bool) as sent onwards."""
+    from medal_core.decision import onward_scores
+
     y_true, probabilities = metrics.check_binary_inputs(y_true, probabilities)
     low, high = metrics.bootstrap_ci(y_true, probabilities, metrics.roc_auc, n_bootstrap)
-    at = metrics.threshold_metrics(y_true, probabilities, threshold)
+    at = metrics.threshold_metrics(y_true, onward_scores(probabilities, no_estimate), threshold)
     return {
         "n": int(len(y_true)), "malignant": int(y_true.sum()),
         "roc_auc": {"value": metrics.roc_auc(y_true, probabilities), "low": low, "high": high},
@@ -106,10 +117,14 @@ def headline_figures(y_true, probabilities, threshold: float, n_bootstrap: int =
     }
 
 
-def per_diagnosis(labels, probabilities, diagnoses, threshold: float) -> list[dict]:
-    """For each diagnosis: images, and the share at or above `threshold` (Wilson CI), which
-    for melanoma is the sensitivity and for a benign diagnosis the share referred."""
-    labels, probabilities = np.asarray(labels), np.asarray(probabilities)
+def per_diagnosis(labels, probabilities, diagnoses, threshold: float, no_estimate=None) -> list[dict]:
+    """For each diagnosis: images, and the share the app sends onwards at `threshold`
+    (Wilson CI; no-estimate images count as sent onwards), which for melanoma is the
+    sensitivity and for a benign diagnosis the share referred."""
+    from medal_core.decision import onward_scores
+
+    labels = np.asarray(labels)
+    probabilities = onward_scores(probabilities, no_estimate)
     diagnoses = np.asarray(diagnoses, dtype=str)
     rows = []
     for name in sorted(set(diagnoses.tolist()) - {""}):
@@ -134,17 +149,19 @@ def format_headline(name: str, figures: dict) -> str:
 def evaluate_roles(bundle, data_root: str | Path, roles_to_check=("report", "selection",
                                                                    "calibration")) -> dict:
     """Rebuild the bundle's roles from the recipe in its manifest, check they are the
-    images it recorded, recompute the logits and report every set and each source of it."""
+    images it recorded, recompute the predictions exactly as the app makes them (8 views,
+    OOD and dermoscopic checks) and report every set and each source of it."""
     from medal_core import roles
+    from medal_core.calibrate import score_role
     from medal_core.inference import ModelRunner
 
     assignment = roles.bundle_roles(bundle.manifest, data_root)
     runner = ModelRunner(bundle.model)
-    views = bundle.manifest["test_time_views"]
     result: dict = {}
     for role in roles_to_check:
         dataset = assignment.role(role)
-        probabilities = bundle.calibrate(dataset_logits_with(runner, dataset, views))
+        scored = score_role(bundle, runner, dataset)
+        probabilities, no_estimate = scored["probabilities"], scored["no_estimate"]
         sets = {f"{role} (all)": np.ones(len(dataset), bool)}
         for source in sorted(set(dataset.sources)):
             sets[f"{role}: {source}"] = dataset.sources == source
@@ -155,15 +172,12 @@ def evaluate_roles(bundle, data_root: str | Path, roles_to_check=("report", "sel
             if len(set(dataset.labels[chosen].tolist())) < 2:
                 continue
             result[name] = headline_figures(dataset.labels[chosen], probabilities[chosen],
-                                            bundle.threshold)
+                                            bundle.threshold, no_estimate=no_estimate[chosen])
         if role == "report":
             result["report per diagnosis"] = per_diagnosis(dataset.labels, probabilities,
-                                                           dataset.diagnoses, bundle.threshold)
+                                                           dataset.diagnoses, bundle.threshold,
+                                                           no_estimate)
     return result
-
-
-def dataset_logits_with(runner, dataset: data.Dataset, views: int) -> np.ndarray:
-    return mean_logits(runner, data.load_images(dataset.paths, runner.input_size), views)
 
 
 def format_report(report: dict, title: str = "") -> str:
