@@ -192,3 +192,17 @@ def threshold_note(bundle, threshold: float) -> str:
         text += (" This threshold lies outside the range of the validation estimates "
                  f"({low:.4f}–{high:.4f}): its figures rest on very few cases.")
     return text
+
+
+def report_threshold_figures(bundle, threshold: float) -> str:
+    """For the case report: the threshold's sensitivity and NPV under the app's rule on
+    the bundle's report set (calibration set for older bundles), with their counts."""
+    predictions = bundle.report_predictions or bundle.predictions
+    which = ("report set (images that chose nothing)" if bundle.report_predictions is not None
+             else "calibration set")
+    point = at_threshold(predictions.labels, predictions.probabilities, threshold,
+                         predictions.no_estimate)
+    sensitivity, npv = point.metrics["sensitivity"], point.metrics["npv"]
+    return (f"on the model's {which}, {point.n} images: sensitivity {format_estimate(sensitivity)} "
+            f"[{sensitivity.successes}/{sensitivity.total}], NPV {format_estimate(npv)} "
+            f"[{npv.successes}/{npv.total}]")

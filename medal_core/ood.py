@@ -63,9 +63,17 @@ class FeatureDistribution:
 
 
 def threshold_keeping(distances: np.ndarray, share: float = KEEP_SHARE) -> float:
-    """The smallest distance limit that keeps at least `share` of these in-distribution
-    distances."""
-    return float(np.quantile(distances, share, method="inverted_cdf"))
+    """A distance limit that keeps at least `share` of these in-distribution distances,
+    placed midway between the last kept distance and the next larger one.
+
+    A limit equal to a kept image's own distance sits on it: float rounding (another
+    batch size, another CPU) moved one from a ratio of 0.99999994 to 1.00000012 and out
+    of the kept set. The midway rule is the decision threshold's (`metrics.midway_below`).
+    """
+    distances = np.sort(np.asarray(distances, dtype=np.float64))
+    kept = float(np.quantile(distances, share, method="inverted_cdf"))
+    above = distances[distances > kept]
+    return float((kept + above.min()) / 2) if above.size else kept
 
 
 # ---------------------------------------------------------------- non-lesion images

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from medal_core import __version__
 from medal_core.images import png_data_uri
 from medal_core.predictor import DISCLAIMER, Prediction
 from medal_core.results import INDETERMINATE_MESSAGE, percent, prediction_warnings, verdict_text
@@ -33,7 +34,15 @@ table{border-collapse:collapse;margin:.6em 0}td,th{text-align:left;padding:.25em
 figcaption{font-size:.85em;color:#5a6b78}
 .warnings li{color:#7a5400}.disclaimer{margin-top:2em;padding:.8em 1em;background:#eef5f8;
 border-left:4px solid #1f5f7a;font-size:.95em}
+.intended{font-size:.95em}
+@media print{body{margin:0;max-width:none;font-size:11pt;color:#000}
+.verdict,.disclaimer{border:1px solid #666}.images figure{flex:1 1 45%}
+.images img{max-height:9cm}a{color:#000}}
 """
+
+INTENDED_USE = ("Intended use: a triage aid for dermoscopic images (taken through a "
+                "dermatoscope) of a single skin lesion, for clinicians deciding how urgently "
+                "to refer. It is not a diagnosis.")
 
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -49,24 +58,32 @@ def _percent(value: float) -> str:
 def case_report_html(*, original_rgb: np.ndarray, prediction: Prediction, model_name: str,
                      threshold: float, overlay_rgb: np.ndarray | None = None,
                      file_name: str | None = None, direction: str = "malignant",
-                     notes: Sequence[str] = (), created: _dt.datetime | None = None) -> str:
+                     notes: Sequence[str] = (), created: _dt.datetime | None = None,
+                     threshold_figures: str | None = None) -> str:
     """The report as one HTML string.
 
     original_rgb / overlay_rgb: (h, w, 3) uint8 images (the Grad-CAM overlay is
     optional); prediction: the `Prediction` at `threshold`; notes: what intake did to
-    the image (e.g. "rotated per EXIF orientation"); created: the report's time (now by
-    default). A non-lesion image gets no probability, as in the app.
+    the image (e.g. "rotated per EXIF orientation"); created: the report's time (now, in
+    local time, by default); threshold_figures: what the threshold means (its
+    sensitivity and NPV on the bundle's report set), one sentence. An image with no
+    estimate gets only what a clinician needs: the image, why there is no estimate and
+    what to do; no probability, no heatmap.
     """
     created = created or _dt.datetime.now().astimezone()
     code = prediction.verdict_code
     low, high = prediction.spread
-    rows = [("Model", model_name), ("Decision threshold", f"{threshold:.3f}")]
+    rows = [("Model", model_name), ("App version", f"MedAL Triage {__version__}")]
     if prediction.has_estimate:
         rows.insert(0, ("Probability of melanoma (calibrated)", _percent(prediction.probability)))
-        rows.insert(1, ("Spread over 8 rotated/mirrored views",
+        rows.insert(1, ("Spread over 8 rotated/mirrored copies of this photo",
                         f"{_percent(low)} – {_percent(high)}"))
+        rows.append(("Decision threshold, as used", f"{threshold:.4f}"))
+        if threshold_figures:
+            rows.append(("What the threshold means", threshold_figures))
     else:
         rows.insert(0, ("Probability of melanoma", "not given: " + verdict_text(prediction)))
+        overlay_rgb = None
     if file_name:
         rows.append(("File", file_name))
     table = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
@@ -92,7 +109,9 @@ def case_report_html(*, original_rgb: np.ndarray, prediction: Prediction, model_
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>MedAL Triage case report</title><style>{_STYLE}</style></head><body>"
         "<h1>MedAL Triage — case report</h1>"
-        f"<p class='meta'>Created {_e(created.strftime('%Y-%m-%d %H:%M %Z').strip())}</p>"
+        f"<p class='meta'>Created {_e(created.strftime('%Y-%m-%d %H:%M %Z').strip())} "
+        "(local time)</p>"
+        f"<p class='intended'>{_e(INTENDED_USE)}</p>"
         f"<div class='verdict {_e(code)}'>{_e(verdict_text(prediction))}</div>"
         f"<table>{table}</table>{warnings_html}{notes_html}"
         f"<div class='images'>{''.join(figures)}</div>"

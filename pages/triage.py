@@ -3,7 +3,7 @@
 import streamlit as st
 
 from medal_core.explain import colour_scale, overlay_heatmap
-from medal_core.explorer import threshold_note
+from medal_core.explorer import report_threshold_figures, threshold_note
 from medal_core.report import case_report_html, report_file_name
 from medal_core.results import with_threshold
 from medal_ui import analysis, layout, state, widgets
@@ -66,7 +66,9 @@ def report() -> str:
     return case_report_html(original_rgb=result.display_rgb, overlay_rgb=report_overlay,
                             prediction=prediction, model_name=context.name,
                             threshold=context.threshold, file_name=upload.name,
-                            direction=shown, notes=result.notes)
+                            direction=shown, notes=result.notes,
+                            threshold_figures=report_threshold_figures(context.bundle,
+                                                                       context.threshold))
 
 
 st.download_button("Download case report (HTML)", report, file_name=report_file_name(upload.name),

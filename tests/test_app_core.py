@@ -16,6 +16,7 @@ import pytest
 from app_helpers import make_bundle, png, synthetic_lesion, synthetic_predictions
 from PIL import Image
 
+import medal_core
 from medal_core import batch, catalog, charts, compare, explorer, images, metrics, model_card, report, results
 from medal_core.evaluate import MEDAL_THRESHOLD
 from medal_core.predictor import DISCLAIMER, Prediction
@@ -236,8 +237,13 @@ def test_report_holds_the_numbers_images_and_disclaimer():
     p = prediction(0.634, (0.52, 0.71), threshold=0.4, warnings=("blurred",))
     text = report.case_report_html(original_rgb=rgb, overlay_rgb=rgb[::-1].copy(), prediction=p,
                                    model_name="mobilenet", threshold=0.4, file_name="mole.jpg",
-                                   notes=("rotated per EXIF orientation",))
-    assert "63.4%" in text and "52.0% – 71.0%" in text and "0.400" in text
+                                   notes=("rotated per EXIF orientation",),
+                                   threshold_figures="sensitivity 95.0% [19/20], NPV 99.0%")
+    assert "63.4%" in text and "52.0% – 71.0%" in text and "0.4000" in text
+    assert "sensitivity 95.0% [19/20], NPV 99.0%" in text
+    assert f"MedAL Triage {medal_core.__version__}" in text
+    assert "dermoscopic images" in text and "not a diagnosis" in text       # intended use
+    assert "(local time)" in text and "@media print" in text
     assert "Refer to a dermatologist" in text and "mobilenet" in text and "mole.jpg" in text
     assert "message blurred" in text and "rotated per EXIF orientation" in text
     assert DISCLAIMER in text
@@ -259,12 +265,14 @@ def test_report_escapes_every_text():
     assert len(embedded_images(text)) == 1                       # no overlay given
 
 
-def test_report_for_a_non_lesion_gives_no_probability():
+def test_report_for_a_non_lesion_gives_no_probability_and_no_heatmap():
     p = prediction(0.9, (0.85, 0.95), ood_score=10.0)
-    text = report.case_report_html(original_rgb=synthetic_lesion(3, 128), prediction=p,
-                                   model_name="m", threshold=0.5)
+    rgb = synthetic_lesion(3, 128)
+    text = report.case_report_html(original_rgb=rgb, overlay_rgb=rgb, prediction=p,
+                                   model_name="m", threshold=0.5, threshold_figures="sens 95%")
     assert "90.0%" not in text and "not given" in text
-    assert "Not recognised as a dermoscopic lesion image" in text
+    assert "Not recognised as a dermoscopic lesion image" in text and "clinician" in text
+    assert len(embedded_images(text)) == 1 and "sens 95%" not in text
 
 
 def test_borderline_report_says_so():

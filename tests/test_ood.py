@@ -86,11 +86,15 @@ def test_fit_refuses_unusable_features(bad):
 def test_threshold_keeping_keeps_at_least_the_share_and_no_more_than_needed(n, share):
     distances = np.random.default_rng(n).exponential(size=n)
     limit = threshold_keeping(distances, share)
-    assert limit in distances
     assert np.mean(distances <= limit) >= share
-    below = distances[distances < limit]
-    if len(below):  # the next smaller limit would keep too few
-        assert np.mean(distances <= below.max()) < share
+    kept = np.sort(distances[distances <= limit])
+    if len(kept) > 1:  # a limit below the last kept distance would keep too few
+        assert np.mean(distances <= kept[-2]) < share
+    # Midway to the next distance: no kept image sits on the limit.
+    above = distances[distances > limit]
+    if len(above):
+        assert limit == pytest.approx((kept[-1] + above.min()) / 2)
+        assert min(limit - kept[-1], above.min() - limit) > 0
     assert threshold_keeping(distances) == threshold_keeping(distances, ood.KEEP_SHARE)
 
 
