@@ -13,8 +13,10 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from medal_core.images import png_data_uri
 from medal_core.intake import IntakeError, read_upload
@@ -23,6 +25,9 @@ from medal_core.predictor import Predictor
 from medal_core.results import decision_label, prediction_warnings
 
 THUMBNAIL_SIDE = 96
+# Files per batch: each is read, predicted and reduced to a thumbnail in turn, so memory
+# stays bounded, but the time does not (~0.1-0.5 s a file on a small server).
+MAX_FILES = 200
 CSV_COLUMNS = ("file", "status", "probability", "decision", "verdict_code", "spread_low",
                "spread_high", "warnings", "threshold", "model", "error")
 
@@ -55,29 +60,42 @@ class BatchRow:
 
 def predict_files(predictor: Predictor, files: Iterable[tuple[str, bytes]],
                   on_progress: Callable[[int, int], None] | None = None,
-                  chunk_size: int = 8) -> list[FileResult]:
-    """Read and predict every (file name, bytes) pair, `chunk_size` images per model
-    call, calling `on_progress(done, total)` after each chunk. Refused files keep their
-    intake message; results are in input order."""
-    files = list(files)
-    results: list[FileResult] = [FileResult("")] * len(files)   # every slot is filled below
-    pending = []  # (index, name, rgb)
-    for index, (name, data) in enumerate(files):
+                  chunk_size: int = 4, total: int | None = None) -> list[FileResult]:
+    """Read and predict every (file name, bytes) pair, calling `on_progress(done, total)`
+    after each file is read or refused (`total`: the number of files, default
+    `len(files)`; `files` may be a generator, read one file at a time). Results are in
+    input order; refused files keep their intake message.
+
+    Decoding, prediction and the thumbnail happen `chunk_size` files at a time, and only
+    the thumbnail and the prediction are kept: peak memory holds at most `chunk_size`
+    decoded images, however many files the batch has (a 36-megapixel photo decodes to
+    ~110 MB).
+    """
+    results: list[FileResult] = []
+    chunk: list[tuple[str, np.ndarray]] = []
+    total = len(files) if total is None and isinstance(files, Sequence) else (total or 0)
+
+    def flush() -> None:
+        predictions = predictor.predict_batch([rgb for _, rgb in chunk])
+        results.extend(FileResult(name, prediction, png_data_uri(rgb, THUMBNAIL_SIDE))
+                       for (name, rgb), prediction in zip(chunk, predictions))
+        chunk.clear()
+
+    for name, data in files:
         try:
-            pending.append((index, name, read_upload(data).rgb))
+            chunk.append((name, read_upload(data).rgb))
         except IntakeError as error:
-            results[index] = FileResult(name, error=str(error))
-    done = len(files) - len(pending)
-    if on_progress:
-        on_progress(done, len(files))
-    for start in range(0, len(pending), chunk_size):
-        part = pending[start:start + chunk_size]
-        predictions = predictor.predict_batch([rgb for _, _, rgb in part])
-        for (index, name, rgb), prediction in zip(part, predictions):
-            results[index] = FileResult(name, prediction, png_data_uri(rgb, THUMBNAIL_SIDE))
-        done += len(part)
+            if chunk:              # keep input order: predict what is waiting first
+                flush()
+            results.append(FileResult(name, error=str(error)))
+        if len(chunk) >= chunk_size:
+            flush()
         if on_progress:
-            on_progress(done, len(files))
+            on_progress(len(results) + len(chunk), total)
+    if chunk:
+        flush()
+    if on_progress:
+        on_progress(total, total)
     return results
 
 

@@ -14,10 +14,16 @@ st.title("Batch triage")
 st.caption("Triage many images at once. The table lists the most suspicious first; refused "
            "files are listed with the reason.")
 
-files = st.file_uploader("Upload dermoscopic images", type=widgets.IMAGE_TYPES,
-                         accept_multiple_files=True, key="batch_files",
-                         help="Up to 20 MB each. Images are processed in memory and never "
-                              "stored.")
+files = st.file_uploader(f"Upload dermoscopic images (up to {batch.MAX_FILES} per batch)",
+                         type=widgets.IMAGE_TYPES, accept_multiple_files=True, key="batch_files",
+                         help="Up to 20 MB each. Images are processed in memory, one "
+                              "after another, and never stored.")
+if files and len(files) > batch.MAX_FILES:
+    st.error(f"{len(files)} files were chosen; a batch takes at most {batch.MAX_FILES}. "
+             f"Remove some (or split them into batches of {batch.MAX_FILES}) and try again.",
+             icon=":material/block:")
+    widgets.disclaimer()
+    st.stop()
 if not files:
     st.session_state.pop(RESULTS_KEY, None)
     st.info("Choose or drop several images above.")
@@ -34,7 +40,7 @@ if stored is None or stored[0] != batch_key:
         progress.progress(done / total, text=f"Triaged {done} of {total} images")
 
     results = batch.predict_files(context.predictor(), ((f.name, f.getvalue()) for f in files),
-                                  on_progress=report)
+                                  on_progress=report, total=len(files))
     progress.empty()
     st.session_state[RESULTS_KEY] = (batch_key, results)
 else:

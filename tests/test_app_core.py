@@ -456,3 +456,28 @@ def test_threshold_note_names_the_set_the_default_and_the_range(one_bundle):
                                          (0.9995, "> 99.9%")])
 def test_percent_never_reads_zero_or_certain(value, text):
     assert results.percent(value) == text
+
+
+def test_batch_reads_decodes_and_predicts_chunk_by_chunk():
+    """Memory bound: the files are read lazily and at most `chunk_size` decoded images
+    wait for the model at any time, however long the batch."""
+    stub = StubPredictor()
+    read = []
+    waiting_at_each_call = []
+    original = stub.predict_batch
+
+    def counting(rgbs, threshold=None):
+        waiting_at_each_call.append(len(read) - sum(waiting_at_each_call))
+        return original(rgbs, threshold)
+
+    stub.predict_batch = counting
+
+    def files():
+        for i in range(11):
+            read.append(i)
+            yield f"{i}.png", flat_png(20 * i + 10)
+
+    found = batch.predict_files(stub, files(), chunk_size=3, total=11)
+    assert [r.file for r in found] == [f"{i}.png" for i in range(11)]
+    assert waiting_at_each_call == [3, 3, 3, 2]
+    assert max(waiting_at_each_call) <= 3
