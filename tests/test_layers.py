@@ -1,0 +1,41 @@
+"""Which layer may import what: the ML core imports no UI library, and the result and
+decision modules import no TensorFlow (each checked in a fresh interpreter)."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CORE = sorted((ROOT / "medal_core").glob("*.py"))
+UI_LIBRARIES = {"streamlit", "medal_ui", "pages"}
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Top-level names of every module `path` imports (at any depth of the file)."""
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("path", CORE, ids=[p.name for p in CORE])
+def test_the_core_imports_no_ui(path):
+    assert not imported_modules(path) & UI_LIBRARIES
+
+
+@pytest.mark.parametrize("module", ["medal_core.decision", "medal_core.prediction",
+                                    "medal_core.results"])
+def test_results_and_the_decision_policy_need_no_tensorflow(module):
+    code = (f"import sys, {module}; "
+            "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]; "
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, f"{module} pulls in {done.stdout.strip()}"
