@@ -214,9 +214,9 @@ def probe(models: str, wanted: int, paths: list[str]) -> dict:
     `wanted` of them)."""
     import keras  # noqa: F401 - import TensorFlow and Keras first: not the model's cost
 
-    from medal_core.catalog import scan
     from medal_core.intake import read_upload
     from medal_core.predictor import Predictor
+    from medal_views.catalog import scan
 
     catalog = scan(models)
     before = _rss(os.getpid())
@@ -479,7 +479,7 @@ def main(argv=None) -> int:
         print("cannot run: the playwright package is not installed", file=sys.stderr)
         return 2
 
-    from medal_core.catalog import scan
+    from medal_views.catalog import scan
 
     catalog = scan(args.models)
     if catalog.empty:

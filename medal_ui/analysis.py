@@ -9,10 +9,10 @@ import numpy as np
 import streamlit as st
 
 from medal_core.data import resize_for_model
-from medal_core.images import downscale
 from medal_core.intake import IntakeError, read_upload
 from medal_core.predictor import Prediction
 from medal_ui import state
+from medal_views.images import downscale
 
 DISPLAY_SIDE = 1024   # the on-screen copy (and the report's source) is at most this big
 

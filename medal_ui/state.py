@@ -22,8 +22,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from medal_core import catalog as catalogs
 from medal_core.bundle import Bundle, BundleError
+from medal_views import catalog as catalogs
 
 APP_DIR = Path(__file__).resolve().parents[1]
 # The chosen bundle and threshold live under their own keys, not under the sidebar
@@ -77,7 +77,7 @@ def get_gradcam(folder: str, signature: str, layer: str):
 
 @st.cache_data(show_spinner="Measuring latency…", max_entries=16)
 def get_latency_ms(folder: str, signature: str) -> float:
-    from medal_core.compare import measure_latency
+    from medal_views.compare import measure_latency
 
     return measure_latency(get_predictor(folder, signature))
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from medal_core.catalog import Catalog
 from medal_core.prediction import Prediction
 from medal_core.predictor import DISCLAIMER
-from medal_core.results import INDETERMINATE_MESSAGE, percent, prediction_warnings, verdict_text
 from medal_ui import state
+from medal_views.catalog import Catalog
+from medal_views.results import INDETERMINATE_MESSAGE, percent, prediction_warnings, verdict_text
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"]
 _VERDICT_ICONS = {"refer": ":material/priority_high:", "low": ":material/check_circle:",

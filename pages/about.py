@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from medal_core import model_card
 from medal_core.predictor import DISCLAIMER
 from medal_ui import layout, state, widgets
+from medal_views import model_card
 
 layout.start_page()
 

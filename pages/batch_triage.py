@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from medal_core import batch
 from medal_ui import layout, state, widgets
+from medal_views import batch
 
 layout.start_page()
 

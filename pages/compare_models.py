@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from medal_core import charts, compare, explorer
 from medal_core.bundle import BundleError
-from medal_core.catalog import read_history, signature
 from medal_ui import layout, state, widgets
+from medal_views import charts, compare, explorer
+from medal_views.catalog import read_history, signature
 
 layout.start_page()
 

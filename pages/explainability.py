@@ -11,8 +11,8 @@ from medal_core.explain import (
     layers_worth_looking_at,
     overlay_heatmap,
 )
-from medal_core.results import with_threshold
 from medal_ui import analysis, layout, state, widgets
+from medal_views.results import with_threshold
 
 layout.start_page()
 

@@ -4,9 +4,10 @@ calibration set, on which the default was chosen), and at another prevalence."""
 
 import streamlit as st
 
-from medal_core import charts, decision, explorer
-from medal_core.results import VERDICTS
+from medal_core import decision
 from medal_ui import layout, state, widgets
+from medal_views import charts, explorer
+from medal_views.results import VERDICTS
 
 layout.start_page()
 

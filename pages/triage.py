@@ -3,10 +3,10 @@
 import streamlit as st
 
 from medal_core.explain import colour_scale, overlay_heatmap
-from medal_core.explorer import report_threshold_figures, threshold_note
-from medal_core.report import case_report_html, report_file_name
-from medal_core.results import with_threshold
 from medal_ui import analysis, layout, state, widgets
+from medal_views.explorer import report_threshold_figures, threshold_note
+from medal_views.report import case_report_html, report_file_name
+from medal_views.results import with_threshold
 
 layout.start_page()
 

@@ -13,8 +13,9 @@ from app_helpers import make_bundle, png, synthetic_lesion  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from medal_core import bundle as bundles  # noqa: E402
-from medal_core import explorer, metrics
+from medal_core import metrics
 from medal_core.evaluate import MEDAL_THRESHOLD  # noqa: E402
+from medal_views import explorer
 
 APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
 PAGES = {

@@ -17,10 +17,11 @@ from app_helpers import make_bundle, png, synthetic_lesion, synthetic_prediction
 from PIL import Image
 
 import medal_core
-from medal_core import batch, catalog, charts, compare, explorer, images, metrics, model_card, report, results
+from medal_core import metrics
 from medal_core.evaluate import MEDAL_THRESHOLD
 from medal_core.predictor import DISCLAIMER, Prediction
 from medal_core.quality import QualityReport, QualityWarning, assess_quality
+from medal_views import batch, catalog, charts, compare, explorer, images, model_card, report, results
 
 
 def prediction(probability=0.6, spread=(0.55, 0.65), threshold=0.5, ood_score=0.2,

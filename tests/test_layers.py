@@ -1,5 +1,10 @@
-"""Which layer may import what: the ML core imports no UI library, and the result and
-decision modules import no TensorFlow (each checked in a fresh interpreter)."""
+"""Which layer may import what. Dependencies run one way:
+
+    pages/, streamlit_app.py  ->  medal_ui (Streamlit glue)  ->  medal_views  ->  medal_core
+
+The ML core imports no UI or view module, nor Streamlit or Plotly; the views import no
+Streamlit and nothing of the app above them; the result, its wording and the decision
+policy load without TensorFlow (each checked in a fresh interpreter)."""
 
 import ast
 import subprocess
@@ -10,7 +15,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = sorted((ROOT / "medal_core").glob("*.py"))
+VIEWS = sorted((ROOT / "medal_views").glob("*.py"))
 UI_LIBRARIES = {"streamlit", "medal_ui", "pages"}
+VIEW_LIBRARIES = {"medal_views", "plotly"}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -26,12 +33,17 @@ def imported_modules(path: Path) -> set[str]:
 
 
 @pytest.mark.parametrize("path", CORE, ids=[p.name for p in CORE])
-def test_the_core_imports_no_ui(path):
+def test_the_core_imports_no_ui_and_no_view(path):
+    assert not imported_modules(path) & (UI_LIBRARIES | VIEW_LIBRARIES)
+
+
+@pytest.mark.parametrize("path", VIEWS, ids=[p.name for p in VIEWS])
+def test_the_views_import_no_streamlit_and_nothing_above_them(path):
     assert not imported_modules(path) & UI_LIBRARIES
 
 
 @pytest.mark.parametrize("module", ["medal_core.decision", "medal_core.prediction",
-                                    "medal_core.results"])
+                                    "medal_views.results"])
 def test_results_and_the_decision_policy_need_no_tensorflow(module):
     code = (f"import sys, {module}; "
             "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]; "

@@ -12,7 +12,7 @@ from medal_core.metrics import sigmoid
 from medal_core.models import FEATURE_LAYER, logit_model
 from medal_core.predictor import Prediction, Predictor
 from medal_core.quality import assess_quality
-from medal_core.results import VERDICTS, verdict_text
+from medal_views.results import VERDICTS, verdict_text
 
 ATOL = 1e-5
 

@@ -305,7 +305,7 @@ def _models_dir(tmp_path: Path) -> Path:
     """The committed `models/` when it has a usable bundle, else tiny bundles."""
     from app_helpers import make_models_dir
 
-    from medal_core.catalog import scan
+    from medal_views.catalog import scan
 
     committed = ROOT / "models"
     if not scan(committed).empty:

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from medal_core import __version__
-from medal_core.images import png_data_uri
 from medal_core.predictor import DISCLAIMER, Prediction
-from medal_core.results import INDETERMINATE_MESSAGE, percent, prediction_warnings, verdict_text
+from medal_views.images import png_data_uri
+from medal_views.results import INDETERMINATE_MESSAGE, percent, prediction_warnings, verdict_text
 
 REPORT_IMAGE_SIDE = 512   # images are downscaled to at most this many pixels per side
 

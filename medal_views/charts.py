@@ -9,8 +9,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from medal_core.explorer import Curves, OperatingPoint
 from medal_core.metrics import Confusion, NaturalFrequencies
+from medal_views.explorer import Curves, OperatingPoint
 
 PRIMARY = "#1f5f7a"
 SERIES_COLOURS = ("#1f5f7a", "#c0672b", "#4c8c4a", "#7b5ea7", "#b8860b", "#4a7fb5")

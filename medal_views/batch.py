@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medal_core.images import png_data_uri
 from medal_core.intake import IntakeError, read_upload
 from medal_core.prediction import Prediction
 from medal_core.predictor import Predictor
-from medal_core.results import decision_label, prediction_warnings
+from medal_views.images import png_data_uri
+from medal_views.results import decision_label, prediction_warnings
 
 THUMBNAIL_SIDE = 96
 # Files per batch: each is read, predicted and reduced to a thumbnail in turn, so memory
