@@ -96,3 +96,18 @@ def measure_latency(predictor, side: int = 512, repeats: int = 5, seed: int = 0)
         predictor.predict(image)
         times.append((time.perf_counter() - start) * 1000)
     return float(np.median(times))
+
+
+def weakest_statement(rows: list[dict]) -> str | None:
+    """A plain sentence naming the weakest bundle by AUC (None for fewer than two), and
+    whether the AUC intervals overlap."""
+    if len(rows) < 2:
+        return None
+    ranked = sorted(rows, key=lambda r: r["AUC"])
+    weakest, best = ranked[0], ranked[-1]
+    apart = weakest["AUC high"] < best["AUC low"]
+    return (f"**{weakest['model']} is the weaker model**: ROC AUC {weakest['AUC']:.3f} against "
+            f"{best['model']}'s {best['AUC']:.3f} ({weakest['figures on']} / "
+            f"{best['figures on']}; the 95% intervals "
+            f"{'do not overlap' if apart else 'overlap'}). Use {best['model']} unless you are "
+            "studying the baseline.")

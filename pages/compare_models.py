@@ -13,8 +13,9 @@ context = state.require_context()
 catalog = context.catalog
 
 st.title("Compare models")
-st.caption("Validation figures of every model bundle, each at its own default threshold, and "
-           "the time one image takes on this server.")
+st.caption("Figures of every model bundle on its report set (which chose nothing), each at "
+           "its own default threshold under the app's rule, and the time one image takes on "
+           "this server.")
 
 rows, curves, points, histories = [], {}, {}, {}
 for name, bundle in catalog.bundles.items():
@@ -26,16 +27,16 @@ for name, bundle in catalog.bundles.items():
             bundle, state.get_predictor(str(bundle.folder), sha).bundle.model)
     except BundleError as error:
         st.error(f"**{name}** could not be loaded: {error}")
-    p = bundle.predictions
+    _, p, _ = compare.figure_set(bundle)
     rows.append(compare.summary_row(name, bundle, latency, parameters))
     curves[name] = explorer.curves(p.labels, p.probabilities)
-    points[name] = explorer.at_threshold(p.labels, p.probabilities, bundle.threshold)
+    points[name] = explorer.at_threshold(p.labels, p.probabilities, bundle.threshold,
+                                         p.no_estimate)
     histories[name] = read_history(bundle.folder)
 
 st.dataframe(
     [compare.display_row(row) for row in rows], hide_index=True,
     column_config={
-        "threshold": st.column_config.NumberColumn(format="%.3f"),
         "parameters": st.column_config.NumberColumn(format="localized"),
         "latency ms": st.column_config.NumberColumn(
             "latency (ms)", format="%.0f",
@@ -51,6 +52,10 @@ if any(histories.values()):
                        key="compare_training", config={"displayModeBar": False})
 else:
     right.info("No training logs (history.csv) in these bundles.")
+statement = compare.weakest_statement(rows)
+if statement:
+    st.warning(statement, icon=":material/compare_arrows:")
 st.caption("AUC intervals: stratified bootstrap; sensitivity and specificity intervals: Wilson. "
-           "All on each model's own validation predictions.")
+           "All on each model's own report set (or, for a bundle without one, the set its "
+           "threshold was chosen on).")
 widgets.broken_bundles(catalog, expanded=True)

@@ -482,3 +482,13 @@ def test_batch_reads_decodes_and_predicts_chunk_by_chunk():
     assert [r.file for r in found] == [f"{i}.png" for i in range(11)]
     assert waiting_at_each_call == [3, 3, 3, 2]
     assert max(waiting_at_each_call) <= 3
+
+
+def test_the_comparison_names_the_weaker_model_plainly():
+    rows = [{"model": "mobilenet", "AUC": 0.85, "AUC low": 0.83, "AUC high": 0.87,
+             "figures on": "report set, 1927 images"},
+            {"model": "custom_cnn", "AUC": 0.69, "AUC low": 0.65, "AUC high": 0.72,
+             "figures on": "report set, 1927 images"}]
+    text = compare.weakest_statement(rows)
+    assert text.startswith("**custom_cnn is the weaker model**") and "do not overlap" in text
+    assert compare.weakest_statement(rows[:1]) is None
