@@ -18,7 +18,7 @@ SETS = [  # (report key, what the README calls it)
     ("report: isic2018_task3_test", "report: ISIC 2018 Task 3 test"),
     ("report: ph2", "report: PH2"),
     ("selection: isic2017 official val", "ISIC 2017 official val (selection set: chose the checkpoint)"),
-    ("calibration (all)", "calibration set (chose the threshold)"),
+    ("calibration (all)", "calibration set (its ISIC 2017 part chose the threshold)"),
 ]
 
 

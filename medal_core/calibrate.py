@@ -84,9 +84,15 @@ def rule_report(labels, scored: dict, threshold: float, band_ratio: float) -> di
     return counts
 
 
-def calibrate_bundle(folder: str | Path, assignment: roles.RoleAssignment) -> dict:
+def calibrate_bundle(folder: str | Path, assignment: roles.RoleAssignment,
+                     threshold_sources: tuple[str, ...] = ()) -> dict:
     """Set the decision policy of the bundle in `folder` and record the rule's figures.
-    Returns the manifest's new `decision` entry."""
+    Returns the manifest's new `decision` entry.
+
+    `threshold_sources` (dataset names) restricts the images the threshold, its band and
+    its guarantee are chosen on to those calibration images: the sources most like the
+    images the app is meant for (default: every calibration image). The rule's figures
+    are reported on the whole calibration set and on the report set either way."""
     from medal_core.inference import ModelRunner
 
     loaded = bundles.load_bundle(folder)
@@ -95,15 +101,20 @@ def calibrate_bundle(folder: str | Path, assignment: roles.RoleAssignment) -> di
     cal = score_role(loaded, runner, calibration_set)
     rep = score_role(loaded, runner, report_set)
     labels = calibration_set.labels
-    threshold = decision.app_threshold(labels, cal["probabilities"], TARGET_SENSITIVITY,
-                                       cal["no_estimate"])
-    band_ratio = decision.threshold_band_ratio(labels, cal["probabilities"], TARGET_SENSITIVITY)
-    guaranteed = decision.guaranteed_threshold(labels, cal["probabilities"], TARGET_SENSITIVITY,
-                                               GUARANTEE_CONFIDENCE, cal["no_estimate"])
-    caught = decision.rule_counts(labels, cal["probabilities"], threshold, band_ratio,
-                                  cal["no_estimate"])["melanomas_onward"]
+    chosen = (np.isin(calibration_set.sources.astype(str), list(threshold_sources))
+              if threshold_sources else np.ones(len(labels), bool))
+    if not chosen.any():
+        raise data.DatasetError(f"no calibration image comes from {list(threshold_sources)}")
+    y, p, skip = labels[chosen], cal["probabilities"][chosen], cal["no_estimate"][chosen]
+    threshold = decision.app_threshold(y, p, TARGET_SENSITIVITY, skip)
+    band_ratio = decision.threshold_band_ratio(y, p, TARGET_SENSITIVITY)
+    guaranteed = decision.guaranteed_threshold(y, p, TARGET_SENSITIVITY, GUARANTEE_CONFIDENCE,
+                                               skip)
+    caught = decision.rule_counts(y, p, threshold, band_ratio, skip)["melanomas_onward"]
     entry = {
         "target_sensitivity": TARGET_SENSITIVITY,
+        "threshold_set": {"sources": list(threshold_sources) or "all calibration images",
+                          "images": int(chosen.sum()), "melanomas": int(y.sum())},
         "band_ratio": band_ratio,
         "band_method": ("odds ratio between the 95th percentile of the threshold re-chosen on "
                         "1,000 stratified bootstrap resamples of the calibration set and the "
@@ -120,10 +131,12 @@ def calibrate_bundle(folder: str | Path, assignment: roles.RoleAssignment) -> di
     }
     manifest = dict(loaded.manifest)
     manifest["threshold"] = {
-        **evaluate.operating_points(labels, cal["probabilities"]),
+        **evaluate.operating_points(y, p),
         "value": threshold,
         "method": (f"highest threshold at which the app sends >= {TARGET_SENSITIVITY:.2f} of "
-                   "the calibration set's melanomas onwards (no-estimate ones included)"),
+                   "the melanomas onwards (no-estimate ones included), on the calibration "
+                   + (f"images from {', '.join(threshold_sources)}" if threshold_sources
+                      else "set")),
     }
     manifest["decision"] = entry
     manifest["validation_metrics"] = {
@@ -150,10 +163,14 @@ def main(argv=None) -> None:
     parser.add_argument("--bundle", required=True)
     parser.add_argument("--data-root", required=True,
                         help="the folder holding the datasets the bundle was trained on")
+    parser.add_argument("--threshold-on", action="append", default=[], metavar="SOURCE",
+                        help="choose the threshold on the calibration images of this dataset "
+                             "only (repeatable; default: all calibration images)")
     args = parser.parse_args(argv)
     try:
         manifest = bundles.read_manifest(args.bundle)
-        entry = calibrate_bundle(args.bundle, roles.bundle_roles(manifest, args.data_root))
+        entry = calibrate_bundle(args.bundle, roles.bundle_roles(manifest, args.data_root),
+                                 tuple(args.threshold_on))
     except (bundles.BundleError, data.DatasetError) as error:
         sys.exit(f"error: {error}")
     print(json.dumps(entry, indent=2))

@@ -84,10 +84,12 @@ if "sensitivity_lower_bound" in guarantee and context.threshold == context.bundl
     st.caption(
         f"With 95% confidence, the default threshold sends at least "
         f"{guarantee['sensitivity_lower_bound']:.1%} of melanomas onwards on new cases like the "
-        "calibration set (exact binomial bound)."
+        "images it was chosen on (exact binomial bound)."
         + (f" A threshold of {guarantee['guaranteed']['threshold']:.4f} would guarantee "
            f"{guarantee['guaranteed']['target']:.0%} with 95% confidence."
-           if guarantee.get("guaranteed", {}).get("threshold") is not None else ""))
+           if guarantee.get("guaranteed", {}).get("threshold") is not None else
+           " The calibration images have too few melanomas for any threshold to guarantee "
+           f"{guarantee.get('target_sensitivity', 0.95):.0%} with 95% confidence."))
 
 st.markdown("**What the app says at this threshold**")
 shares = explorer.verdict_shares(labels, probabilities, context.threshold, band_ratio, no_estimate)

@@ -62,12 +62,23 @@ def test_stored_predictions_reproduce_the_manifests_aucs(loaded):
             pytest.approx(recorded, abs=1e-9)
 
 
-def test_the_app_rule_meets_the_target_on_the_calibration_set(loaded):
+def test_the_app_rule_meets_the_target_where_the_threshold_was_chosen(loaded):
+    """On the calibration images the threshold was chosen on (all, or those of the
+    sources named in the manifest), the app sends >= the target of melanomas onwards."""
+    import dataclasses
+
     target = loaded.manifest["threshold"]["target_sensitivity"]
-    caught, positives = onward(loaded.predictions, loaded.threshold)
+    sources = loaded.manifest["decision"]["threshold_set"]["sources"]
+    p = loaded.predictions
+    chosen = (np.isin(p.sources, sources) if isinstance(sources, list)
+              else np.ones(len(p.labels), bool))
+    subset = dataclasses.replace(p, labels=p.labels[chosen], probabilities=p.probabilities[chosen],
+                                 no_estimate=p.no_estimate[chosen])
+    caught, positives = onward(subset, loaded.threshold)
     assert caught / positives >= target
+    assert positives == loaded.manifest["decision"]["threshold_set"]["melanomas"]
     recorded = loaded.manifest["decision"]["rule"]["calibration"]["melanomas_onward"]
-    assert (caught, positives) == (recorded["count"], recorded["of"])
+    assert onward(p, loaded.threshold) == (recorded["count"], recorded["of"])
 
 
 def test_the_report_rule_figures_reproduce_from_the_stored_predictions(loaded):

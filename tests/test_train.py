@@ -222,3 +222,20 @@ def test_an_interrupted_two_rate_fit_resumes_both_optimizers(tmp_path):
         assert int(after.iterations.numpy()) == int(before.iterations.numpy()) == 4
         for a, b in zip(before.variables, after.variables):
             np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_the_threshold_can_be_chosen_on_one_source_of_the_calibration_set(trained, dataset_dir,
+                                                                          tmp_path):
+    import shutil
+
+    from medal_core import calibrate, roles
+
+    folder = tmp_path / "b"
+    shutil.copytree(trained, folder, ignore=shutil.ignore_patterns("checkpoints"))
+    assignment = roles.bundle_roles(bundle.read_manifest(folder), ".")
+    with pytest.raises(data.DatasetError, match="no calibration image comes from"):
+        calibrate.calibrate_bundle(folder, assignment, ("elsewhere",))
+    entry = calibrate.calibrate_bundle(folder, assignment, (dataset_dir.name,))
+    assert entry["threshold_set"]["sources"] == [dataset_dir.name]
+    manifest = bundle.read_manifest(folder)
+    assert dataset_dir.name in manifest["threshold"]["method"]
