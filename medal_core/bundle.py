@@ -261,22 +261,9 @@ def load_bundle(folder: str | Path, load_model: bool = True, load_ood: bool = Tr
     if load_model:
         verify_sha256(folder / MODEL_FILE, manifest["model_sha256"])
         model = _load_keras_model(folder / MODEL_FILE)
-        if load_ood and "ood" in manifest:
-            verify_sha256(folder / OOD_FILE, manifest["ood"].get("sha256", ""))
-            try:
-                ood = OODDetector.load(folder / OOD_FILE)
-            except (KeyError, ValueError, OSError) as error:
-                raise BundleError(f"{folder / OOD_FILE} is not a detector this version can read "
-                                  f"({error}); refit it with `python -m medal_core.ood --bundle "
-                                  f"{folder} --data DATA`.") from error
-        if load_ood and "modality" in manifest:
-            verify_sha256(folder / MODALITY_FILE, manifest["modality"].get("sha256", ""))
-            try:
-                modality = ModalityCheck.load(folder / MODALITY_FILE)
-            except (KeyError, ValueError, OSError) as error:
-                raise BundleError(f"{folder / MODALITY_FILE} is not a check this version can "
-                                  f"read ({error}); refit it with `python -m medal_core.modality "
-                                  f"--bundle {folder} --data-root DATA`.") from error
+        if load_ood:
+            ood = _load_check(folder, manifest, "ood", OOD_FILE, OODDetector.load)
+            modality = _load_check(folder, manifest, "modality", MODALITY_FILE, ModalityCheck.load)
         for layer in ("logit", manifest["gradcam_layer"]):
             try:
                 model.get_layer(layer)
@@ -284,6 +271,20 @@ def load_bundle(folder: str | Path, load_model: bool = True, load_ood: bool = Tr
                 raise BundleError(f"{folder / MODEL_FILE} has no layer '{layer}' named in its "
                                   "manifest.") from error
     return Bundle(folder, manifest, predictions, model, ood, modality, report)
+
+
+def _load_check(folder: Path, manifest: dict, key: str, file_name: str, load):
+    """The check a manifest records under `key` (None when it records none), verified
+    against its sha256; BundleError with the command that refits it if unreadable."""
+    if key not in manifest:
+        return None
+    verify_sha256(folder / file_name, manifest[key].get("sha256", ""))
+    try:
+        return load(folder / file_name)
+    except (KeyError, ValueError, OSError) as error:
+        raise BundleError(f"{folder / file_name} is not a check this version can read "
+                          f"({error}); refit it with `python -m medal_core.{key} --bundle "
+                          f"{folder} --data-root DATA`.") from error
 
 
 def verify_sha256(path: Path, expected: str) -> None:

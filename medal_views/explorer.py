@@ -169,15 +169,22 @@ def format_estimate(estimate: metrics.Estimate, digits: int = 1) -> str:
     return text
 
 
+def _honest_point(bundle, threshold: float):
+    """(stored predictions, whether they are the report set, the app's rule at
+    `threshold` on them): the report set, or the calibration set for older bundles."""
+    has_report = bundle.report_predictions is not None
+    predictions = bundle.report_predictions if has_report else bundle.predictions
+    return predictions, has_report, at_threshold(predictions.labels, predictions.probabilities,
+                                                 threshold, predictions.no_estimate)
+
+
 def threshold_note(bundle, threshold: float) -> str:
     """One sentence for the Triage page: what the threshold in use means under the app's
     rule on the bundle's report set (calibration set for older bundles), whether it is
     the validated default, and a warning outside the range validation supports."""
-    predictions = bundle.report_predictions or bundle.predictions
-    which = ("report set, which chose nothing" if bundle.report_predictions is not None
+    predictions, has_report, point = _honest_point(bundle, threshold)
+    which = ("report set, which chose nothing" if has_report
              else "calibration set, on which the default was chosen")
-    point = at_threshold(predictions.labels, predictions.probabilities, threshold,
-                         predictions.no_estimate)
     sensitivity, specificity = point.metrics["sensitivity"], point.metrics["specificity"]
     status = ("the validated default" if threshold == bundle.threshold
               else f"changed from the validated default {bundle.threshold:.4f}")
@@ -197,11 +204,8 @@ def threshold_note(bundle, threshold: float) -> str:
 def report_threshold_figures(bundle, threshold: float) -> str:
     """For the case report: the threshold's sensitivity and NPV under the app's rule on
     the bundle's report set (calibration set for older bundles), with their counts."""
-    predictions = bundle.report_predictions or bundle.predictions
-    which = ("report set (images that chose nothing)" if bundle.report_predictions is not None
-             else "calibration set")
-    point = at_threshold(predictions.labels, predictions.probabilities, threshold,
-                         predictions.no_estimate)
+    _, has_report, point = _honest_point(bundle, threshold)
+    which = "report set (images that chose nothing)" if has_report else "calibration set"
     sensitivity, npv = point.metrics["sensitivity"], point.metrics["npv"]
     return (f"on the model's {which}, {point.n} images: sensitivity {format_estimate(sensitivity)} "
             f"[{sensitivity.successes}/{sensitivity.total}], NPV {format_estimate(npv)} "
