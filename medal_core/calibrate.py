@@ -146,7 +146,8 @@ def calibrate_bundle(folder: str | Path, assignment: roles.RoleAssignment,
     manifest["report_metrics"] = {
         **evaluate.evaluate_probabilities(report_set.labels, rep["probabilities"], threshold,
                                           no_estimate=rep["no_estimate"]),
-        "calibration": manifest.get("report_metrics", {}).get("calibration"),
+        "calibration": evaluate.calibration_summary(report_set.labels, rep["logits"],
+                                                    loaded.temperature, loaded.logit_offset),
         "headline": evaluate.headline_figures(report_set.labels, rep["probabilities"], threshold,
                                               no_estimate=rep["no_estimate"])}
     folder = Path(folder)

@@ -299,11 +299,12 @@ def role_logits(runner: ModelRunner, dataset: data.Dataset, views: int) -> tuple
 
 def write_bundle(model: keras.Model, config: TrainConfig, assignment: roles.RoleAssignment,
                  weights: dict[int, float], work: Path) -> Path:
-    """Calibrate and choose the operating point on the calibration set, report on the
-    report set, and save the bundle."""
+    """Fit the temperature on the calibration set, save the bundle, fit its checks, then
+    run the calibration stage, which sets the decision policy and scores the report set
+    (`calibrate.calibrate_bundle`)."""
     runner = ModelRunner(model)  # one folded, traced pass for the logits and the OOD features
     views = config.test_time_views
-    calibration_set, report_set = assignment.role("calibration"), assignment.role("report")
+    calibration_set = assignment.role("calibration")
     calibration_images, logits = role_logits(runner, calibration_set, views)
     # Class weighting raises every logit by log(w1/w0); undo it before fitting T, so the
     # probabilities shown are estimates at the data's own prevalence.
@@ -315,15 +316,8 @@ def write_bundle(model: keras.Model, config: TrainConfig, assignment: roles.Role
                                                          threshold["value"])
     calibration_report["calibration"] = evaluate.calibration_summary(
         calibration_set.labels, logits, temperature, logit_offset)
-    _, report_logits = role_logits(runner, report_set, views)
-    report_probabilities = bundle.calibrated_probability(report_logits, logit_offset, temperature)
-    report = evaluate.evaluate_probabilities(report_set.labels, report_probabilities,
-                                             threshold["value"])
-    report["calibration"] = evaluate.calibration_summary(report_set.labels, report_logits,
-                                                         temperature, logit_offset)
     name = Path(config.out).name
     print(evaluate.format_report(calibration_report, f"{name} on its calibration set"), flush=True)
-    print(evaluate.format_report(report, f"{name} on its report set (chose nothing)"), flush=True)
     spec = models.ARCHITECTURES[config.arch]
     phases = {p.name: json.loads((p / "done").read_text())
               for p in sorted(work.iterdir()) if (p / "done").exists()}
@@ -344,8 +338,7 @@ def write_bundle(model: keras.Model, config: TrainConfig, assignment: roles.Role
                  "predictions_file": {"calibration": bundle.PREDICTIONS_FILE,
                                       "report": bundle.REPORT_PREDICTIONS_FILE}},
         # "validation" in earlier bundles: the set the threshold was chosen on.
-        "validation_metrics": calibration_report,
-        "report_metrics": report,
+        "validation_metrics": calibration_report,   # rewritten by the calibration stage
         "training": {"config": asdict(config), "phases": phases,
                      "selection_auc": {p: s.get("best") for p, s in phases.items()}},
         "versions": library_versions(),
@@ -353,8 +346,7 @@ def write_bundle(model: keras.Model, config: TrainConfig, assignment: roles.Role
     }
     folder = bundle.save_bundle(
         config.out, model, manifest,
-        bundle.Predictions.of(calibration_set, logits, probabilities), work / "history.csv",
-        report_predictions=bundle.Predictions.of(report_set, report_logits, report_probabilities))
+        bundle.Predictions.of(calibration_set, logits, probabilities), work / "history.csv")
     train_images = data.load_images(assignment.role("train").paths, runner.input_size)
     detector, entry = ood.fit_bundle_ood(runner, train_images, calibration_images)
     bundle.attach_ood(folder, detector, entry)

@@ -210,3 +210,21 @@ def report_threshold_figures(bundle, threshold: float) -> str:
     return (f"on the model's {which}, {point.n} images: sensitivity {format_estimate(sensitivity)} "
             f"[{sensitivity.successes}/{sensitivity.total}], NPV {format_estimate(npv)} "
             f"[{npv.successes}/{npv.total}]")
+
+
+def guarantee_note(manifest: dict, threshold: float) -> str | None:
+    """At the bundle's own threshold: the exact 95% lower bound on its sensitivity, and
+    the threshold that would guarantee the target (or why none can). None at any other
+    threshold, or for a bundle without a decision policy."""
+    entry = manifest.get("decision", {})
+    if "sensitivity_lower_bound" not in entry or threshold != manifest["threshold"]["value"]:
+        return None
+    text = (f"With 95% confidence, the default threshold sends at least "
+            f"{entry['sensitivity_lower_bound']:.1%} of melanomas onwards on new cases like the "
+            "images it was chosen on (exact binomial bound).")
+    guaranteed = entry.get("guaranteed", {})
+    if guaranteed.get("threshold") is not None:
+        return text + (f" A threshold of {guaranteed['threshold']:.4f} would guarantee "
+                       f"{guaranteed['target']:.0%} with 95% confidence.")
+    return text + (" The calibration images have too few melanomas for any threshold to "
+                   f"guarantee {entry.get('target_sensitivity', 0.95):.0%} with 95% confidence.")

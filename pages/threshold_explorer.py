@@ -79,17 +79,9 @@ for column, row in zip(cols, explorer.metric_rows(point)):
                   help="95% Wilson interval" if row["counts"] else "95% bootstrap interval")
     column.caption(" · ".join(part for part in (row["ci_text"], row["counts"]) if part))
 
-guarantee = context.bundle.manifest.get("decision", {})
-if "sensitivity_lower_bound" in guarantee and context.threshold == context.bundle.threshold:
-    st.caption(
-        f"With 95% confidence, the default threshold sends at least "
-        f"{guarantee['sensitivity_lower_bound']:.1%} of melanomas onwards on new cases like the "
-        "images it was chosen on (exact binomial bound)."
-        + (f" A threshold of {guarantee['guaranteed']['threshold']:.4f} would guarantee "
-           f"{guarantee['guaranteed']['target']:.0%} with 95% confidence."
-           if guarantee.get("guaranteed", {}).get("threshold") is not None else
-           " The calibration images have too few melanomas for any threshold to guarantee "
-           f"{guarantee.get('target_sensitivity', 0.95):.0%} with 95% confidence."))
+note = explorer.guarantee_note(context.bundle.manifest, context.threshold)
+if note:
+    st.caption(note)
 
 st.markdown("**What the app says at this threshold**")
 shares = explorer.verdict_shares(labels, probabilities, context.threshold, band_ratio, no_estimate)

@@ -492,3 +492,14 @@ def test_the_comparison_names_the_weaker_model_plainly():
     text = compare.weakest_statement(rows)
     assert text.startswith("**custom_cnn is the weaker model**") and "do not overlap" in text
     assert compare.weakest_statement(rows[:1]) is None
+
+
+def test_guarantee_note_only_at_the_default_and_says_when_none_is_possible():
+    manifest = {"threshold": {"value": 0.05},
+                "decision": {"sensitivity_lower_bound": 0.854, "target_sensitivity": 0.95,
+                             "guaranteed": {"threshold": None, "target": 0.95}}}
+    note = explorer.guarantee_note(manifest, 0.05)
+    assert "at least 85.4%" in note and "too few melanomas" in note
+    assert explorer.guarantee_note(manifest, 0.06) is None
+    manifest["decision"]["guaranteed"]["threshold"] = 0.0139
+    assert "0.0139 would guarantee 95%" in explorer.guarantee_note(manifest, 0.05)
