@@ -1,4 +1,4 @@
-"""Model builders: MobileNet and EfficientNetB0 transfer models and a custom CNN.
+"""Model builders: MobileNet, MobileNetV2 and EfficientNetB0 transfer models and a custom CNN.
 
 Every model
 * takes raw RGB in 0–255 at its input size (rescaling happens inside the model);
@@ -56,6 +56,18 @@ def build_mobilenet(input_size: int = 256, weights: str | None = None,
     return keras.Model(inputs, _classifier_head(backbone.output, 0.3), name="mobilenet")
 
 
+def build_mobilenetv2(input_size: int = 224, weights: str | None = None,
+                      alpha: float = 1.0) -> keras.Model:
+    """MobileNetV2 (alpha 1.0: about the compute of MobileNet 0.75, with inverted residual
+    blocks), global average pooling, dropout 0.3, one sigmoid unit."""
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    scaled = layers.Rescaling(1 / 127.5, offset=-1, name="to_unit_range")(inputs)
+    backbone = keras.applications.MobileNetV2(
+        input_tensor=scaled, alpha=alpha, include_top=False,
+        weights=_weights_argument(weights))
+    return keras.Model(inputs, _classifier_head(backbone.output, 0.3), name="mobilenetv2")
+
+
 def build_efficientnetb0(input_size: int = 224, weights: str | None = None) -> keras.Model:
     """EfficientNetB0, the original MedAL backbone: global average pooling, dropout 0.3,
     one sigmoid unit. Keras' EfficientNet rescales 0–255 inputs itself."""
@@ -83,6 +95,7 @@ def build_custom_cnn(input_size: int = 192, weights: str | None = None,
 
 ARCHITECTURES: dict[str, ArchitectureSpec] = {
     "mobilenet": ArchitectureSpec(build_mobilenet, 256, "conv_pw_13_relu", True),
+    "mobilenetv2": ArchitectureSpec(build_mobilenetv2, 224, "out_relu", True),
     "efficientnetb0": ArchitectureSpec(build_efficientnetb0, 224, "top_activation", True),
     "custom_cnn": ArchitectureSpec(build_custom_cnn, 192, "block5_gelu", False),
 }
