@@ -11,7 +11,7 @@ What is measured (time.perf_counter; every path is warmed up before it is timed)
 * single image, latency p50/p95 over `--repeats` calls, the three paths interleaved
   call by call so that a busy CPU slows them alike:
     - `predictor.runner(x, views=1)`: our compiled forward pass, one view, on the
-      batch-norm-folded copy of the model (`medal_core.folding`);
+      batch-norm-folded copy of the model (`medal_core.modeling.folding`);
     - `ModelRunner(model, fold=False)(x)`: the same compiled pass without folding, to
       show what the folding buys;
     - `model.predict(x, verbose=0)`: Keras' own path, same model and input;
@@ -91,11 +91,11 @@ def run(args) -> dict:
     import keras
     import tensorflow as tf  # noqa: F401  (timed apart: importing TensorFlow is not loading)
 
-    from medal_core.bundle import load_bundle
-    from medal_core.data import resize_for_model
-    from medal_core.explain import GradCAM
-    from medal_core.inference import ModelRunner
-    from medal_core.predictor import Predictor
+    from medal_core.bundles.bundle import load_bundle
+    from medal_core.data.datasets import resize_for_model
+    from medal_core.explain.gradcam import GradCAM
+    from medal_core.modeling.runner import ModelRunner
+    from medal_core.serving.predictor import Predictor
     import_s = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -258,7 +258,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    from medal_core.bundle import BundleError
+    from medal_core.bundles.bundle import BundleError
 
     try:
         results = run(args)

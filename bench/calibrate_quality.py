@@ -27,8 +27,8 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from medal_core import quality  # noqa: E402
-from medal_core.intake import read_upload  # noqa: E402
+from medal_core.data.intake import read_upload  # noqa: E402
+from medal_core.screening import quality  # noqa: E402
 
 DEFAULT_DATA = "../shared/data/isic2017"
 CHECKS = ("blurred", "too_dark", "overexposed", "low_resolution")

@@ -58,8 +58,8 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 import fuzz_cases as fc  # noqa: E402
 import numpy as np  # noqa: E402
 
-from medal_core.intake import ACCEPTED_FORMATS, MAX_PIXELS, MIN_SIDE, IntakeError, read_upload  # noqa: E402
-from medal_core.quality import assess_quality  # noqa: E402
+from medal_core.data.intake import ACCEPTED_FORMATS, MAX_PIXELS, MIN_SIDE, IntakeError, read_upload  # noqa: E402
+from medal_core.screening.quality import assess_quality  # noqa: E402
 
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "mobilenet"
 TINY_DIR = Path("/tmp/medal_fuzz_tiny")
@@ -122,7 +122,7 @@ def load_predictor(bundle_arg: str | None):
     """(Predictor or None, description)."""
     if bundle_arg and bundle_arg.lower() == "none":
         return None, "none (--bundle none)"
-    from medal_core.predictor import Predictor
+    from medal_core.serving.predictor import Predictor
 
     if bundle_arg:
         return Predictor.from_folder(bundle_arg), bundle_arg
@@ -141,7 +141,7 @@ def build_tiny_bundle(out: Path) -> None:
     bright malignant): a complete bundle with temperature and OOD statistics."""
     from PIL import Image
 
-    from medal_core.train import TrainConfig, train
+    from medal_core.stages.train import TrainConfig, train
 
     data = TINY_DIR / "data"
     rng = np.random.default_rng(0)
@@ -323,7 +323,7 @@ def save_example(save_dir: Path, kind: str, index: int, family: str, detail: str
         f"message: {result.get('message')}\nintake seconds: {result['intake_s']:.3f}\n"
         f"peak RSS growth: {result.get('rss_bytes')}\n\n{result.get('error') or ''}\n"
         f"reproduce (from the repository root):\n"
-        f"  python -c \"from medal_core.intake import read_upload; "
+        f"  python -c \"from medal_core.data.intake import read_upload; "
         f"print(read_upload(open('{path}', 'rb').read()))\"\n")
     return path
 

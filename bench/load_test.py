@@ -214,8 +214,8 @@ def probe(models: str, wanted: int, paths: list[str]) -> dict:
     `wanted` of them)."""
     import keras  # noqa: F401 - import TensorFlow and Keras first: not the model's cost
 
-    from medal_core.intake import read_upload
-    from medal_core.predictor import Predictor
+    from medal_core.data.intake import read_upload
+    from medal_core.serving.predictor import Predictor
     from medal_views.catalog import scan
 
     catalog = scan(models)

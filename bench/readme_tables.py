@@ -1,5 +1,5 @@
 """Print the README's model tables (Markdown) from the JSON reports of
-`python -m medal_core.evaluate --bundle models/NAME --data-root DATA --json FILE` and the
+`python -m medal_core evaluate --bundle models/NAME --data-root DATA --json FILE` and the
 bundles' manifests, so that no figure is copied by hand.
 
     python bench/readme_tables.py --bundle models/mobilenet reports/mobilenet_roles.json \

@@ -1,3 +1,12 @@
-"""MedAL Triage core: data, models, training, evaluation and inference, with no UI."""
+"""MedAL Triage core: the ML system only, with no UI.
 
-__version__ = "0.4.0"   # the app's version, printed on every case report
+Floors, lowest first (a module imports only from its own floor or those below; the
+test `tests/test_layers.py` checks it):
+
+    data, evaluation, modeling  →  screening  →  bundles  →  serving, explain  →  stages
+
+`python -m medal_core --help` lists the commands (train, calibrate, evaluate, fit-ood,
+fit-modality, serve, batch).
+"""
+
+__version__ = "0.5.0"   # the app's version, printed on every case report

@@ -1,4 +1,4 @@
-"""One upload through the model, memoised per session (see `state.memo`): decoding,
+"""One upload through the model, memoised per session (see `session.memo`): decoding,
 prediction and Grad-CAM heatmaps each run once per image, bundle, layer and direction."""
 
 from __future__ import annotations
@@ -8,10 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
-from medal_core.data import resize_for_model
-from medal_core.intake import IntakeError, read_upload
-from medal_core.predictor import Prediction
-from medal_ui import state
+from medal_core.data.datasets import resize_for_model
+from medal_core.data.intake import IntakeError, read_upload
+from medal_core.serving.client import RemoteGradCAM, RemotePredictor
+from medal_core.serving.prediction import Prediction
+from medal_ui import caches, session
 from medal_views.images import downscale
 
 DISPLAY_SIDE = 1024   # the on-screen copy (and the report's source) is at most this big
@@ -28,7 +29,7 @@ class Analysis:
     prediction: Prediction
 
 
-def analyse(context: state.AppContext, upload: state.Upload) -> Analysis:
+def analyse(context: session.AppContext, upload: session.Upload) -> Analysis:
     """Decode and predict (once per image and bundle). Raises IntakeError with the
     user-facing message for a refused file."""
 
@@ -38,17 +39,29 @@ def analyse(context: state.AppContext, upload: state.Upload) -> Analysis:
         except IntakeError as error:
             return error
         predictor = context.predictor()
+        if isinstance(predictor, RemotePredictor):     # the service decodes the file itself
+            prediction = _or_stop(lambda: predictor.predict_file(upload.data))
+        else:
+            prediction = predictor.predict(image.rgb)
         return Analysis(downscale(image.rgb, DISPLAY_SIDE),
-                        resize_for_model(image.rgb, predictor.input_size),
-                        image.notes, predictor.predict(image.rgb))
+                        resize_for_model(image.rgb, predictor.input_size), image.notes, prediction)
 
-    result = state.memo(upload.digest, ("analysis", context.folder, context.sha), compute)
+    result = session.memo(upload.digest, ("analysis", context.folder, context.sha), compute)
     if isinstance(result, IntakeError):
         raise result
     return result
 
 
-def analyse_or_stop(context: state.AppContext, upload: state.Upload) -> Analysis:
+def _or_stop(call):
+    """`call()`, or the inference service's failure on the page (and the page stops);
+    such a failure is not memoised, so the next rerun tries again."""
+    try:
+        return call()
+    except session.SERVICE_ERRORS as error:
+        session.service_error_and_stop(error)
+
+
+def analyse_or_stop(context: session.AppContext, upload: session.Upload) -> Analysis:
     """`analyse`, or the intake's message on the page (and the page stops)."""
     try:
         return analyse(context, upload)
@@ -57,23 +70,28 @@ def analyse_or_stop(context: state.AppContext, upload: state.Upload) -> Analysis
         st.stop()
 
 
-def heatmap(context: state.AppContext, upload: state.Upload, analysis: Analysis,
+def heatmap(context: session.AppContext, upload: session.Upload, analysis: Analysis,
             layer: str, direction: str) -> np.ndarray:
     """Grad-CAM heatmap (s, s) in [0, 1] at `layer` that explains the estimate shown:
     averaged over the 8 rotated/mirrored copies, malignant and benign on one scale
     (computed once per image, bundle and layer; both directions at once)."""
-    pair = state.memo(
+    pair = session.memo(
         upload.digest, ("cam", context.folder, context.sha, layer),
-        lambda: state.get_gradcam(context.folder, context.sha, layer).explain_estimate(
-            analysis.model_rgb))
+        lambda: _or_stop(lambda: _explain(caches.gradcam_for(context.bundle, layer), upload, analysis)))
     return pair[direction]
 
 
-def activations(context: state.AppContext, upload: state.Upload, analysis: Analysis,
+def _explain(cam, upload: session.Upload, analysis: Analysis):
+    if isinstance(cam, RemoteGradCAM):       # the service decodes the file itself
+        return cam.explain_file(upload.data)
+    return cam.explain_estimate(analysis.model_rgb)
+
+
+def activations(context: session.AppContext, upload: session.Upload, analysis: Analysis,
                 layer: str, max_maps: int) -> np.ndarray:
     """The first `max_maps` activation maps (k, h, w) of `layer` for this image."""
-    from medal_core.explain import activation_maps
+    from medal_core.explain.gradcam import activation_maps
 
-    model = context.predictor().bundle.model
-    return state.memo(upload.digest, ("maps", context.folder, context.sha, layer, max_maps),
+    model = context.model()
+    return session.memo(upload.digest, ("maps", context.folder, context.sha, layer, max_maps),
                       lambda: activation_maps(model, layer, analysis.model_rgb, max_maps))

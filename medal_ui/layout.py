@@ -5,13 +5,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from medal_ui import state
+from medal_ui import sidebar
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 # Pages import TensorFlow before this module: its ~0.5 M objects live as long as the
 # process, and Streamlit's full garbage collections after every script run would walk
-# them all (see also `state.get_predictor`).
+# them all (see also `caches.get_predictor`).
 gc.freeze()
 
 
@@ -36,4 +36,4 @@ def start_page() -> None:
     configure_page()
     st.logo(str(ASSETS / "logo.png"), icon_image=str(ASSETS / "icon.png"), size="large")
     st.html(ASSETS / "style.css")
-    state.render_sidebar()
+    sidebar.render_sidebar()

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from medal_core.prediction import Prediction
-from medal_core.predictor import DISCLAIMER
-from medal_ui import state
+from medal_core.serving.prediction import DISCLAIMER, Prediction
+from medal_ui import session
 from medal_views.catalog import Catalog
 from medal_views.results import INDETERMINATE_MESSAGE, percent, prediction_warnings, verdict_text
 
@@ -52,7 +51,7 @@ def no_model_message(catalog: Catalog) -> None:
     broken_bundles(catalog, expanded=True)
 
 
-def image_input(prefix: str, label: str = "Upload a dermoscopic image") -> state.Upload | None:
+def image_input(prefix: str, label: str = "Upload a dermoscopic image") -> session.Upload | None:
     """File uploader, or the camera behind a toggle (so the browser does not ask for
     camera permission on load). The image is kept for the session (pages share it)."""
     use_camera = st.toggle("Use the camera instead", key=f"{prefix}_use_camera",
@@ -60,18 +59,18 @@ def image_input(prefix: str, label: str = "Upload a dermoscopic image") -> state
                                 "for permission).")
     if use_camera:
         st.camera_input("Take a photo of the lesion", key=f"{prefix}_camera",
-                        on_change=state.remember_upload, args=(f"{prefix}_camera",))
+                        on_change=session.remember_upload, args=(f"{prefix}_camera",))
     else:
         st.file_uploader(label, type=IMAGE_TYPES, key=f"{prefix}_file",
-                         on_change=state.remember_upload, args=(f"{prefix}_file",),
+                         on_change=session.remember_upload, args=(f"{prefix}_file",),
                          help="JPEG, PNG, WebP, BMP or TIFF, up to 20 MB. The image is "
                               "processed in memory and never stored.")
-    upload = state.current_upload()
+    upload = session.current_upload()
     widget_empty = st.session_state.get(f"{prefix}_camera" if use_camera else f"{prefix}_file") is None
     if upload is not None and widget_empty:
         left, right = st.columns([4, 1], vertical_alignment="center")
         left.caption(f"Showing the image from earlier in this session: **{md_escape(upload.name)}**")
-        right.button("Clear", on_click=state.forget_upload, icon=":material/close:",
+        right.button("Clear", on_click=session.forget_upload, icon=":material/close:",
                      key=f"{prefix}_clear")
     return upload
 

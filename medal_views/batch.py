@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from medal_core.intake import IntakeError, read_upload
-from medal_core.prediction import Prediction
-from medal_core.predictor import Predictor
+from medal_core.data.intake import IntakeError, read_upload
+from medal_core.serving.prediction import Prediction
+from medal_core.serving.predictor import Predictor
+from medal_core.serving.table import CSV_COLUMNS, csv_row
 from medal_views.images import png_data_uri
 from medal_views.results import decision_label, prediction_warnings
 
@@ -28,8 +28,6 @@ THUMBNAIL_SIDE = 96
 # Files per batch: each is read, predicted and reduced to a thumbnail in turn, so memory
 # stays bounded, but the time does not (~0.1-0.5 s a file on a small server).
 MAX_FILES = 200
-CSV_COLUMNS = ("file", "status", "probability", "decision", "verdict_code", "spread_low",
-               "spread_high", "warnings", "threshold", "model", "error")
 
 
 @dataclass(frozen=True)
@@ -147,24 +145,12 @@ def table_records(rows: Iterable[BatchRow]) -> list[dict]:
              "reason refused": r.error} for r in rows]
 
 
-def _text(value: str) -> str:
-    """A text cell that a spreadsheet will not run as a formula (file names come from
-    the user): a leading =, +, -, @, tab or CR is escaped with an apostrophe."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-
-
-def _number(value: float | None) -> str:
-    return "" if value is None or math.isnan(value) else f"{value:.4f}"
-
-
 def to_csv(rows: Iterable[BatchRow], threshold: float, model_name: str) -> str:
     """CSV text with the columns CSV_COLUMNS, one line per row, no image data."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for r in rows:
-        low, high = r.spread if r.spread else (None, None)
-        writer.writerow([_text(r.file), r.status, _number(r.probability), r.decision, r.verdict_code,
-                         _number(low), _number(high), ";".join(r.warnings),
-                         f"{threshold:.4f}", _text(model_name), r.error])
+        writer.writerow(csv_row(r.file, r.status, r.probability, r.decision, r.verdict_code,
+                                r.spread, r.warnings, threshold, model_name, r.error))
     return buffer.getvalue()

@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medal_core.bundle import (
+from medal_core.bundles.bundle import (
     HISTORY_FILE,
     MANIFEST_FILE,
     MODEL_FILE,
@@ -29,13 +29,13 @@ from medal_core.bundle import (
     load_bundle,
     verify_sha256,
 )
-from medal_core.modality import MODALITY_FILE
-from medal_core.ood import OOD_FILE
+from medal_core.screening.modality import MODALITY_FILE
+from medal_core.screening.ood import OOD_FILE
 
 MODELS_DIR_ENV = "MEDAL_MODELS_DIR"
 PREFERRED_BUNDLE = "mobilenet"
 
-TRAIN_HINT = ("python -m medal_core.train --arch mobilenet --data ../shared/data/isic2017 \\\n"
+TRAIN_HINT = ("python -m medal_core train --arch mobilenet --data ../shared/data/isic2017 \\\n"
               "    --weights ../shared/weights/mobilenet_0.75_224_no_top_imagenet.weights.h5 \\\n"
               "    --out models/mobilenet")
 
@@ -124,7 +124,7 @@ def check_bundle(folder: str | Path) -> Bundle:
     if not (folder / MANIFEST_FILE).is_file() and (folder / "checkpoints").is_dir():
         raise BundleError(f"{folder} holds training checkpoints but no bundle yet: training "
                           "is still running or was interrupted. Re-run the same "
-                          "`python -m medal_core.train ...` command to finish it.")
+                          "`python -m medal_core train ...` command to finish it.")
     bundle = load_bundle(folder, load_model=False)
     verify_sha256(folder / MODEL_FILE, bundle.manifest["model_sha256"])
     if "ood" in bundle.manifest:

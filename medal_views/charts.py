@@ -9,7 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from medal_core.metrics import Confusion, NaturalFrequencies
+from medal_core.evaluation.metrics import Confusion, NaturalFrequencies
 from medal_views.explorer import Curves, OperatingPoint
 
 PRIMARY = "#1f5f7a"

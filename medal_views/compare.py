@@ -9,8 +9,8 @@ import time
 
 import numpy as np
 
-from medal_core import decision, metrics
-from medal_core.bundle import Bundle, Predictions
+from medal_core.bundles.bundle import Bundle, Predictions
+from medal_core.evaluation import decision, metrics
 
 
 def figure_set(bundle: Bundle) -> tuple[str, Predictions, dict]:

@@ -1,7 +1,7 @@
 """Everything the threshold explorer shows, as plain data computed from a bundle's stored
 predictions (labels, calibrated probabilities and which images get no estimate).
 
-The operating-point figures are the app's rule (`medal_core.decision`): sensitivity is
+The operating-point figures are the app's rule (`medal_core.evaluation.decision`): sensitivity is
 the share of melanomas sent onwards (refer, borderline or no estimate), specificity the
 share of benign lesions told "low suspicion"; `verdict_shares` splits them by verdict.
 
@@ -10,7 +10,7 @@ share of benign lesions told "low suspicion"; `verdict_shares` splits them by ve
     presets(labels, probabilities)          # {"Sensitivity ≥ 95%": 0.21, "Youden": ...}
     at_prevalence(point, 0.02).frequencies.melanomas_missed   # per 1,000 patients
 
-All figures come from `medal_core.metrics`; nothing here re-implements a metric.
+All figures come from `medal_core.evaluation.metrics`; nothing here re-implements a metric.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medal_core import decision, metrics
-from medal_core.evaluate import MEDAL_THRESHOLD, TARGET_SENSITIVITY
+from medal_core.evaluation import decision, metrics
+from medal_core.evaluation.figures import MEDAL_THRESHOLD, TARGET_SENSITIVITY
 
 SENSITIVITY_PRESET = f"Sensitivity ≥ {TARGET_SENSITIVITY:.0%}"
 YOUDEN_PRESET = "Youden"

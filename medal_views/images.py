@@ -1,7 +1,7 @@
 """Small image helpers for display: downscaling, PNG encoding and data URIs.
 
 Everything stays in memory (uploads are never written to disk); inputs are (h, w, 3)
-uint8 RGB arrays as produced by `medal_core.intake.read_upload`.
+uint8 RGB arrays as produced by `medal_core.data.intake.read_upload`.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from medal_core import __version__
-from medal_core.predictor import DISCLAIMER, Prediction
+from medal_core.serving.prediction import DISCLAIMER, Prediction
 from medal_views.images import png_data_uri
 from medal_views.results import INDETERMINATE_MESSAGE, percent, prediction_warnings, verdict_text
 

@@ -1,35 +1,24 @@
 """How a `Prediction` is put into words, shared by the app, the case report, the batch
 table and the service, so that all of them say the same thing.
 
-The verdicts themselves come from the decision policy (`medal_core.decision`); this
+The verdicts themselves come from the decision policy (`medal_core.evaluation.decision`); this
 module only words them.
 """
 
 from __future__ import annotations
 
-from medal_core import decision
-from medal_core.prediction import Prediction
+from medal_core.evaluation import decision
+from medal_core.serving.prediction import Prediction
 
-NOT_LESION_MESSAGE = ("This does not look like a dermoscopic image of a skin lesion, so no "
-                      "melanoma estimate is given. Upload a close-up dermoscopy photo of the "
-                      "lesion; if you are worried about a mole, have a clinician look at it.")
-NOT_DERMOSCOPIC_MESSAGE = (
-    "This looks like an ordinary (clinical) photo of the skin, not a dermoscopic image. The "
-    "model was only validated on dermoscopic images, so no melanoma estimate is given. Take "
-    "the photo through a dermatoscope (a phone attachment works), or have a clinician look "
-    "at the mole.")
+NOT_LESION_MESSAGE = decision.NO_ESTIMATE_ADVICE[decision.NOT_LESION]
+NOT_DERMOSCOPIC_MESSAGE = decision.NO_ESTIMATE_ADVICE[decision.NOT_DERMOSCOPIC]
 INDETERMINATE_MESSAGE = (
     "Borderline: the estimate lies just above the decision threshold, within the margin by "
     "which the threshold itself is uncertain (re-choosing it on resampled validation data "
     "moves it this far). It is sent onwards like a referral: have a dermatologist look.")
 
 # The verdict in a few words, for the result box, tables and CSV files.
-VERDICTS = {
-    decision.REFER: "Refer to a dermatologist",
-    decision.INDETERMINATE: "Borderline — see a dermatologist",
-    decision.LOW: "Low suspicion",
-    decision.NO_ESTIMATE: "No estimate — have a clinician look",
-}
+VERDICTS = decision.VERDICT_LABELS
 NO_ESTIMATE_VERDICTS = {
     decision.NOT_LESION: "Not recognised as a dermoscopic lesion image — no melanoma "
                          "estimate given; have a clinician look",
@@ -70,10 +59,4 @@ def decision_label(prediction: Prediction) -> str:
 def prediction_warnings(prediction: Prediction) -> list[tuple[str, str]]:
     """(code, message) pairs to show before the result: why there is no estimate first,
     then the photo-quality warnings in the order the checks ran."""
-    pairs = []
-    if not prediction.looks_like_lesion:
-        pairs.append((decision.NOT_LESION, NOT_LESION_MESSAGE))
-    elif not prediction.looks_dermoscopic:
-        pairs.append((decision.NOT_DERMOSCOPIC, NOT_DERMOSCOPIC_MESSAGE))
-    pairs.extend((w.code, w.message) for w in prediction.quality.warnings)
-    return pairs
+    return [(warning["code"], warning["message"]) for warning in prediction.warnings()]

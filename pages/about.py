@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from medal_core.predictor import DISCLAIMER
-from medal_ui import layout, state, widgets
+from medal_core.serving.prediction import DISCLAIMER
+from medal_ui import caches, layout, session, widgets
 from medal_views import model_card
 
 layout.start_page()
@@ -14,9 +14,9 @@ st.markdown("MedAL Triage is an open-source aid for triaging dermoscopic images 
             "lesion should be seen by a dermatologist.")
 st.warning(DISCLAIMER, icon=":material/medical_information:")
 
-context = state.current_context()
+context = session.current_context()
 if context is None:
-    widgets.no_model_message(state.get_catalog())
+    widgets.no_model_message(caches.get_catalog())
     sections = [s for s in model_card.model_card({}) if s[0] in
                 ("Intended use and users", "Data", "Known limits", "Privacy")]
 else:

@@ -2,14 +2,14 @@
 
 import streamlit as st
 
-from medal_ui import layout, state, widgets
+from medal_ui import layout, session, widgets
 from medal_views import batch
 
 layout.start_page()
 
 RESULTS_KEY = "batch_results"
 
-context = state.require_context()
+context = session.require_context()
 st.title("Batch triage")
 st.caption("Triage many images at once. The table lists the most suspicious first; refused "
            "files are listed with the reason.")
@@ -39,8 +39,12 @@ if stored is None or stored[0] != batch_key:
     def report(done: int, total: int) -> None:
         progress.progress(done / total, text=f"Triaged {done} of {total} images")
 
-    results = batch.predict_files(context.predictor(), ((f.name, f.getvalue()) for f in files),
-                                  on_progress=report, total=len(files))
+    try:
+        results = batch.predict_files(context.predictor(), ((f.name, f.getvalue()) for f in files),
+                                      on_progress=report, total=len(files))
+    except session.SERVICE_ERRORS as error:
+        progress.empty()
+        session.service_error_and_stop(error)
     progress.empty()
     st.session_state[RESULTS_KEY] = (batch_key, results)
 else:

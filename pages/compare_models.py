@@ -2,14 +2,14 @@
 
 import streamlit as st
 
-from medal_core.bundle import BundleError
-from medal_ui import layout, state, widgets
+from medal_core.bundles.bundle import BundleError
+from medal_ui import caches, layout, session, widgets
 from medal_views import charts, compare, explorer
 from medal_views.catalog import read_history, signature
 
 layout.start_page()
 
-context = state.require_context()
+context = session.require_context()
 catalog = context.catalog
 
 st.title("Compare models")
@@ -22,9 +22,9 @@ for name, bundle in catalog.bundles.items():
     sha = signature(bundle)
     latency = parameters = None
     try:
-        latency = state.get_latency_ms(str(bundle.folder), sha)
+        latency = caches.get_latency_ms(str(bundle.folder), sha)
         parameters = compare.parameter_count(
-            bundle, state.get_predictor(str(bundle.folder), sha).bundle.model)
+            bundle, caches.get_predictor(str(bundle.folder), sha).bundle.model)
     except BundleError as error:
         st.error(f"**{name}** could not be loaded: {error}")
     _, p, _ = compare.figure_set(bundle)

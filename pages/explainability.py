@@ -3,20 +3,14 @@
 import cv2
 import streamlit as st
 
-from medal_core.explain import (
-    activation_grid,
-    colour_scale,
-    conv_layer_names,
-    layer_channels,
-    layers_worth_looking_at,
-    overlay_heatmap,
-)
-from medal_ui import analysis, layout, state, widgets
+from medal_core.explain.gradcam import conv_layer_names, layer_channels, layers_worth_looking_at
+from medal_core.explain.overlay import activation_grid, colour_scale, overlay_heatmap
+from medal_ui import analysis, layout, session, widgets
 from medal_views.results import with_threshold
 
 layout.start_page()
 
-context = state.require_context()
+context = session.require_context()
 st.title("Explainability")
 st.caption("Where in the image the model found its evidence (Grad-CAM), layer by layer, and "
            "the raw activation maps of a layer.")
@@ -27,7 +21,7 @@ if upload is None:
     st.stop()
 result = analysis.analyse_or_stop(context, upload)
 
-model = context.predictor().bundle.model
+model = context.model()
 layers = conv_layer_names(model)
 worth = dict((name, label) for label, name in layers_worth_looking_at(model))
 default_layer = context.bundle.manifest["gradcam_layer"]

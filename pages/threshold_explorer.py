@@ -4,8 +4,8 @@ calibration set, on which the default was chosen), and at another prevalence."""
 
 import streamlit as st
 
-from medal_core import decision
-from medal_ui import layout, state, widgets
+from medal_core.evaluation import decision
+from medal_ui import layout, session, widgets
 from medal_views import charts, explorer
 from medal_views.results import VERDICTS
 
@@ -15,7 +15,7 @@ SET_KEY = "explorer_set"
 REPORT_SET = "Report set (chose nothing)"
 CALIBRATION_SET = "Calibration set (chose the default threshold)"
 
-context = state.require_context()
+context = session.require_context()
 sets = {CALIBRATION_SET: context.bundle.predictions}
 if context.bundle.report_predictions is not None:
     sets = {REPORT_SET: context.bundle.report_predictions, **sets}
@@ -57,9 +57,9 @@ st.caption(f"**{context.name}** on its {chosen_set.split(' (')[0].lower()}: {len
 presets = _presets(context.folder, context.sha + chosen_set, labels, probabilities)
 buttons = st.columns(len(presets) + 1)
 for column, (label, value) in zip(buttons, presets.items()):
-    column.button(f"{label} ({value:.4f})", on_click=state.set_threshold, args=(value,),
+    column.button(f"{label} ({value:.4f})", on_click=session.set_threshold, args=(value,),
                   key=f"preset_{label.split()[0].lower()}", width="stretch")
-buttons[-1].button(f"Model default ({context.bundle.threshold:.4f})", on_click=state.set_threshold,
+buttons[-1].button(f"Model default ({context.bundle.threshold:.4f})", on_click=session.set_threshold,
                    args=(context.bundle.threshold,), key="preset_default", width="stretch")
 
 st.caption("Move the threshold in the sidebar (type a value, or step with − and +), or "

@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from medal_core.explain import colour_scale, overlay_heatmap
-from medal_ui import analysis, layout, state, widgets
+from medal_core.explain.overlay import colour_scale, overlay_heatmap
+from medal_ui import analysis, layout, session, widgets
 from medal_views.explorer import report_threshold_figures, threshold_note
 from medal_views.report import case_report_html, report_file_name
 from medal_views.results import with_threshold
@@ -14,7 +14,7 @@ st.title("Triage")
 st.caption("Upload a dermoscopic image of one skin lesion to get the model's estimate of the "
            "probability of melanoma and a suggested next step.")
 
-context = state.require_context()
+context = session.require_context()
 upload = widgets.image_input("triage")
 if upload is None:
     st.markdown("The image is analysed in memory on this server and is never stored. "

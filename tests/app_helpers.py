@@ -45,7 +45,7 @@ def png(rgb: np.ndarray) -> bytes:
 def synthetic_predictions(n: int = 240, prevalence: float = 0.2, seed: int = 0):
     """Validation predictions of a decent model: labels and probabilities whose AUC is
     about 0.85, with ids."""
-    from medal_core import bundle
+    from medal_core.bundles import bundle
 
     rng = np.random.default_rng(seed)
     labels = (rng.random(n) < prevalence).astype(np.int64)
@@ -60,15 +60,18 @@ def make_bundle(folder: Path, seed: int = 0, with_ood: bool = True) -> Path:
     predictions, a two-phase history.csv and an OOD detector fitted on synthetic lesions."""
     import keras
 
-    from medal_core import bundle, evaluate, models, ood
-    from medal_core.data import resize_for_model
-    from medal_core.inference import ModelRunner
+    from medal_core.bundles import bundle
+    from medal_core.data.datasets import resize_for_model
+    from medal_core.evaluation import figures
+    from medal_core.modeling import architectures as models
+    from medal_core.modeling.runner import ModelRunner
+    from medal_core.screening import ood
 
     keras.utils.set_random_seed(seed)
     model = models.build_custom_cnn(input_size=BUNDLE_INPUT, filters=BUNDLE_FILTERS)
     predictions = synthetic_predictions(seed=seed)
-    threshold = evaluate.operating_points(predictions.labels, predictions.probabilities)
-    report = evaluate.evaluate_probabilities(predictions.labels, predictions.probabilities,
+    threshold = figures.operating_points(predictions.labels, predictions.probabilities)
+    report = figures.evaluate_probabilities(predictions.labels, predictions.probabilities,
                                              threshold["value"], n_bootstrap=200)
     manifest = {
         "name": folder.name, "architecture": "custom_cnn", "input_size": BUNDLE_INPUT,

@@ -30,7 +30,7 @@ def tiny_keras_model():
 @pytest.fixture
 def tiny_bundle(tmp_path, tiny_keras_model) -> Path:
     """A complete, valid bundle folder written by `bundle.save_bundle`."""
-    from medal_core import bundle
+    from medal_core.bundles import bundle
 
     history = tmp_path / "history.csv"
     history.write_text("epoch,loss,val_auc\n0,0.69,0.5\n1,0.6,0.7\n")
@@ -43,7 +43,7 @@ def trained_tiny_bundle(tmp_path_factory) -> Path:
     """A bundle written by `train.train` itself (custom CNN at 32×32, one epoch on 24
     synthetic images): 8 test-time views, a fitted temperature and OOD statistics.
     Shared by the whole session: copy it before changing any of its files."""
-    from medal_core.train import TrainConfig, train
+    from medal_core.stages.train import TrainConfig, train
 
     data_dir = write_class_folders(tmp_path_factory.mktemp("trained_data"), per_class=12)
     return train(TrainConfig(arch="custom_cnn", data=[str(data_dir)], input_size=TINY_INPUT,

@@ -1,4 +1,4 @@
-"""Hostile, damaged and odd image files for fuzzing `medal_core.intake.read_upload`.
+"""Hostile, damaged and odd image files for fuzzing `medal_core.data.intake.read_upload`.
 
 A plain module of small functions, shared by `tests/test_fuzz_intake.py` (Hypothesis
 properties) and `bench/fuzz_intake.py` (the long fuzz run). Nothing here is part of the

@@ -50,7 +50,7 @@ TINY_GRADCAM_LAYER = "block2_gelu"
 
 def tiny_model():
     """A two-block custom CNN at 32×32: builds in well under a second."""
-    from medal_core import models
+    from medal_core.modeling import architectures as models
 
     return models.build_custom_cnn(input_size=TINY_INPUT, filters=TINY_FILTERS)
 
@@ -75,7 +75,7 @@ def tiny_manifest(name="tiny") -> dict:
 
 
 def tiny_predictions():
-    from medal_core import bundle
+    from medal_core.bundles import bundle
 
     logits = np.array([-2.0, -0.5, 0.25, 1.0, 3.0, -1.25])
     labels = np.array([0, 0, 1, 1, 1, 0])

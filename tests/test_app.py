@@ -12,9 +12,9 @@ pytest.importorskip("streamlit")
 from app_helpers import make_bundle, png, synthetic_lesion  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from medal_core import bundle as bundles  # noqa: E402
-from medal_core import metrics
-from medal_core.evaluate import MEDAL_THRESHOLD  # noqa: E402
+from medal_core.bundles import bundle as bundles  # noqa: E402
+from medal_core.evaluation import metrics
+from medal_core.evaluation.figures import MEDAL_THRESHOLD  # noqa: E402
 from medal_views import explorer
 
 APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
@@ -109,7 +109,7 @@ def test_default_bundle_is_mobilenet_when_present(tmp_path, good_models, monkeyp
 
 def threshold_field(at):
     """The sidebar's threshold field (its key follows the shared value)."""
-    from medal_ui.state import threshold_widget_key
+    from medal_ui.session import threshold_widget_key
 
     return at.number_input(key=threshold_widget_key(at.session_state["threshold"]))
 
@@ -198,10 +198,10 @@ def test_no_bundle_explains_what_to_do(tmp_path, monkeypatch, kind):
     at = start(folder, monkeypatch)
     text = all_text(at)
     assert "No model is available" in text
-    assert "python -m medal_core.train" in text
+    assert "python -m medal_core train" in text
     for page in PAGES:
         goto(at, page)
-    assert "python -m medal_core.train" in all_text(at)   # the About page explains too
+    assert "python -m medal_core train" in all_text(at)   # the About page explains too
 
 
 def test_a_broken_bundle_is_listed_and_the_app_still_works(mixed_models, monkeypatch):
@@ -235,7 +235,7 @@ def upload(at: AppTest, name: str, data: bytes, key: str = "triage_file") -> App
 
 
 def test_triage_shows_the_result_heatmap_report_and_disclaimer(good_models, monkeypatch):
-    from medal_core.predictor import DISCLAIMER
+    from medal_core.serving.prediction import DISCLAIMER
 
     at = start(good_models, monkeypatch)
     upload(at, "lesion.png", png(synthetic_lesion(2, 300)))
@@ -258,7 +258,7 @@ def test_a_refused_upload_shows_the_reason_not_a_traceback(good_models, monkeypa
 def test_a_non_lesion_image_gets_no_probability(tmp_path, good_models, monkeypatch):
     import json
 
-    from medal_core import ood
+    from medal_core.screening import ood
 
     folder = tmp_path / "strict"
     shutil.copytree(good_models / "alpha", folder)
@@ -279,7 +279,7 @@ def test_a_non_lesion_image_gets_no_probability(tmp_path, good_models, monkeypat
 
 
 def test_borderline_just_above_the_threshold(good_models, monkeypatch):
-    from medal_core.predictor import Predictor
+    from medal_core.serving.predictor import Predictor
 
     image = synthetic_lesion(8)
     probability = Predictor.from_folder(good_models / "alpha").predict(image).probability
@@ -300,7 +300,7 @@ def test_the_camera_is_behind_a_toggle(good_models, monkeypatch):
 
 
 def test_widget_changes_do_not_rerun_the_model(good_models, monkeypatch):
-    from medal_core import predictor as predictor_module
+    from medal_core.serving import predictor as predictor_module
 
     calls = []
     original = predictor_module.Predictor.predict_batch
@@ -341,7 +341,7 @@ def test_the_upload_survives_a_visit_to_another_page(good_models, monkeypatch):
 
 
 def test_batch_triage_table_and_refusals(good_models, monkeypatch):
-    from medal_core import predictor as predictor_module
+    from medal_core.serving import predictor as predictor_module
 
     calls = []
     original = predictor_module.Predictor.predict_batch
@@ -373,7 +373,7 @@ def test_batch_triage_table_and_refusals(good_models, monkeypatch):
 def test_streamlit_config():
     import tomllib
 
-    from medal_core.intake import MAX_BYTES
+    from medal_core.data.intake import MAX_BYTES
 
     config = tomllib.loads((APP.parent / ".streamlit" / "config.toml").read_text())
     assert config["server"]["maxUploadSize"] * 1024 * 1024 == MAX_BYTES

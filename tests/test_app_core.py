@@ -17,10 +17,10 @@ from app_helpers import make_bundle, png, synthetic_lesion, synthetic_prediction
 from PIL import Image
 
 import medal_core
-from medal_core import metrics
-from medal_core.evaluate import MEDAL_THRESHOLD
-from medal_core.predictor import DISCLAIMER, Prediction
-from medal_core.quality import QualityReport, QualityWarning, assess_quality
+from medal_core.evaluation import metrics
+from medal_core.evaluation.figures import MEDAL_THRESHOLD
+from medal_core.screening.quality import QualityReport, QualityWarning, assess_quality
+from medal_core.serving.prediction import DISCLAIMER, Prediction
 from medal_views import batch, catalog, charts, compare, explorer, images, model_card, report, results
 
 
@@ -79,7 +79,7 @@ def test_empty_catalog_says_how_to_fix_it(tmp_path, exists):
     folder = tmp_path if exists else tmp_path / "missing"
     found = catalog.scan(folder)
     assert found.empty and found.default_name() is None and found.broken == []
-    assert "python -m medal_core.train" in found.help_text()
+    assert "python -m medal_core train" in found.help_text()
     assert ("does not exist" in found.help_text()) is not exists
 
 
@@ -443,7 +443,7 @@ def test_model_card_sections(one_bundle):
 
 
 def test_threshold_note_names_the_set_the_default_and_the_range(one_bundle):
-    from medal_core import bundle as bundles
+    from medal_core.bundles import bundle as bundles
 
     loaded = bundles.load_bundle(one_bundle / "alpha", load_model=False)
     default = explorer.threshold_note(loaded, loaded.threshold)

@@ -22,8 +22,8 @@ pytest.importorskip("streamlit")
 from app_helpers import make_bundle, png, synthetic_lesion  # noqa: E402
 from test_app import all_text, goto, metric_values, start, upload  # noqa: E402
 
-from medal_core import bundle as bundles  # noqa: E402
-from medal_core.intake import MAX_BYTES  # noqa: E402
+from medal_core.bundles import bundle as bundles  # noqa: E402
+from medal_core.data.intake import MAX_BYTES  # noqa: E402
 
 PROBABILITY = "Probability of melanoma"
 
@@ -34,7 +34,7 @@ def lambda_model(input_size: int):
     import keras
     from app_helpers import BUNDLE_FILTERS
 
-    from medal_core import models
+    from medal_core.modeling import architectures as models
 
     base = models.build_custom_cnn(input_size=input_size, filters=BUNDLE_FILTERS)
     inputs = keras.Input((input_size, input_size, 3))

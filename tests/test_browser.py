@@ -48,7 +48,7 @@ sync_api = pytest.importorskip("playwright.sync_api",
 def accepted_seeds(models_dir: Path, wanted: int = 2, tries: int = 16) -> list[int]:
     """Seeds of synthetic lesions that the default bundle takes for lesion images (a real
     model's out-of-distribution check may reject some drawings)."""
-    from medal_core.predictor import Predictor
+    from medal_core.serving.predictor import Predictor
     from medal_views.catalog import scan
 
     found = scan(models_dir)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from helpers import TINY_GRADCAM_LAYER, TINY_INPUT, tiny_manifest, tiny_predictions
 
-from medal_core import bundle
-from medal_core.bundle import BundleError
+from medal_core.bundles import bundle
+from medal_core.bundles.bundle import BundleError
 
 
 def edit_manifest(folder, change):
@@ -98,7 +98,7 @@ def test_missing_file_is_refused(tiny_bundle, missing, message):
 
 
 def test_missing_folder_is_refused(tmp_path):
-    with pytest.raises(BundleError, match="model bundle not found: .*absent.*medal_core.train"):
+    with pytest.raises(BundleError, match="model bundle not found: .*absent.*medal_core train"):
         bundle.load_bundle(tmp_path / "absent")
 
 

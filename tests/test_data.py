@@ -7,8 +7,8 @@ import pytest
 from helpers import write_class_folders, write_image
 from PIL import Image
 
-from medal_core import data
-from medal_core.data import DatasetError
+from medal_core.data import datasets as data
+from medal_core.data.datasets import DatasetError
 
 
 def write_csv(path, header, rows):
@@ -195,7 +195,7 @@ def test_selecting_an_absent_split_lists_the_present_ones(tmp_path):
 def test_training_decodes_like_the_app(tmp_path):
     """One decoder: an RGBA PNG is composited on the app's grey (not black) and a 16-bit
     image is scaled (not clipped), in training exactly as in an upload."""
-    from medal_core.intake import TRANSPARENT_FILL, read_upload
+    from medal_core.data.intake import TRANSPARENT_FILL, read_upload
 
     rgba = np.zeros((80, 80, 4), np.uint8)
     rgba[..., 0] = 200

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from medal_core import decision, metrics
-from medal_core.decision import (
+from medal_core.evaluation import decision, metrics
+from medal_core.evaluation.decision import (
     INDETERMINATE,
     LOW,
     NO_ESTIMATE,

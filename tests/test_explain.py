@@ -8,7 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from medal_core import explain, models
+from medal_core.explain import gradcam, overlay
+from medal_core.modeling import architectures as models
 
 SIZE = 32
 SQUARE = (slice(4, 12), slice(20, 28))  # rows, columns: the top-right quadrant
@@ -49,7 +50,7 @@ def assert_heatmaps(heatmaps, shape):
 
 
 def test_gradcam_shapes_for_batch_and_single_image(brightness_model):
-    cam = explain.GradCAM(brightness_model, "conv_relu")
+    cam = gradcam.GradCAM(brightness_model, "conv_relu")
     rng = np.random.default_rng(0)
     batch = rng.uniform(0, 255, (3, SIZE, SIZE, 3)).astype(np.float32)
     assert_heatmaps(cam(batch), (3, SIZE, SIZE))
@@ -60,7 +61,7 @@ def test_gradcam_shapes_for_batch_and_single_image(brightness_model):
 def test_gradcam_points_at_the_bright_square(brightness_model):
     # The logit is ~48 here, where the sigmoid's gradient is 0 in float32: a map built
     # from the probability would be blank.
-    heatmap = explain.GradCAM(brightness_model, "conv_relu")(square_image())
+    heatmap = gradcam.GradCAM(brightness_model, "conv_relu")(square_image())
     row, col = np.unravel_index(np.argmax(heatmap), heatmap.shape)
     assert row in range(4, 12) and col in range(20, 28)
     rows, cols = np.indices(heatmap.shape)
@@ -71,7 +72,7 @@ def test_gradcam_points_at_the_bright_square(brightness_model):
 
 
 def test_benign_direction_and_blank_images_give_zero_maps(brightness_model):
-    cam = explain.GradCAM(brightness_model, "conv_relu")
+    cam = gradcam.GradCAM(brightness_model, "conv_relu")
     benign = cam(square_image(), direction="benign")
     assert_heatmaps(benign, (SIZE, SIZE))
     assert np.all(benign == 0)
@@ -83,7 +84,7 @@ def test_benign_direction_and_blank_images_give_zero_maps(brightness_model):
 
 
 def test_repeated_calls_do_not_retrace(brightness_model):
-    cam = explain.GradCAM(brightness_model, "conv_relu")
+    cam = gradcam.GradCAM(brightness_model, "conv_relu")
     rng = np.random.default_rng(1)
     for n in (1, 4, 2, 3):
         cam(rng.uniform(0, 255, (n, SIZE, SIZE, 3)).astype(np.float32))
@@ -92,7 +93,7 @@ def test_repeated_calls_do_not_retrace(brightness_model):
 
 
 def test_warm_up_traces_once_so_the_first_image_does_not(small_cnn):
-    cam = explain.GradCAM(small_cnn, "block2_gelu")
+    cam = gradcam.GradCAM(small_cnn, "block2_gelu")
     cam.warm_up()
     assert cam.tracing_count == 1
     heatmap = cam(square_image())
@@ -100,15 +101,15 @@ def test_warm_up_traces_once_so_the_first_image_does_not(small_cnn):
 
 
 def test_sub_models_are_cached_per_model_and_layer(brightness_model):
-    first = explain.GradCAM(brightness_model, "conv_relu")
-    second = explain.GradCAM(brightness_model, "conv_relu")
+    first = gradcam.GradCAM(brightness_model, "conv_relu")
+    second = gradcam.GradCAM(brightness_model, "conv_relu")
     assert first._extractor is second._extractor
-    assert explain.activations_and_logit(brightness_model, "conv") is not first._extractor
+    assert gradcam.activations_and_logit(brightness_model, "conv") is not first._extractor
 
 
 def test_cache_does_not_keep_models_alive():
     model = models.build_custom_cnn(input_size=16, filters=(4,))
-    explain.activations_and_logit(model, "block1_gelu")
+    gradcam.activations_and_logit(model, "block1_gelu")
     alive = weakref.ref(model)
     del model
     gc.collect()
@@ -119,7 +120,7 @@ def test_cache_does_not_keep_models_alive():
 def test_gradcam_on_every_architecture(arch):
     size = 64
     model = models.build_model(arch, size, weights=None)
-    cam = explain.GradCAM(model)
+    cam = gradcam.GradCAM(model)
     assert cam.layer_name == models.ARCHITECTURES[arch].gradcam_layer
     images = np.random.default_rng(2).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
     assert_heatmaps(cam(images), (2, size, size))
@@ -127,13 +128,13 @@ def test_gradcam_on_every_architecture(arch):
 
 def test_unknown_or_flat_layer_is_a_clear_error(brightness_model):
     with pytest.raises(ValueError, match=r"no layer named 'nope'.*conv_relu"):
-        explain.GradCAM(brightness_model, "nope")
+        gradcam.GradCAM(brightness_model, "nope")
     with pytest.raises(ValueError, match=r"4-D.*'logit'.*\['conv', 'conv_relu'\]"):
-        explain.GradCAM(brightness_model, "logit")
+        gradcam.GradCAM(brightness_model, "logit")
 
 
 def test_wrong_image_size_is_a_clear_error(brightness_model):
-    cam = explain.GradCAM(brightness_model, "conv_relu")
+    cam = gradcam.GradCAM(brightness_model, "conv_relu")
     with pytest.raises(ValueError, match="resize"):
         cam(np.zeros((SIZE + 1, SIZE, 3), np.uint8))
     with pytest.raises(ValueError, match=r"\(n, h, w, 3\)"):
@@ -141,31 +142,31 @@ def test_wrong_image_size_is_a_clear_error(brightness_model):
 
 
 def test_conv_layer_names_skip_input_and_preprocessing(brightness_model, small_cnn):
-    assert explain.conv_layer_names(brightness_model) == ["conv", "conv_relu"]
-    names = explain.conv_layer_names(small_cnn)
+    assert gradcam.conv_layer_names(brightness_model) == ["conv", "conv_relu"]
+    names = gradcam.conv_layer_names(small_cnn)
     assert names[:4] == ["block1_conv", "block1_bn", "block1_gelu", "block1_pool"]
     assert "image" not in names and "to_unit_interval" not in names
     # No block5_gelu in this two-block CNN: fall back to the last feature layer.
-    assert explain.default_gradcam_layer(small_cnn) == names[-1]
+    assert gradcam.default_gradcam_layer(small_cnn) == names[-1]
 
 
 def test_overlay_keeps_the_original_size():
     rgb = np.random.default_rng(3).integers(0, 256, (50, 80, 3), dtype=np.uint8)
     heatmap = np.linspace(0, 1, 16 * 16, dtype=np.float32).reshape(16, 16)
-    out = explain.overlay_heatmap(rgb, heatmap)
+    out = overlay.overlay_heatmap(rgb, heatmap)
     assert out.shape == (50, 80, 3) and out.dtype == np.uint8
-    assert np.array_equal(explain.overlay_heatmap(rgb, heatmap, opacity=0.0), rgb)
+    assert np.array_equal(overlay.overlay_heatmap(rgb, heatmap, opacity=0.0), rgb)
 
 
 def test_overlay_colours_are_rgb():
     rgb = np.zeros((8, 8, 3), np.uint8)
-    hot = explain.overlay_heatmap(rgb, np.ones((4, 4), np.float32), opacity=1.0)
-    cold = explain.overlay_heatmap(rgb, np.zeros((4, 4), np.float32), opacity=1.0)
+    hot = overlay.overlay_heatmap(rgb, np.ones((4, 4), np.float32), opacity=1.0)
+    cold = overlay.overlay_heatmap(rgb, np.zeros((4, 4), np.float32), opacity=1.0)
     # JET: 1 is dark red (128, 0, 0), 0 dark blue (0, 0, 128); red must land in
     # channel 0 of an RGB image, not channel 2 as OpenCV's BGR would put it.
     assert hot[0, 0].tolist() == [128, 0, 0]
     assert cold[0, 0].tolist() == [0, 0, 128]
-    viridis = explain.overlay_heatmap(rgb, np.ones((4, 4)), opacity=1.0,
+    viridis = overlay.overlay_heatmap(rgb, np.ones((4, 4)), opacity=1.0,
                                       colormap=cv2.COLORMAP_VIRIDIS)
     assert viridis[0, 0, 0] > viridis[0, 0, 2]  # viridis ends yellow
 
@@ -173,37 +174,37 @@ def test_overlay_colours_are_rgb():
 @pytest.mark.parametrize("opacity", [-0.1, 1.5, float("nan"), "0.5"])
 def test_overlay_rejects_bad_opacity(opacity):
     with pytest.raises(ValueError, match="opacity"):
-        explain.overlay_heatmap(np.zeros((8, 8, 3), np.uint8), np.zeros((4, 4)), opacity)
+        overlay.overlay_heatmap(np.zeros((8, 8, 3), np.uint8), np.zeros((4, 4)), opacity)
 
 
 def test_overlay_rejects_bad_shapes_and_dtypes():
     with pytest.raises(ValueError, match=r"\(h, w, 3\)"):
-        explain.overlay_heatmap(np.zeros((8, 8), np.uint8), np.zeros((4, 4)))
+        overlay.overlay_heatmap(np.zeros((8, 8), np.uint8), np.zeros((4, 4)))
     with pytest.raises(ValueError, match="heatmap"):
-        explain.overlay_heatmap(np.zeros((8, 8, 3), np.uint8), np.zeros((1, 4, 4)))
+        overlay.overlay_heatmap(np.zeros((8, 8, 3), np.uint8), np.zeros((1, 4, 4)))
     with pytest.raises(TypeError, match="uint8"):
-        explain.overlay_heatmap(np.zeros((8, 8, 3), np.float32), np.zeros((4, 4)))
+        overlay.overlay_heatmap(np.zeros((8, 8, 3), np.float32), np.zeros((4, 4)))
 
 
 def test_activation_maps_count_and_range(small_cnn):
     image = np.random.default_rng(4).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
-    assert explain.layer_channels(small_cnn, "block1_conv") == 8
-    every = explain.activation_maps(small_cnn, "block1_conv", image, max_maps=64)
+    assert gradcam.layer_channels(small_cnn, "block1_conv") == 8
+    every = gradcam.activation_maps(small_cnn, "block1_conv", image, max_maps=64)
     assert every.shape == (8, SIZE, SIZE) and every.dtype == np.float32
     assert every.min() >= 0 and every.max() <= 1 and not np.isnan(every).any()
-    assert explain.activation_maps(small_cnn, "block2_pool", image, max_maps=5).shape == (5, 8, 8)
+    assert gradcam.activation_maps(small_cnn, "block2_pool", image, max_maps=5).shape == (5, 8, 8)
     with pytest.raises(ValueError, match="max_maps"):
-        explain.activation_maps(small_cnn, "block1_conv", image, max_maps=0)
+        gradcam.activation_maps(small_cnn, "block1_conv", image, max_maps=0)
 
 
 def test_activation_grid_layout():
     maps = np.random.default_rng(5).uniform(0, 1, (5, 8, 8)).astype(np.float32)
-    grid = explain.activation_grid(maps, columns=4, pad=2)
+    grid = overlay.activation_grid(maps, columns=4, pad=2)
     assert grid.shape == (2 * 8 + 2, 4 * 8 + 3 * 2) and grid.dtype == np.uint8
     assert np.all(grid[8:10] == 255)  # the gap between the rows
-    coloured = explain.activation_grid(maps, columns=4, pad=2, colormap=cv2.COLORMAP_VIRIDIS)
+    coloured = overlay.activation_grid(maps, columns=4, pad=2, colormap=cv2.COLORMAP_VIRIDIS)
     assert coloured.shape == (18, 38, 3) and coloured.dtype == np.uint8
-    assert explain.activation_grid(maps[:2], columns=4, pad=0).shape == (8, 16)
+    assert overlay.activation_grid(maps[:2], columns=4, pad=0).shape == (8, 16)
 
 
 # ------------------------------------------------------- explaining the averaged estimate
@@ -212,17 +213,17 @@ def test_activation_grid_layout():
 def test_the_views_are_the_predictors_views_and_undo_returns_them_upright():
     import tensorflow as tf
 
-    from medal_core.inference import dihedral_views
+    from medal_core.modeling.runner import dihedral_views
 
     image = np.random.default_rng(0).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32)
-    views = explain.dihedral_stack(image)
+    views = gradcam.dihedral_stack(image)
     np.testing.assert_array_equal(views, dihedral_views(tf.constant(image[None])).numpy())
-    for upright in explain.undo_dihedral(views[..., 0]):
+    for upright in gradcam.undo_dihedral(views[..., 0]):
         np.testing.assert_array_equal(upright, image[..., 0])
 
 
 def test_the_estimate_map_points_at_the_square_in_the_original_orientation(brightness_model):
-    pair = explain.GradCAM(brightness_model, "conv_relu").explain_estimate(square_image())
+    pair = gradcam.GradCAM(brightness_model, "conv_relu").explain_estimate(square_image())
     assert_heatmaps(pair.malignant, (SIZE, SIZE))
     row, col = np.unravel_index(np.argmax(pair["malignant"]), (SIZE, SIZE))
     assert row in range(4, 12) and col in range(20, 28)
@@ -232,7 +233,7 @@ def test_the_estimate_map_points_at_the_square_in_the_original_orientation(brigh
 def test_the_estimate_map_turns_with_the_image(small_cnn):
     """Averaged over all 8 views, the explanation of a turned image is the turned
     explanation (each view's map was mapped back before averaging)."""
-    cam = explain.GradCAM(small_cnn, explain.default_gradcam_layer(small_cnn))
+    cam = gradcam.GradCAM(small_cnn, gradcam.default_gradcam_layer(small_cnn))
     image = np.random.default_rng(1).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32)
     upright = cam.explain_estimate(image)
     turned = cam.explain_estimate(np.rot90(image).copy())
@@ -241,7 +242,7 @@ def test_the_estimate_map_turns_with_the_image(small_cnn):
 
 
 def test_malignant_and_benign_share_one_scale(small_cnn):
-    cam = explain.GradCAM(small_cnn, explain.default_gradcam_layer(small_cnn))
+    cam = gradcam.GradCAM(small_cnn, gradcam.default_gradcam_layer(small_cnn))
     image = np.random.default_rng(2).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32)
     pair = cam.explain_estimate(image)
     assert max(pair.malignant.max(), pair.benign.max()) == pytest.approx(1.0)
@@ -249,6 +250,6 @@ def test_malignant_and_benign_share_one_scale(small_cnn):
 
 
 def test_colour_scale_runs_from_cold_to_warm():
-    strip = explain.colour_scale(64, 8)
+    strip = overlay.colour_scale(64, 8)
     assert strip.shape == (8, 64, 3) and strip.dtype == np.uint8
     assert strip[0, 0, 2] > strip[0, 0, 0] and strip[0, -1, 0] > strip[0, -1, 2]  # blue → red

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from keras import layers
 
-from medal_core import models
-from medal_core.folding import fold_batch_norm, foldable_pairs
-from medal_core.inference import ModelRunner
+from medal_core.modeling import architectures as models
+from medal_core.modeling.folding import fold_batch_norm, foldable_pairs
+from medal_core.modeling.runner import ModelRunner
 
 SIZE = 64
 ARCHS = sorted(models.ARCHITECTURES)

@@ -21,10 +21,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from medal_core.decision import VERDICT_CODES
-from medal_core.intake import ACCEPTED_FORMATS, MAX_PIXELS, MIN_SIDE, IntakeError, UploadedImage, read_upload
-from medal_core.predictor import Predictor
-from medal_core.quality import assess_quality
+from medal_core.data.intake import (
+    ACCEPTED_FORMATS,
+    MAX_PIXELS,
+    MIN_SIDE,
+    IntakeError,
+    UploadedImage,
+    read_upload,
+)
+from medal_core.evaluation.decision import VERDICT_CODES
+from medal_core.screening.quality import assess_quality
+from medal_core.serving.predictor import Predictor
 
 
 def fuzz(examples: int) -> settings:

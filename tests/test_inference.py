@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from medal_core.inference import DIHEDRAL_VIEWS, ModelRunner, dihedral_views
-from medal_core.metrics import sigmoid
-from medal_core.models import FEATURE_LAYER, logit_model
+from medal_core.evaluation.metrics import sigmoid
+from medal_core.modeling.architectures import FEATURE_LAYER, logit_model
+from medal_core.modeling.runner import DIHEDRAL_VIEWS, ModelRunner, dihedral_views
 
 ATOL = 1e-5
 

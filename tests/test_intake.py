@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medal_core.intake import MAX_BYTES, IntakeError, UploadedImage, read_upload
+from medal_core.data.intake import MAX_BYTES, IntakeError, UploadedImage, read_upload
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 

@@ -2,6 +2,10 @@
 
     pages/, streamlit_app.py  ->  medal_ui (Streamlit glue)  ->  medal_views  ->  medal_core
 
+and inside the core, floor by floor (a module imports from its own floor or below):
+
+    data, evaluation, modeling  ->  screening  ->  bundles  ->  serving, explain  ->  stages
+
 The ML core imports no UI or view module, nor Streamlit or Plotly; the views import no
 Streamlit and nothing of the app above them; the result, its wording and the decision
 policy load without TensorFlow (each checked in a fresh interpreter)."""
@@ -14,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CORE = sorted((ROOT / "medal_core").glob("*.py"))
+CORE = sorted((ROOT / "medal_core").rglob("*.py"))
 VIEWS = sorted((ROOT / "medal_views").glob("*.py"))
 UI_LIBRARIES = {"streamlit", "medal_ui", "pages"}
 VIEW_LIBRARIES = {"medal_views", "plotly"}
@@ -32,7 +36,7 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("path", CORE, ids=[p.name for p in CORE])
+@pytest.mark.parametrize("path", CORE, ids=[str(p.relative_to(ROOT)) for p in CORE])
 def test_the_core_imports_no_ui_and_no_view(path):
     assert not imported_modules(path) & (UI_LIBRARIES | VIEW_LIBRARIES)
 
@@ -42,7 +46,7 @@ def test_the_views_import_no_streamlit_and_nothing_above_them(path):
     assert not imported_modules(path) & UI_LIBRARIES
 
 
-@pytest.mark.parametrize("module", ["medal_core.decision", "medal_core.prediction",
+@pytest.mark.parametrize("module", ["medal_core.evaluation.decision", "medal_core.serving.prediction",
                                     "medal_views.results"])
 def test_results_and_the_decision_policy_need_no_tensorflow(module):
     code = (f"import sys, {module}; "

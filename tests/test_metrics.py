@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from medal_core import metrics
+from medal_core.evaluation import metrics
 
 SEEDS = [0, 1, 2, 3, 4]
 

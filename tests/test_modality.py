@@ -5,7 +5,8 @@ import csv
 import numpy as np
 import pytest
 
-from medal_core.modality import ModalityCheck, fit_modality_check, patient_split
+from medal_core.screening.modality import ModalityCheck, fit_modality_check
+from medal_core.stages.fit_modality import patient_split
 
 
 def images_like(kind: str, n: int, rng) -> np.ndarray:

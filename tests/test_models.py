@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from medal_core import models
+from medal_core.modeling import architectures as models
 
 SIZE = 64
 ARCHS = sorted(models.ARCHITECTURES)

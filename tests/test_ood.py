@@ -12,19 +12,19 @@ import numpy as np
 import pytest
 from app_helpers import synthetic_lesion
 
-from medal_core import bundle, ood
-from medal_core.bundle import BundleError, load_bundle
-from medal_core.inference import ModelRunner
-from medal_core.ood import (
+from medal_core.bundles import bundle
+from medal_core.bundles.bundle import BundleError, load_bundle
+from medal_core.modeling.runner import ModelRunner
+from medal_core.screening import ood
+from medal_core.screening.ood import (
     FeatureDistribution,
     OODDetector,
     fit_bundle_ood,
     image_statistics,
     rejection_report,
-    sample_photographs,
-    synthetic_non_lesion_images,
     threshold_keeping,
 )
+from medal_core.stages.non_lesion_pictures import sample_photographs, synthetic_non_lesion_images
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_BUNDLE = REPO / "models" / "mobilenet"
@@ -321,10 +321,10 @@ def test_an_old_format_ood_file_is_refused_with_the_refit_command(trained_tiny_b
     manifest["ood"] = {"file": ood.OOD_FILE, "threshold": 17.5, "validation_kept": 0.975,
                        "sha256": bundle.sha256_file(folder / ood.OOD_FILE)}
     (folder / bundle.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
-    with pytest.raises(BundleError, match=r"python -m medal_core\.ood") as refused:
+    with pytest.raises(BundleError, match=r"python -m medal_core fit-ood") as refused:
         load_bundle(folder)
     assert ood.OOD_FILE in str(refused.value)
-    # Without its detector the bundle still opens, as `python -m medal_core.ood` needs.
+    # Without its detector the bundle still opens, as `python -m medal_core fit-ood` needs.
     assert load_bundle(folder, load_ood=False).ood is None
 
 
@@ -335,10 +335,10 @@ def real_bundle_manifest() -> dict:
     """The manifest of models/mobilenet, or a skip when it is not there (yet)."""
     path = REAL_BUNDLE / bundle.MANIFEST_FILE
     if not path.is_file():
-        pytest.skip(f"no trained bundle at {REAL_BUNDLE} (train it with python -m medal_core.train)")
+        pytest.skip(f"no trained bundle at {REAL_BUNDLE} (train it with python -m medal_core train)")
     manifest = json.loads(path.read_text())
     if "ood" not in manifest:
-        pytest.skip(f"{REAL_BUNDLE} has no OOD statistics (python -m medal_core.ood)")
+        pytest.skip(f"{REAL_BUNDLE} has no OOD statistics (python -m medal_core fit-ood)")
     return manifest
 
 
@@ -370,7 +370,8 @@ def test_the_real_bundle_keeps_real_calibration_lesions(real_runner):
     binomial model. A stale ood.npz (features of another model) rejects far more."""
     if not ISIC.is_dir():
         pytest.skip(f"ISIC 2017 images not found at {ISIC}")
-    from medal_core import data, roles
+    from medal_core.data import datasets as data
+    from medal_core.data import roles
 
     loaded, runner = real_runner
     validation = roles.bundle_roles(loaded.manifest, ISIC.parent).role("calibration")

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from helpers import write_image
 
-from medal_core import data, pipeline
+from medal_core.data import datasets as data
+from medal_core.data import pipeline
 
 SIZE = 24
 

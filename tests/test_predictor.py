@@ -5,13 +5,13 @@ import keras
 import numpy as np
 import pytest
 
-from medal_core.bundle import load_bundle
-from medal_core.data import resize_for_model
-from medal_core.inference import DIHEDRAL_VIEWS
-from medal_core.metrics import sigmoid
-from medal_core.models import FEATURE_LAYER, logit_model
-from medal_core.predictor import Prediction, Predictor
-from medal_core.quality import assess_quality
+from medal_core.bundles.bundle import load_bundle
+from medal_core.data.datasets import resize_for_model
+from medal_core.evaluation.metrics import sigmoid
+from medal_core.modeling.architectures import FEATURE_LAYER, logit_model
+from medal_core.modeling.runner import DIHEDRAL_VIEWS
+from medal_core.screening.quality import assess_quality
+from medal_core.serving.predictor import Prediction, Predictor
 from medal_views.results import VERDICTS, verdict_text
 
 ATOL = 1e-5

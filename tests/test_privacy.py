@@ -74,7 +74,7 @@ EXPECTED = {
     "repo:*.pyc": "Python byte code written on import",
     "repo:.pytest_cache/*": "pytest's own cache",
     "repo:.git/*": "version control metadata (not written by the app)",
-    "repo:logs/*": "training logs of a concurrent `medal_core.train` run (git-ignored)",
+    "repo:logs/*": "training logs of a concurrent `medal_core.stages.train` run (git-ignored)",
     "repo:models/*/checkpoints/*": "checkpoints of a concurrent training run (git-ignored)",
     "server_tmp:__autograph_generated_file*.py": "TensorFlow AutoGraph writes the code it "
                                                  "generates for the model's tf.functions "

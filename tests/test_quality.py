@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from medal_core import quality
-from medal_core.intake import read_upload
-from medal_core.quality import QualityReport, QualityWarning, assess_quality
+from medal_core.data.intake import read_upload
+from medal_core.screening import quality
+from medal_core.screening.quality import QualityReport, QualityWarning, assess_quality
 
 ISIC_DIR = Path(__file__).resolve().parents[2] / "shared/data/isic2017"
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medal_core import bundle, decision, metrics
+from medal_core.bundles import bundle
+from medal_core.evaluation import decision, metrics
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -107,8 +108,9 @@ def test_the_compiled_pass_reproduces_the_stored_predictions(loaded):
     difference would change a decision) and 12 spread over the rest."""
     if not (SHARED_DATA / "isic2017").is_dir():
         pytest.skip(f"the datasets are not in {SHARED_DATA}")
-    from medal_core import data, roles
-    from medal_core.inference import ModelRunner
+    from medal_core.data import datasets as data
+    from medal_core.data import roles
+    from medal_core.modeling.runner import ModelRunner
 
     calibration = roles.bundle_roles(loaded.manifest, SHARED_DATA).role("calibration")
     p = loaded.predictions

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from helpers import write_image
 
-from medal_core import roles
-from medal_core.data import DatasetError
+from medal_core.data import roles
+from medal_core.data.datasets import DatasetError
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 from helpers import write_class_folders
 
-from medal_core import bundle, data, decision, evaluate, metrics
-from medal_core.train import TrainConfig, TrainingError, class_weights, parse_args, train
+from medal_core.bundles import bundle
+from medal_core.data import datasets as data
+from medal_core.evaluation import decision, metrics
+from medal_core.stages import evaluate
+from medal_core.stages.train import TrainConfig, TrainingError, class_weights, parse_args, train
 
 # Keras notes that fit()'s shuffle flag does not apply to a tf.data pipeline (it shuffles itself).
 pytestmark = pytest.mark.filterwarnings("ignore:`shuffle=True` was passed:UserWarning")
@@ -191,8 +194,8 @@ def test_an_interrupted_two_rate_fit_resumes_both_optimizers(tmp_path):
 
     import keras
 
-    from medal_core import models
-    from medal_core.train import TwoRateTrainer
+    from medal_core.modeling import architectures as models
+    from medal_core.stages.train import TwoRateTrainer
 
     def make_trainer():
         # Any model works: its non-head layers count as the backbone.
@@ -228,7 +231,8 @@ def test_the_threshold_can_be_chosen_on_one_source_of_the_calibration_set(traine
                                                                           tmp_path):
     import shutil
 
-    from medal_core import calibrate, roles
+    from medal_core.data import roles
+    from medal_core.stages import calibrate
 
     folder = tmp_path / "b"
     shutil.copytree(trained, folder, ignore=shutil.ignore_patterns("checkpoints"))

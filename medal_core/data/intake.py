@@ -18,7 +18,7 @@ Every failure becomes an `IntakeError` whose message says what was wrong and wha
 do; no raw decoder exception escapes for any byte input.
 
 The resize to the model's input size is not done here: see
-`medal_core.data.resize_for_model`.
+`medal_core.data.datasets.resize_for_model`.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ MAX_PIXELS = 40_000_000
 
 # Below 64 px on a side there is too little detail for the model (input 256 px) to
 # see anything; smaller images are refused outright, 64-223 px only get a quality
-# warning (see `medal_core.quality`).
+# warning (see `medal_core.screening.quality`).
 MIN_SIDE = 64
 
 # Decoders Pillow may use for an upload. The JPEG decoder also opens the multi-picture

@@ -1,8 +1,8 @@
 """One image's result, as a small value object that imports no TensorFlow.
 
-`Predictor` (medal_core.predictor) makes these; the app, the batch table, the case
+`Predictor` (medal_core.serving.predictor) makes these; the app, the batch table, the case
 report and the service read them. The verdict is the decision policy's
-(`medal_core.decision.decide`), never a rule of its own.
+(`medal_core.evaluation.decision.decide`), never a rule of its own.
 """
 
 from __future__ import annotations
@@ -12,8 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medal_core import decision
-from medal_core.quality import QualityReport
+from medal_core.evaluation import decision
+from medal_core.screening.quality import QualityReport, QualityWarning
+
+DISCLAIMER = ("MedAL Triage is a triage aid, not a diagnosis. It can miss melanomas and "
+              "flag harmless moles. Any lesion that worries you, changes, itches or bleeds "
+              "should be seen by a doctor, whatever this tool says.")
 
 
 @dataclass(frozen=True)
@@ -74,3 +78,39 @@ class Prediction:
         if not 0 <= threshold <= 1:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         return dataclasses.replace(self, threshold=float(threshold))
+
+    def warnings(self) -> list[dict[str, str]]:
+        """[{"code", "message"}]: why there is no estimate first (with what to do next),
+        then the photo-quality warnings in the order the checks ran."""
+        found = []
+        if self.no_estimate_reason:
+            found.append({"code": self.no_estimate_reason,
+                          "message": decision.NO_ESTIMATE_ADVICE[self.no_estimate_reason]})
+        found.extend({"code": w.code, "message": w.message} for w in self.quality.warnings)
+        return found
+
+    def to_dict(self) -> dict:
+        """Everything needed to rebuild this result (`from_dict`), JSON-ready."""
+        quality = self.quality
+        return {"probability": self.probability, "logit": self.logit, "threshold": self.threshold,
+                "view_probabilities": [float(p) for p in self.view_probabilities],
+                "ood_score": self.ood_score, "band_ratio": self.band_ratio,
+                "clinical_score": self.clinical_score, "clinical_limit": self.clinical_limit,
+                "quality": {"sharpness": quality.sharpness, "brightness": quality.brightness,
+                            "dark_fraction": quality.dark_fraction,
+                            "clipped_fraction": quality.clipped_fraction,
+                            "warnings": [[w.code, w.message] for w in quality.warnings]}}
+
+    @classmethod
+    def from_dict(cls, stored: dict) -> "Prediction":
+        """The result `to_dict` describes (KeyError or ValueError when it is not one)."""
+        quality = dict(stored["quality"])
+        quality["warnings"] = tuple(QualityWarning(str(c), str(m)) for c, m in quality["warnings"])
+        return cls(probability=float(stored["probability"]), logit=float(stored["logit"]),
+                   threshold=float(stored["threshold"]),
+                   view_probabilities=np.asarray(stored["view_probabilities"], np.float64),
+                   ood_score=None if stored["ood_score"] is None else float(stored["ood_score"]),
+                   quality=QualityReport(**quality), band_ratio=float(stored["band_ratio"]),
+                   clinical_score=(None if stored["clinical_score"] is None
+                                   else float(stored["clinical_score"])),
+                   clinical_limit=float(stored["clinical_limit"]))

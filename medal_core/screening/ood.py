@@ -14,22 +14,18 @@ Each distance is divided by its own limit, chosen to keep 98.75% of the validati
 lesions, and the score is the larger ratio: above 1, the app warns and gives no
 melanoma probability. Together they keep at least 97.5% of validation lesions.
 
-    python -m medal_core.ood --bundle models/mobilenet --data ../shared/data/isic2017
-
-(re)fits the detector of an existing bundle and reports how many non-lesion images
-(photographs, flat colours, noise, text, screenshots) it rejects.
+`python -m medal_core fit-ood --bundle models/mobilenet --data-root ../shared/data`
+(`medal_core.stages.fit_ood`) refits the detector of an existing bundle and reports how
+many non-lesion pictures (`medal_core.stages.non_lesion_pictures`) it rejects.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageDraw
 
 OOD_FILE = "ood.npz"
 KEEP_SHARE = 0.975                 # of validation lesions, both checks together
@@ -74,69 +70,6 @@ def threshold_keeping(distances: np.ndarray, share: float = KEEP_SHARE) -> float
     kept = float(np.quantile(distances, share, method="inverted_cdf"))
     above = distances[distances > kept]
     return float((kept + above.min()) / 2) if above.size else kept
-
-
-# ---------------------------------------------------------------- non-lesion images
-
-
-def synthetic_non_lesion_images(size: int = 256, seed: int = 0) -> dict[str, np.ndarray]:
-    """Flat colours, noise, text and screenshot-like images, uint8 RGB (size, size, 3)."""
-    rng = np.random.default_rng(seed)
-    images = {}
-    for name, colour in {"white": (255, 255, 255), "black": (0, 0, 0), "grey": (128, 128, 128),
-                         "red": (220, 30, 30), "green": (40, 180, 60), "blue": (30, 60, 200),
-                         "skin": (224, 172, 140)}.items():
-        images[f"flat_{name}"] = np.full((size, size, 3), colour, dtype=np.uint8)
-    images["noise_uniform"] = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-    images["noise_gaussian"] = np.clip(rng.normal(128, 40, (size, size, 3)), 0, 255).astype(np.uint8)
-    images["noise_coarse"] = np.asarray(Image.fromarray(
-        rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).resize((size, size), Image.Resampling.NEAREST))
-    for i in range(3):
-        page = Image.new("RGB", (size, size), "white")
-        draw = ImageDraw.Draw(page)
-        for line in range(0, size, 14):
-            words = " ".join("".join(chr(rng.integers(97, 123)) for _ in range(rng.integers(2, 9)))
-                             for _ in range(6))
-            draw.text((4, line), words, fill=(0, 0, 0))
-        images[f"text_{i}"] = np.asarray(page)
-    for i in range(3):
-        images[f"screenshot_{i}"] = _screenshot(size, rng)
-    return images
-
-
-def _screenshot(size: int, rng: np.random.Generator) -> np.ndarray:
-    """A desktop-like picture: title bar, panels, buttons and lines of text."""
-    shot = Image.new("RGB", (size, size), tuple(int(c) for c in rng.integers(200, 256, 3)))
-    draw = ImageDraw.Draw(shot)
-    draw.rectangle([0, 0, size, 20], fill=tuple(int(c) for c in rng.integers(0, 120, 3)))
-    for _ in range(6):
-        x, y = rng.integers(0, size - 60, 2)
-        draw.rectangle([x, y, x + rng.integers(30, 120), y + rng.integers(12, 60)],
-                       fill=tuple(int(c) for c in rng.integers(0, 256, 3)), outline=(0, 0, 0))
-    for y in range(30, size, 18):
-        draw.text((8, y), "File  Edit  View  Settings  " * 2, fill=(20, 20, 20))
-    return np.asarray(shot)
-
-
-def sample_photographs(size: int = 256) -> dict[str, np.ndarray]:
-    """scikit-image's sample photographs (a dev dependency), as uint8 RGB (size, size, 3)."""
-    from skimage import data as samples  # only the benchmark and tests need it
-
-    names = ["astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "moon", "page",
-             "text", "brick", "grass", "gravel", "checkerboard", "hubble_deep_field",
-             "horse", "clock", "logo", "colorwheel", "cat", "immunohistochemistry"]
-    photos = {}
-    for name in names:
-        loader = getattr(samples, name, None)
-        if loader is None:
-            continue
-        image = np.asarray(loader())
-        if image.dtype == bool:
-            image = image.astype(np.uint8) * 255
-        if image.ndim == 2:
-            image = np.stack([image] * 3, axis=-1)
-        photos[name] = np.asarray(Image.fromarray(image[..., :3].astype(np.uint8)).resize((size, size)))
-    return photos
 
 
 def image_statistics(images: np.ndarray) -> np.ndarray:
@@ -210,39 +143,10 @@ def fit_bundle_ood(runner, train_images: np.ndarray, val_images: np.ndarray) -> 
 
 def rejection_report(runner, detector: OODDetector, images: dict[str, np.ndarray]) -> dict:
     """Share of `images` (all non-lesions, any size) scored above 1."""
-    from medal_core.data import resize_for_model
+    from medal_core.data.datasets import resize_for_model
 
     batch = np.stack([resize_for_model(im, runner.input_size) for im in images.values()])
     rejected = detector.score(runner.batched(batch)[1], batch) > 1.0
     return {"images": len(images), "rejected": int(rejected.sum()),
             "share_rejected": float(rejected.mean()),
             "missed": [name for name, r in zip(images, rejected) if not r]}
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Fit a bundle's out-of-distribution check.")
-    parser.add_argument("--bundle", required=True)
-    parser.add_argument("--data-root", required=True,
-                        help="the folder holding the datasets the bundle was trained on")
-    args = parser.parse_args(argv)
-
-    from medal_core import bundle as bundles
-    from medal_core import data, roles
-    from medal_core.inference import ModelRunner
-
-    loaded = bundles.load_bundle(args.bundle, load_ood=False)  # the one being replaced
-    assignment = roles.bundle_roles(loaded.manifest, args.data_root)
-    train_set, val_set = assignment.role("train"), assignment.role("calibration")
-    runner = ModelRunner(loaded.model)
-    size = runner.input_size
-    detector, entry = fit_bundle_ood(runner, data.load_images(train_set.paths, size),
-                                     data.load_images(val_set.paths, size))
-    # Drawn at 256 px whatever the model's size: the screenshots need room.
-    non_lesions = {**synthetic_non_lesion_images(256), **sample_photographs(256)}
-    entry["non_lesion_check"] = rejection_report(runner, detector, non_lesions)
-    bundles.attach_ood(loaded.folder, detector, entry)
-    print(json.dumps(entry, indent=2))
-
-
-if __name__ == "__main__":
-    main()

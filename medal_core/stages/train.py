@@ -1,11 +1,11 @@
 """Train a model on a labelled dataset and write a model bundle.
 
-    python -m medal_core.train --arch mobilenet --recipe recipes/dermoscopic.json \\
+    python -m medal_core train --arch mobilenet --recipe recipes/dermoscopic.json \\
         --data-root ../shared/data \\
         --weights ../shared/weights/mobilenet_0.75_224_no_top_imagenet.weights.h5 \\
         --out models/mobilenet
 
-The data come from a recipe (`medal_core.roles`): each image has one role. Training
+The data come from a recipe (`medal_core.data.roles`): each image has one role. Training
 images fit the weights, the selection set stops training early, the calibration set
 fits the temperature and sets the threshold and the OOD limits, and the report set,
 which chose nothing, gives the figures stored in the bundle (`report_predictions.csv`).
@@ -34,8 +34,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from medal_core import bundle, calibrate, data, evaluate, metrics, modality, models, ood, pipeline, roles
-from medal_core.inference import ModelRunner
+from medal_core.bundles import bundle
+from medal_core.data import datasets as data
+from medal_core.data import pipeline, roles
+from medal_core.evaluation import figures, metrics
+from medal_core.modeling import architectures as models
+from medal_core.modeling.runner import ModelRunner
+from medal_core.screening import modality, ood
+from medal_core.stages import calibrate, evaluate, fit_modality
 
 # Settings that do not change what a run computes: they may differ on resume.
 RESUMABLE_SETTINGS = ("out", "max_minutes")
@@ -51,7 +57,7 @@ class TrainConfig:
     arch: str
     out: str
     data: list[str] = field(default_factory=list)   # dataset folders (default recipe)
-    recipe: str | None = None                       # or a JSON recipe (medal_core.roles)
+    recipe: str | None = None                       # or a JSON recipe (medal_core.data.roles)
     data_root: str = "."                            # where the recipe's datasets are
     weights: str | None = None
     input_size: int | None = None
@@ -311,13 +317,13 @@ def write_bundle(model: keras.Model, config: TrainConfig, assignment: roles.Role
     logit_offset = float(np.log(weights[1] / weights[0]))
     temperature = metrics.fit_temperature(calibration_set.labels, logits - logit_offset)
     probabilities = bundle.calibrated_probability(logits, logit_offset, temperature)
-    threshold = evaluate.operating_points(calibration_set.labels, probabilities)
-    calibration_report = evaluate.evaluate_probabilities(calibration_set.labels, probabilities,
+    threshold = figures.operating_points(calibration_set.labels, probabilities)
+    calibration_report = figures.evaluate_probabilities(calibration_set.labels, probabilities,
                                                          threshold["value"])
-    calibration_report["calibration"] = evaluate.calibration_summary(
+    calibration_report["calibration"] = figures.calibration_summary(
         calibration_set.labels, logits, temperature, logit_offset)
     name = Path(config.out).name
-    print(evaluate.format_report(calibration_report, f"{name} on its calibration set"), flush=True)
+    print(figures.format_report(calibration_report, f"{name} on its calibration set"), flush=True)
     spec = models.ARCHITECTURES[config.arch]
     phases = {p.name: json.loads((p / "done").read_text())
               for p in sorted(work.iterdir()) if (p / "done").exists()}
@@ -353,7 +359,7 @@ def write_bundle(model: keras.Model, config: TrainConfig, assignment: roles.Role
     # The dermoscopic check needs a clinical photo set beside the datasets; without it
     # the bundle answers for every lesion image (and says so in its manifest).
     if (Path(config.data_root) / modality.CLINICAL_SET).is_dir():
-        modality.fit_for_bundle(folder, assignment, config.data_root)
+        fit_modality.fit_for_bundle(folder, assignment, config.data_root)
     calibrate.calibrate_bundle(folder, assignment)
     return folder
 

@@ -1,7 +1,7 @@
 """Calibration stage: set a bundle's decision policy on its calibration set and report
 the app's rule on its report set.
 
-    python -m medal_core.calibrate --bundle models/mobilenet --data-root ../shared/data
+    python -m medal_core calibrate --bundle models/mobilenet --data-root ../shared/data
 
 Run after training (`train.write_bundle` calls `calibrate_bundle`; the CLI re-runs it on
 an existing bundle, e.g. after refitting its dermoscopic check). On the calibration set,
@@ -28,40 +28,21 @@ from pathlib import Path
 
 import numpy as np
 
-from medal_core import bundle as bundles
-from medal_core import data, decision, evaluate, metrics, roles
-from medal_core.inference import DIHEDRAL_VIEWS
+from medal_core.bundles import bundle as bundles
+from medal_core.data import datasets as data
+from medal_core.data import roles
+from medal_core.evaluation import decision, figures, metrics
+from medal_core.stages.evaluate import score_role
+from medal_core.stages.non_lesion_pictures import non_lesion_pictures
 
-TARGET_SENSITIVITY = evaluate.TARGET_SENSITIVITY
+TARGET_SENSITIVITY = figures.TARGET_SENSITIVITY
 GUARANTEE_CONFIDENCE = 0.95
-
-
-def score_role(loaded: bundles.Bundle, runner, dataset: data.Dataset) -> dict:
-    """Logits (n,), calibrated probabilities (n,) and the no-estimate mask (n,) of a set,
-    computed exactly as the app's Predictor does (8 views, OOD and dermoscopic checks)."""
-    images = data.load_images(dataset.paths, runner.input_size)
-    views = loaded.manifest["test_time_views"]
-    view_logits, features = runner.batched(images, views)
-    logits = view_logits.mean(axis=1) if views == DIHEDRAL_VIEWS else view_logits
-    no_estimate = np.zeros(len(dataset), bool)
-    if loaded.ood is not None:
-        no_estimate |= loaded.ood.score(features, images) > 1.0
-    if loaded.modality is not None:
-        no_estimate |= ~loaded.modality.looks_dermoscopic(features, images)
-    return {"logits": logits, "probabilities": loaded.calibrate(logits),
-            "no_estimate": no_estimate}
 
 
 def non_lesion_check(loaded: bundles.Bundle, runner) -> dict:
     """Share of non-lesion pictures (flat colours, noise, text, screenshots and, where
     scikit-image is installed, its sample photographs) that get no estimate."""
-    from medal_core import ood
-
-    pictures = ood.synthetic_non_lesion_images(256)
-    try:
-        pictures.update(ood.sample_photographs(256))
-    except ImportError:       # scikit-image is a development dependency
-        pass
+    pictures = non_lesion_pictures(256)
     batch = np.stack([data.resize_for_model(p, runner.input_size) for p in pictures.values()])
     _, features = runner.batched(batch)
     refused = np.zeros(len(batch), bool)
@@ -93,7 +74,7 @@ def calibrate_bundle(folder: str | Path, assignment: roles.RoleAssignment,
     its guarantee are chosen on to those calibration images: the sources most like the
     images the app is meant for (default: every calibration image). The rule's figures
     are reported on the whole calibration set and on the report set either way."""
-    from medal_core.inference import ModelRunner
+    from medal_core.modeling.runner import ModelRunner
 
     loaded = bundles.load_bundle(folder)
     runner = ModelRunner(loaded.model)
@@ -131,7 +112,7 @@ def calibrate_bundle(folder: str | Path, assignment: roles.RoleAssignment,
     }
     manifest = dict(loaded.manifest)
     manifest["threshold"] = {
-        **evaluate.operating_points(y, p),
+        **figures.operating_points(y, p),
         "value": threshold,
         "method": (f"highest threshold at which the app sends >= {TARGET_SENSITIVITY:.2f} of "
                    "the melanomas onwards (no-estimate ones included), on the calibration "
@@ -140,15 +121,15 @@ def calibrate_bundle(folder: str | Path, assignment: roles.RoleAssignment,
     }
     manifest["decision"] = entry
     manifest["validation_metrics"] = {
-        **evaluate.evaluate_probabilities(labels, cal["probabilities"], threshold,
+        **figures.evaluate_probabilities(labels, cal["probabilities"], threshold,
                                           no_estimate=cal["no_estimate"]),
         "calibration": manifest["validation_metrics"].get("calibration")}
     manifest["report_metrics"] = {
-        **evaluate.evaluate_probabilities(report_set.labels, rep["probabilities"], threshold,
+        **figures.evaluate_probabilities(report_set.labels, rep["probabilities"], threshold,
                                           no_estimate=rep["no_estimate"]),
-        "calibration": evaluate.calibration_summary(report_set.labels, rep["logits"],
+        "calibration": figures.calibration_summary(report_set.labels, rep["logits"],
                                                     loaded.temperature, loaded.logit_offset),
-        "headline": evaluate.headline_figures(report_set.labels, rep["probabilities"], threshold,
+        "headline": figures.headline_figures(report_set.labels, rep["probabilities"], threshold,
                                               no_estimate=rep["no_estimate"])}
     folder = Path(folder)
     for dataset, scored, name in ((calibration_set, cal, bundles.PREDICTIONS_FILE),

@@ -3,7 +3,7 @@
 `model.predict` rebuilds its machinery on every call, which costs far more than the
 network itself for one image. `ModelRunner` traces the graph once for a fixed input
 signature (any batch size) and is then called directly, on a copy of the model whose
-batch norms are folded into their convolutions (`medal_core.folding`).
+batch norms are folded into their convolutions (`medal_core.modeling.folding`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from medal_core.folding import fold_batch_norm
-from medal_core.models import FEATURE_LAYER, LOGIT_LAYER
+from medal_core.modeling.architectures import FEATURE_LAYER, LOGIT_LAYER
+from medal_core.modeling.folding import fold_batch_norm
 
 # The 8 symmetries of a square (4 quarter turns, each with and without a mirror):
 # a dermoscopic lesion has no "up", so all 8 views are equally valid pictures of it.

@@ -33,6 +33,25 @@ ONWARD = (NO_ESTIMATE, REFER, INDETERMINATE)               # a clinician should 
 
 # Why no estimate was given.
 NOT_LESION, NOT_DERMOSCOPIC = "not_lesion", "not_dermoscopic"
+# What a person should do next when no estimate is given (the app and the service say it).
+NO_ESTIMATE_ADVICE = {
+    NOT_LESION: ("This does not look like a dermoscopic image of a skin lesion, so no "
+                 "melanoma estimate is given. Upload a close-up dermoscopy photo of the "
+                 "lesion; if you are worried about a mole, have a clinician look at it."),
+    NOT_DERMOSCOPIC: (
+        "This looks like an ordinary (clinical) photo of the skin, not a dermoscopic image. The "
+        "model was only validated on dermoscopic images, so no melanoma estimate is given. Take "
+        "the photo through a dermatoscope (a phone attachment works), or have a clinician look "
+        "at the mole."),
+}
+
+# The short label of each verdict, for tables and CSV files.
+VERDICT_LABELS = {
+    REFER: "Refer to a dermatologist",
+    INDETERMINATE: "Borderline — see a dermatologist",
+    LOW: "Low suspicion",
+    NO_ESTIMATE: "No estimate — have a clinician look",
+}
 
 # Default borderline band (odds ratio) for bundles that do not record their own.
 DEFAULT_BAND_RATIO = 1.5

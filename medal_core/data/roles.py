@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medal_core.data import Dataset, DatasetError, load_dataset
+from medal_core.data.datasets import Dataset, DatasetError, load_dataset
 
 ROLES = ("train", "selection", "calibration", "report")
 EXCLUDED = ""
@@ -166,7 +166,7 @@ def bundle_roles(manifest: dict, data_root: str | Path) -> RoleAssignment:
     against the ids it recorded (DatasetError if the data under `data_root` differ)."""
     if "recipe" not in manifest.get("data", {}):
         raise DatasetError(f"bundle '{manifest.get('name')}' records no recipe: it predates "
-                           "data roles; retrain it with `python -m medal_core.train`")
+                           "data roles; retrain it with `python -m medal_core train`")
     assignment = assign_roles(recipe_from_dict(manifest["data"]["recipe"]), data_root)
     recorded, rebuilt = manifest["data"]["roles"], assignment.summary()
     for role in ROLES:

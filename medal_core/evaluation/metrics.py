@@ -327,6 +327,12 @@ def sigmoid(x):
     return np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x))))
 
 
+def calibrated_probability(logits, logit_offset: float, temperature: float):
+    """sigmoid((logits − logit_offset) / temperature), elementwise: a bundle's calibrated
+    P(melanoma) from its raw logits."""
+    return sigmoid((np.asarray(logits, dtype=np.float64) - logit_offset) / temperature)
+
+
 def log_loss(y_true, y_prob, eps: float = 1e-12) -> float:
     """Mean negative log-likelihood (nats) of binary labels under probabilities."""
     y_true, y_prob = check_binary_inputs(y_true, y_prob, need_both_classes=False)

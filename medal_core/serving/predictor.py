@@ -7,7 +7,7 @@
 The bundle is loaded and the graph traced once; each call is then one compiled forward
 pass over 8 rotated/mirrored copies of the image (flips × quarter turns): the estimate
 is their average, and their spread shows how much it depends on the orientation.
-The verdict is the decision policy's (`medal_core.decision`).
+The verdict is the decision policy's (`medal_core.evaluation.decision`).
 """
 
 from __future__ import annotations
@@ -16,19 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from medal_core import decision
-from medal_core.bundle import Bundle, load_bundle
-from medal_core.data import resize_for_model
-from medal_core.inference import DIHEDRAL_VIEWS, ModelRunner
-from medal_core.prediction import Prediction
-from medal_core.quality import assess_quality
+from medal_core.bundles.bundle import Bundle, load_bundle
+from medal_core.data.datasets import resize_for_model
+from medal_core.evaluation import decision
+from medal_core.modeling.runner import DIHEDRAL_VIEWS, ModelRunner
+from medal_core.screening.quality import assess_quality
+from medal_core.serving.prediction import DISCLAIMER, Prediction
 
 __all__ = ["DISCLAIMER", "Prediction", "Predictor"]
-
-DISCLAIMER = ("MedAL Triage is a triage aid, not a diagnosis. It can miss melanomas and "
-              "flag harmless moles. Any lesion that worries you, changes, itches or bleeds "
-              "should be seen by a doctor, whatever this tool says.")
-
 
 class Predictor:
     """A loaded bundle, ready to answer `predict(rgb)`."""

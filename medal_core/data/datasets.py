@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from medal_core.intake import IntakeError, read_upload
+from medal_core.data.intake import IntakeError, read_upload
 
 CLASS_NAMES = ("benign", "malignant")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})

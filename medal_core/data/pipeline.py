@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from medal_core.data import Dataset, load_image
+from medal_core.data.datasets import Dataset, load_image
 
 AUTOTUNE = tf.data.AUTOTUNE
 

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medal_core.modality import MODALITY_FILE, ModalityCheck
-from medal_core.ood import OOD_FILE, OODDetector
+from medal_core.evaluation.metrics import calibrated_probability
+from medal_core.screening.modality import MODALITY_FILE, ModalityCheck
+from medal_core.screening.ood import OOD_FILE, OODDetector
 
 MODEL_FILE = "model.keras"
 MANIFEST_FILE = "manifest.json"
@@ -119,13 +120,6 @@ class Bundle:
         return calibrated_probability(logits, self.logit_offset, self.temperature)
 
 
-def calibrated_probability(logits, logit_offset: float, temperature: float):
-    """sigmoid((logits − logit_offset) / temperature), elementwise."""
-    from medal_core.metrics import sigmoid
-
-    return sigmoid((np.asarray(logits, dtype=np.float64) - logit_offset) / temperature)
-
-
 # ---------------------------------------------------------------- writing
 
 
@@ -209,7 +203,7 @@ def read_manifest(folder: str | Path) -> dict:
     path = folder / MANIFEST_FILE
     if not folder.is_dir():
         raise BundleError(f"model bundle not found: {folder}. Train one with "
-                          f"`python -m medal_core.train ... --out {folder}`.")
+                          f"`python -m medal_core train ... --out {folder}`.")
     if not path.is_file():
         raise BundleError(f"{folder} has no {MANIFEST_FILE}: the bundle is incomplete. "
                           "Re-run training or restore the folder from the repository.")
@@ -283,7 +277,7 @@ def _load_check(folder: Path, manifest: dict, key: str, file_name: str, load):
         return load(folder / file_name)
     except (KeyError, ValueError, OSError) as error:
         raise BundleError(f"{folder / file_name} is not a check this version can read "
-                          f"({error}); refit it with `python -m medal_core.{key} --bundle "
+                          f"({error}); refit it with `python -m medal_core fit-{key} --bundle "
                           f"{folder} --data-root DATA`.") from error
 
 

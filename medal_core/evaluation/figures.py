@@ -1,58 +1,29 @@
-"""Evaluate a bundle: ROC/PR AUC, operating-point metrics with CIs, calibration, the
-specificity at the dermatologists' and the app's sensitivity, per-diagnosis figures and
-MedAL's per-class table.
+"""The figures reported for a set of images, as JSON-ready dicts: pure functions of
+labels (n,) in {0, 1} and calibrated probabilities (n,) in [0, 1].
 
-    # the bundle's own roles, rebuilt from its recipe (checked against its manifest):
-    python -m medal_core.evaluate --bundle models/mobilenet --data-root ../shared/data
-    # any labelled folder or split the bundle never saw:
-    python -m medal_core.evaluate --bundle models/mobilenet --data DIR --split test
-
-With `--data-root` every figure of the README's model table is recomputed from the
-bundle's model and the images: its report set (which chose nothing), each source of
-it, and, labelled as such, its selection and calibration sets. `--data` evaluates one
-folder (`--split` train, val, test or all).
+The decision rule they describe is the app's (`medal_core.evaluation.decision`):
+images with no estimate (`no_estimate`, (n,) bool) count as sent onwards.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from pathlib import Path
-
 import numpy as np
 
-from medal_core import data, metrics
+from medal_core.evaluation import metrics
+from medal_core.evaluation.decision import onward_scores
 
 TARGET_SENSITIVITY = 0.95
 DERMATOLOGIST_SENSITIVITY = 0.82   # dermatologists' sensitivity on ISIC 2017-like tests
 MEDAL_THRESHOLD = 0.37   # the operating point of the original MedAL app
 
 
-def dataset_logits(model, dataset: data.Dataset, views: int = 1) -> np.ndarray:
-    """Logits of shape (n,) for every image of `dataset` (mean over `views` test-time views)."""
-    from medal_core.inference import ModelRunner  # deferred: TensorFlow is slow to import
-
-    runner = ModelRunner(model)
-    return mean_logits(runner, data.load_images(dataset.paths, runner.input_size), views)
-
-
-def mean_logits(runner, images: np.ndarray, views: int = 1) -> np.ndarray:
-    """Logits of shape (n,) from a `ModelRunner` for images (n, s, s, 3), averaged over
-    `views` test-time views."""
-    logits, _ = runner.batched(images, views)
-    return logits if views == 1 else logits.mean(axis=1)
-
-
 def calibration_summary(y_true, logits, temperature: float, logit_offset: float = 0.0) -> dict:
     """NLL, Brier score and ECE of the raw sigmoid(logits), after removing the class-
     weighting offset, and after the offset and temperature scaling (what the app shows)."""
-    from medal_core.bundle import calibrated_probability
-
     summary: dict = {"temperature": temperature, "logit_offset": logit_offset}
     for label, offset, t in (("uncalibrated", 0.0, 1.0), ("offset_only", logit_offset, 1.0),
                              ("calibrated", logit_offset, temperature)):
-        p = calibrated_probability(logits, offset, t)
+        p = metrics.calibrated_probability(logits, offset, t)
         summary[label] = {"nll": metrics.log_loss(y_true, p), "brier": metrics.brier_score(y_true, p),
                           "ece": metrics.expected_calibration_error(y_true, p)}
     return summary
@@ -74,8 +45,6 @@ def evaluate_probabilities(y_true, probabilities, threshold: float, n_bootstrap:
     """Everything the README and the app report, as a JSON-ready dict: the areas under
     the curves of the model's probabilities, and the figures at `threshold` of the app's
     rule (images with no estimate, `no_estimate` (n,) bool, count as sent onwards)."""
-    from medal_core.decision import onward_scores
-
     y_true, probabilities = metrics.check_binary_inputs(y_true, probabilities)
     auc_low, auc_high = metrics.bootstrap_ci(y_true, probabilities, metrics.roc_auc, n_bootstrap)
     onward = onward_scores(probabilities, no_estimate)
@@ -100,8 +69,6 @@ def headline_figures(y_true, probabilities, threshold: float, n_bootstrap: int =
     probabilities — and the app's sensitivity and specificity at the bundle's own
     threshold (chosen elsewhere), counting images with no estimate (`no_estimate`, (n,)
     bool) as sent onwards."""
-    from medal_core.decision import onward_scores
-
     y_true, probabilities = metrics.check_binary_inputs(y_true, probabilities)
     low, high = metrics.bootstrap_ci(y_true, probabilities, metrics.roc_auc, n_bootstrap)
     at = metrics.threshold_metrics(y_true, onward_scores(probabilities, no_estimate), threshold)
@@ -121,8 +88,6 @@ def per_diagnosis(labels, probabilities, diagnoses, threshold: float, no_estimat
     """For each diagnosis: images, and the share the app sends onwards at `threshold`
     (Wilson CI; no-estimate images count as sent onwards), which for melanoma is the
     sensitivity and for a benign diagnosis the share referred."""
-    from medal_core.decision import onward_scores
-
     labels = np.asarray(labels)
     probabilities = onward_scores(probabilities, no_estimate)
     diagnoses = np.asarray(diagnoses, dtype=str)
@@ -144,40 +109,6 @@ def format_headline(name: str, figures: dict) -> str:
             f"spec@0.95 {spec['0.95']['value']:.3f}  spec@0.82 {spec['0.82']['value']:.3f}  "
             f"ECE {figures['ece']:.3f}  at {figures['threshold']:.4f}: "
             f"sens {figures['sensitivity']['value']:.3f} spec {figures['specificity']['value']:.3f}")
-
-
-def evaluate_roles(bundle, data_root: str | Path, roles_to_check=("report", "selection",
-                                                                   "calibration")) -> dict:
-    """Rebuild the bundle's roles from the recipe in its manifest, check they are the
-    images it recorded, recompute the predictions exactly as the app makes them (8 views,
-    OOD and dermoscopic checks) and report every set and each source of it."""
-    from medal_core import roles
-    from medal_core.calibrate import score_role
-    from medal_core.inference import ModelRunner
-
-    assignment = roles.bundle_roles(bundle.manifest, data_root)
-    runner = ModelRunner(bundle.model)
-    result: dict = {}
-    for role in roles_to_check:
-        dataset = assignment.role(role)
-        scored = score_role(bundle, runner, dataset)
-        probabilities, no_estimate = scored["probabilities"], scored["no_estimate"]
-        sets = {f"{role} (all)": np.ones(len(dataset), bool)}
-        for source in sorted(set(dataset.sources)):
-            sets[f"{role}: {source}"] = dataset.sources == source
-            if role == "selection" and source == "isic2017":
-                sets["selection: isic2017 official val"] = ((dataset.sources == source)
-                                                            & (dataset.splits == "val"))
-        for name, chosen in sets.items():
-            if len(set(dataset.labels[chosen].tolist())) < 2:
-                continue
-            result[name] = headline_figures(dataset.labels[chosen], probabilities[chosen],
-                                            bundle.threshold, no_estimate=no_estimate[chosen])
-        if role == "report":
-            result["report per diagnosis"] = per_diagnosis(dataset.labels, probabilities,
-                                                           dataset.diagnoses, bundle.threshold,
-                                                           no_estimate)
-    return result
 
 
 def format_report(report: dict, title: str = "") -> str:
@@ -210,67 +141,3 @@ def format_report(report: dict, title: str = "") -> str:
             m = cal[label]
             lines.append(f"  {label:<13} NLL {m['nll']:.4f}  Brier {m['brier']:.4f}  ECE {m['ece']:.4f}")
     return "\n".join(lines)
-
-
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bundle", required=True, help="bundle folder, e.g. models/mobilenet")
-    parser.add_argument("--data-root", default=None,
-                        help="folder holding the bundle's datasets: evaluates its roles")
-    parser.add_argument("--data", default=None, help="or one dataset folder")
-    parser.add_argument("--manifest", default=None, help="optional CSV manifest (filepath,label)")
-    parser.add_argument("--split", default="all", help="with --data: train | val | test | all")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="decision threshold (default: the bundle's)")
-    parser.add_argument("--json", default=None, help="where to write the JSON report")
-    args = parser.parse_args(argv)
-    if (args.data is None) == (args.data_root is None):
-        parser.error("give --data-root (the bundle's roles) or --data (one folder)")
-
-    from medal_core.bundle import BundleError, load_bundle
-
-    report: dict
-    try:
-        bundle = load_bundle(args.bundle)
-        if args.data_root is not None:
-            report = {"bundle": bundle.name, "data_root": str(args.data_root),
-                      "sets": evaluate_roles(bundle, args.data_root)}
-            for name, figures in report["sets"].items():
-                if name != "report per diagnosis":
-                    print(format_headline(name, figures))
-            print("report set, share at or above the threshold by diagnosis:")
-            for row in report["sets"]["report per diagnosis"]:
-                est = row["above_threshold"]
-                print(f"  {row['diagnosis']:<22} {est['successes']:>4}/{est['total']:<5} "
-                      f"{est['value']:.3f} ({est['low']:.3f}-{est['high']:.3f})")
-            suffix = "roles"
-        else:
-            dataset = data.load_dataset(args.data, args.manifest).select_split(args.split)
-            report = evaluate_folder(bundle, dataset, args.threshold)
-            report.update(split=args.split, data=str(args.data))
-            print(format_report(report, f"{bundle.name} on '{args.split}' of {args.data}"))
-            suffix = args.split
-    except (BundleError, data.DatasetError) as error:
-        sys.exit(f"error: {error}")
-    out = Path(args.json or f"reports/{bundle.name}_{suffix}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"JSON report: {out}")
-    return report
-
-
-def evaluate_folder(bundle, dataset: data.Dataset, threshold: float | None = None) -> dict:
-    """The full report of `evaluate_probabilities` for one dataset, plus calibration."""
-    logits = dataset_logits(bundle.model, dataset, views=bundle.manifest["test_time_views"])
-    probabilities = bundle.calibrate(logits)
-    threshold = bundle.threshold if threshold is None else threshold
-    report = evaluate_probabilities(dataset.labels, probabilities, threshold)
-    report["calibration"] = calibration_summary(dataset.labels, logits, bundle.temperature,
-                                                bundle.logit_offset)
-    report["headline"] = headline_figures(dataset.labels, probabilities, threshold)
-    report["bundle"] = bundle.name
-    return report
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,2 @@
+"""Checks that decide whether an image gets a melanoma estimate at all: image quality
+(`quality`), lesion or not (`ood`), dermoscopic or a plain photo (`modality`)."""
