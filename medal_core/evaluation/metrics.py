@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import optimize, stats
+from sklearn import metrics as sklearn_metrics
 
 # ---------------------------------------------------------------- validation
 
@@ -44,21 +45,14 @@ def check_binary_inputs(y_true, y_score, need_both_classes: bool = True):
 
 
 def roc_curve(y_true, y_score):
-    """ROC curve: (fpr, tpr, thresholds), each shape (k,), thresholds decreasing.
+    """ROC curve: (fpr, tpr, thresholds), each shape (k,), thresholds decreasing
+    (scikit-learn's, every distinct score kept).
 
     The first point is (0, 0) at threshold +inf; each later point is the rate of cases
     with `y_score >= threshold` among negatives (fpr) and positives (tpr).
     """
     y_true, y_score = check_binary_inputs(y_true, y_score)
-    order = np.argsort(-y_score, kind="mergesort")
-    sorted_scores, sorted_true = y_score[order], y_true[order]
-    # Only the last index of each run of tied scores is a distinct operating point.
-    distinct = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(sorted_scores) - 1]
-    tps = np.cumsum(sorted_true)[distinct]
-    fps = (distinct + 1) - tps
-    tpr = np.r_[0.0, tps / tps[-1]]
-    fpr = np.r_[0.0, fps / fps[-1]]
-    return fpr, tpr, np.r_[np.inf, sorted_scores[distinct]]
+    return sklearn_metrics.roc_curve(y_true, y_score, drop_intermediate=False)
 
 
 def roc_auc(y_true, y_score) -> float:
@@ -72,59 +66,55 @@ def roc_auc(y_true, y_score) -> float:
 
 
 def precision_recall_curve(y_true, y_score):
-    """(precision, recall, thresholds) at each distinct score, thresholds decreasing,
-    starting from the highest threshold (shortest list of referrals)."""
+    """(precision, recall, thresholds) at each distinct score down to full recall,
+    thresholds decreasing: from the shortest list of referrals to the first that finds
+    every melanoma (scikit-learn's curve, without its closing (recall 0) point)."""
     y_true, y_score = check_binary_inputs(y_true, y_score)
-    order = np.argsort(-y_score, kind="mergesort")
-    sorted_scores, sorted_true = y_score[order], y_true[order]
-    distinct = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(sorted_scores) - 1]
-    tps = np.cumsum(sorted_true)[distinct]
-    predicted_positive = distinct + 1
-    return tps / predicted_positive, tps / tps[-1], sorted_scores[distinct]
+    precision, recall, thresholds = sklearn_metrics.precision_recall_curve(y_true, y_score)
+    return precision[:-1][::-1], recall[:-1][::-1], thresholds[::-1]
 
 
 def average_precision(y_true, y_score) -> float:
     """PR AUC as average precision: sum over thresholds of (ΔRecall × Precision), the
-    step-wise estimate that does not interpolate optimistically."""
-    precision, recall, _ = precision_recall_curve(y_true, y_score)
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    step-wise estimate that does not interpolate optimistically (scikit-learn's)."""
+    y_true, y_score = check_binary_inputs(y_true, y_score)
+    return float(sklearn_metrics.average_precision_score(y_true, y_score))
 
 
 def bootstrap_ci(y_true, y_score, metric=roc_auc, n_resamples: int = 2000,
                  level: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of `metric(y_true, y_score)`.
 
-    Resamples are stratified (positives and negatives resampled separately), so every
-    resample keeps the observed class counts and the metric is always defined.
+    Resamples are stratified: SciPy's bootstrap resamples the positives and the
+    negatives as two separate samples, so every resample keeps the observed class
+    counts and the metric is always defined.
     """
     y_true, y_score = check_binary_inputs(y_true, y_score)
-    rng = np.random.default_rng(seed)
-    positives, negatives = np.flatnonzero(y_true == 1), np.flatnonzero(y_true == 0)
-    values = np.empty(n_resamples)
-    for i in range(n_resamples):
-        idx = np.r_[rng.choice(positives, len(positives)), rng.choice(negatives, len(negatives))]
-        values[i] = metric(y_true[idx], y_score[idx])
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return float(low), float(high)
+    positives, negatives = y_score[y_true == 1], y_score[y_true == 0]
+    labels = np.r_[np.ones(len(positives), np.int64), np.zeros(len(negatives), np.int64)]
+
+    def statistic(resampled_positives, resampled_negatives):
+        return metric(labels, np.r_[resampled_positives, resampled_negatives])
+
+    result = stats.bootstrap((positives, negatives), statistic, n_resamples=n_resamples,
+                             confidence_level=level, method="percentile", vectorized=False,
+                             paired=False, rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 # ---------------------------------------------------------------- at a threshold
 
 
 def wilson_interval(successes: int, total: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a proportion `successes / total`; (nan, nan) if total is 0.
-    Unlike the normal approximation it stays inside [0, 1] and behaves at 0% and 100%."""
+    """Wilson score interval for a proportion `successes / total` (SciPy's); (nan, nan)
+    if total is 0. Unlike the normal approximation it stays inside [0, 1] and behaves at
+    0% and 100%."""
     if total == 0:
         return (math.nan, math.nan)
     if not 0 <= successes <= total:
         raise ValueError(f"successes must be in [0, {total}], got {successes}")
-    z = stats.norm.ppf(1 - (1 - level) / 2)
-    p = successes / total
-    denominator = 1 + z**2 / total
-    centre = (p + z**2 / (2 * total)) / denominator
-    half_width = z * math.sqrt(p * (1 - p) / total + z**2 / (4 * total**2)) / denominator
-    return (max(0.0, centre - half_width), min(1.0, centre + half_width))
+    interval = stats.binomtest(int(successes), int(total)).proportion_ci(level, method="wilson")
+    return (max(0.0, float(interval.low)), min(1.0, float(interval.high)))
 
 
 @dataclass(frozen=True)
@@ -182,29 +172,27 @@ def threshold_metrics(y_true, y_score, threshold: float) -> dict[str, Estimate]:
     f1 = f1_at(y_true, y_score, threshold)
     low, high = (bootstrap_ci(y_true, y_score, lambda y, s: f1_at(y, s, threshold), 500)
                  if len(np.unique(y_true)) == 2 else (math.nan, math.nan))
-    result["f1"] = Estimate(f1, low, high, c.tp, 2 * c.tp + c.fp + c.fn)
+    # F1 = 2·TP / (2·TP + FP + FN): those are its counts.
+    result["f1"] = Estimate(f1, low, high, 2 * c.tp, 2 * c.tp + c.fp + c.fn)
     return result
 
 
 def f1_at(y_true, y_score, threshold: float) -> float:
     """F1 of the malignant class at a threshold; 0 when nothing is called or present."""
-    c = confusion_at(y_true, y_score, threshold)
-    denominator = 2 * c.tp + c.fp + c.fn
-    return 2 * c.tp / denominator if denominator else 0.0
+    y_true, y_score = check_binary_inputs(y_true, y_score, need_both_classes=False)
+    return float(sklearn_metrics.f1_score(y_true, y_score >= threshold, labels=[0, 1],
+                                          zero_division=0))
 
 
 def per_class_report(y_true, y_score, threshold: float,
                      class_names=("benign", "malignant")) -> list[dict]:
-    """MedAL's table: precision, recall, F1 and support for each class at a threshold."""
-    c = confusion_at(y_true, y_score, threshold)
-    rows = []
-    for name, tp, fp, fn in ((class_names[0], c.tn, c.fn, c.fp), (class_names[1], c.tp, c.fp, c.fn)):
-        precision = tp / (tp + fp) if tp + fp else 0.0
-        recall = tp / (tp + fn) if tp + fn else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        rows.append({"class": name, "precision": precision, "recall": recall, "f1": f1,
-                     "support": tp + fn})
-    return rows
+    """MedAL's table: precision, recall, F1 and support for each class at a threshold
+    (scikit-learn's; 0 where a ratio has nothing to divide)."""
+    y_true, y_score = check_binary_inputs(y_true, y_score, need_both_classes=False)
+    precision, recall, f1, support = sklearn_metrics.precision_recall_fscore_support(
+        y_true, (y_score >= threshold).astype(np.int64), labels=[0, 1], zero_division=0)
+    return [{"class": name, "precision": float(precision[k]), "recall": float(recall[k]),
+             "f1": float(f1[k]), "support": int(support[k])} for k, name in enumerate(class_names)]
 
 
 # ---------------------------------------------------------------- operating points
@@ -333,17 +321,17 @@ def calibrated_probability(logits, logit_offset: float, temperature: float):
     return sigmoid((np.asarray(logits, dtype=np.float64) - logit_offset) / temperature)
 
 
-def log_loss(y_true, y_prob, eps: float = 1e-12) -> float:
-    """Mean negative log-likelihood (nats) of binary labels under probabilities."""
+def log_loss(y_true, y_prob) -> float:
+    """Mean negative log-likelihood (nats) of binary labels under probabilities
+    (scikit-learn's, which clips probabilities to machine precision)."""
     y_true, y_prob = check_binary_inputs(y_true, y_prob, need_both_classes=False)
-    p = np.clip(y_prob, eps, 1 - eps)
-    return float(-np.mean(y_true * np.log(p) + (1 - y_true) * np.log(1 - p)))
+    return float(sklearn_metrics.log_loss(y_true, y_prob, labels=[0, 1]))
 
 
 def brier_score(y_true, y_prob) -> float:
     """Mean squared difference between probability and outcome (0 is perfect)."""
     y_true, y_prob = check_binary_inputs(y_true, y_prob, need_both_classes=False)
-    return float(np.mean((y_prob - y_true) ** 2))
+    return float(sklearn_metrics.brier_score_loss(y_true, y_prob, pos_label=1))
 
 
 def expected_calibration_error(y_true, y_prob, n_bins: int = 10) -> float:

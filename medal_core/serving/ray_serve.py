@@ -99,6 +99,18 @@ def build_application(bundle: str | Path, replicas: int = 1, token: str | None =
     return MedalIngress.bind(model)  # type: ignore[attr-defined]
 
 
+def build_from_args(args: dict):
+    """Application builder for Serve config files and a KubeRay RayService:
+    `import_path: medal_core.serving.ray_serve:build_from_args` with
+    `args: {bundle: models/mobilenet, replicas: 2, max_batch_size: 8}`. The bearer token
+    comes from MEDAL_API_TOKEN in the replicas' environment."""
+    from medal_core.serving.service import token_from_env
+
+    return build_application(args["bundle"], int(args.get("replicas", 1)), token_from_env(),
+                             int(args.get("max_batch_size", DEFAULT_MAX_BATCH)),
+                             float(args.get("cpus_per_replica", 1.0)))
+
+
 class RayBackend:
     """`service.Backend` over a handle to the `MedalModel` deployment."""
 
