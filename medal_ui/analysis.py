@@ -39,12 +39,12 @@ def analyse(context: session.AppContext, upload: session.Upload) -> Analysis:
         except IntakeError as error:
             return error
         predictor = context.predictor()
+        model_rgb = resize_for_model(image.rgb, predictor.input_size)   # once: also for Grad-CAM
         if isinstance(predictor, RemotePredictor):     # the service decodes the file itself
             prediction = _or_stop(lambda: predictor.predict_file(upload.data))
         else:
-            prediction = predictor.predict(image.rgb)
-        return Analysis(downscale(image.rgb, DISPLAY_SIDE),
-                        resize_for_model(image.rgb, predictor.input_size), image.notes, prediction)
+            prediction = predictor.predict(image.rgb, resized=model_rgb)
+        return Analysis(downscale(image.rgb, DISPLAY_SIDE), model_rgb, image.notes, prediction)
 
     result = session.memo(upload.digest, ("analysis", context.folder, context.sha), compute)
     if isinstance(result, IntakeError):

@@ -43,7 +43,10 @@ def models_dir() -> Path:
     return catalogs.models_dir_from_env(APP_DIR / "models")
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
+# A resource, not data: the same Catalog object for every run and session (it is never
+# changed), instead of an unpickled copy per call, so its bundles' signatures are
+# computed once.
+@st.cache_resource(show_spinner=False, max_entries=4)
 def _scan(fingerprint: tuple) -> catalogs.Catalog:
     return catalogs.scan(fingerprint[0])
 

@@ -112,9 +112,20 @@ def fingerprint(models_dir: str | Path) -> tuple:
 def signature(bundle: Bundle) -> str:
     """A short digest of the bundle's manifest, which records the sha256 of its model and
     OOD files, its temperature and threshold: it changes whenever anything the app
-    loads from the bundle changes, so it keys caches of loaded models."""
+    loads from the bundle changes, so it keys caches of loaded models. Computed once per
+    Bundle object (pages ask for it several times per run)."""
+    known = _signatures.get(id(bundle))
+    if known is not None and known[0] is bundle:
+        return known[1]
     text = json.dumps(bundle.manifest, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+    digest = hashlib.sha256(text.encode()).hexdigest()[:20]
+    if len(_signatures) > 64:          # bundles come and go with rescans: keep it small
+        _signatures.clear()
+    _signatures[id(bundle)] = (bundle, digest)
+    return digest
+
+
+_signatures: dict[int, tuple[Bundle, str]] = {}   # id → (the bundle, kept alive; its signature)
 
 
 def check_bundle(folder: str | Path) -> Bundle:

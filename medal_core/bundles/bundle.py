@@ -281,12 +281,25 @@ def _load_check(folder: Path, manifest: dict, key: str, file_name: str, load):
                           f"{folder} --data-root DATA`.") from error
 
 
+# Files already hashed in this process, by (path, size, modification time, expected
+# sha256): the app checks a bundle when it lists it and again when it loads the model,
+# and a 10-MB model need not be read twice. Any change to the file changes the key.
+_verified: set[tuple[str, int, int, str]] = set()
+
+
 def verify_sha256(path: Path, expected: str) -> None:
-    """Raise BundleError unless `path` exists and hashes to `expected`."""
+    """Raise BundleError unless `path` exists and hashes to `expected` (once per process
+    for an unchanged file)."""
     if not path.is_file():
         raise BundleError(f"{path} is missing: the bundle is incomplete. Restore it from the repository.")
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, expected)
+    if key in _verified:
+        return
     actual = sha256_file(path)
-    if actual != expected:
+    if actual == expected:
+        _verified.add(key)
+    else:
         raise BundleError(f"{path} does not match its manifest (sha256 {actual[:12]}… instead of "
                           f"{expected[:12]}…): the file was changed or damaged. Restore it from "
                           "the repository; do not use it.")

@@ -52,19 +52,29 @@ class Predictor:
         return float(self.bundle.manifest.get("decision", {}).get(
             "band_ratio", decision.DEFAULT_BAND_RATIO))
 
-    def predict(self, rgb: np.ndarray, threshold: float | None = None) -> Prediction:
-        """Predict for one uint8 RGB image (h, w, 3) of any size."""
-        return self.predict_batch([rgb], threshold)[0]
+    def predict(self, rgb: np.ndarray, threshold: float | None = None,
+                resized: np.ndarray | None = None) -> Prediction:
+        """Predict for one uint8 RGB image (h, w, 3) of any size. `resized`: the same
+        image already at the model's input size (`resize_for_model`), when the caller
+        has it, so that it is not resized twice."""
+        return self.predict_batch([rgb], threshold, resized=None if resized is None else [resized])[0]
 
     def predict_batch(self, images: list[np.ndarray], threshold: float | None = None,
-                      batch_size: int = 16) -> list[Prediction]:
-        """Predict for many uint8 RGB images of any sizes, `batch_size` at a time."""
+                      batch_size: int = 16, resized: list[np.ndarray] | None = None) -> list[Prediction]:
+        """Predict for many uint8 RGB images of any sizes, `batch_size` at a time (the
+        quality checks read the images themselves, the model their resized copies)."""
         if len(images) == 0:
             return []
         threshold = self.default_threshold if threshold is None else float(threshold)
         if not 0 <= threshold <= 1:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-        batch = np.stack([resize_for_model(rgb, self.input_size) for rgb in images])
+        if resized is None:
+            resized = [resize_for_model(rgb, self.input_size) for rgb in images]
+        elif len(resized) != len(images) or any(
+                r.shape != (self.input_size, self.input_size, 3) for r in resized):
+            raise ValueError(f"resized must hold one ({self.input_size}, {self.input_size}, 3) "
+                             "copy per image")
+        batch = np.stack(resized)
         view_logits, features = self.runner.batched(batch, DIHEDRAL_VIEWS, batch_size)
         logits = self.estimate_logits(view_logits)
         ood_scores = self.bundle.ood.score(features, batch) if self.bundle.ood is not None else None
