@@ -170,11 +170,27 @@ class StreamlitServer:
 # ---------------------------------------------------------------- Playwright sync-API helpers
 
 
+# Polled in the page by `settle`: true once the script is idle and nothing on the page has
+# changed for QUIET_MS since the later of the last change and the call (`since`).
+QUIET_MS = 400
+QUIET_JS = """since => {
+  if (!window.__medalObserver) {
+    window.__medalLastChange = performance.now();
+    window.__medalObserver = new MutationObserver(() => { window.__medalLastChange = performance.now(); });
+    window.__medalObserver.observe(document.body, {subtree: true, childList: true,
+                                                   attributes: true, characterData: true});
+  }
+  const app = document.querySelector('[data-testid="stApp"]');
+  if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
+  return performance.now() - Math.max(since, window.__medalLastChange) > %d;
+}""" % QUIET_MS
+
+
 def settle(page) -> None:
-    """Wait until the script run triggered by the last action has finished."""
-    page.wait_for_timeout(500)
-    page.wait_for_selector(SCRIPT_IDLE)
-    page.wait_for_timeout(700)
+    """Wait until the script run triggered by the last action has finished and the page
+    has stopped changing (a condition polled in the page, not a fixed sleep)."""
+    since = page.evaluate("() => performance.now()")
+    page.wait_for_function(QUIET_JS, arg=since, polling=100)
 
 
 def open_page(page, link: str, heading: str | None = None) -> None:
