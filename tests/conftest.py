@@ -49,3 +49,18 @@ def trained_tiny_bundle(tmp_path_factory) -> Path:
     return train(TrainConfig(arch="custom_cnn", data=[str(data_dir)], input_size=TINY_INPUT,
                              out=str(tmp_path_factory.mktemp("trained") / "tiny_trained"),
                              epochs=1, batch_size=8))
+
+
+@pytest.fixture(scope="session")
+def untrained_architectures():
+    """One 64-px model per architecture (random weights), built once for the whole session:
+    EfficientNetB0 alone takes seconds to build. Tests may train them or change their
+    batch-norm statistics (none depends on particular weights) but must restore any
+    `trainable` flag they change."""
+    import keras
+
+    from medal_core.modeling import architectures
+
+    keras.utils.set_random_seed(0)
+    return {arch: architectures.build_model(arch, 64, weights=None)
+            for arch in sorted(architectures.ARCHITECTURES)}

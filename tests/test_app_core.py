@@ -421,9 +421,11 @@ def test_compare_summary_row(one_bundle):
     assert shown["ROC AUC (95% CI)"].startswith(f"{row['AUC']:.3f} (")
 
 
-def test_measure_latency_uses_the_predictor():
+def test_measure_latency_is_the_median_of_timed_predictor_calls(monkeypatch):
     stub = StubPredictor()
-    assert compare.measure_latency(stub, side=64, repeats=3) >= 0
+    clock = iter([0.0, 0.010, 1.0, 1.030, 2.0, 2.020])            # three calls: 10, 30, 20 ms
+    monkeypatch.setattr(compare.time, "perf_counter", lambda: next(clock))
+    assert compare.measure_latency(stub, side=64, repeats=3) == pytest.approx(20.0)
     assert stub.calls == 4                                      # one warm-up + 3 timed
 
 

@@ -117,9 +117,9 @@ def test_cache_does_not_keep_models_alive():
 
 
 @pytest.mark.parametrize("arch", sorted(models.ARCHITECTURES))
-def test_gradcam_on_every_architecture(arch):
+def test_gradcam_on_every_architecture(untrained_architectures, arch):
     size = 64
-    model = models.build_model(arch, size, weights=None)
+    model = untrained_architectures[arch]
     cam = gradcam.GradCAM(model)
     assert cam.layer_name == models.ARCHITECTURES[arch].gradcam_layer
     images = np.random.default_rng(2).uniform(0, 255, (2, size, size, 3)).astype(np.float32)

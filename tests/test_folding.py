@@ -41,12 +41,11 @@ def assert_same_function(original, folded, images, rtol=1e-4, atol=1e-4):
 
 
 @pytest.fixture(scope="module")
-def built() -> dict[str, keras.Model]:
-    keras.utils.set_random_seed(0)
-    built = {arch: models.build_model(arch, SIZE, weights=None) for arch in ARCHS}
-    for seed, model in enumerate(built.values()):
+def built(untrained_architectures) -> dict[str, keras.Model]:
+    """The session's models (conftest), with non-trivial batch-norm statistics."""
+    for seed, model in enumerate(untrained_architectures.values()):
         randomise_batch_norms(model, seed)
-    return built
+    return untrained_architectures
 
 
 # ---------------------------------------------------------------- the three architectures

@@ -16,11 +16,10 @@ WEIGHTS_FILE = (Path(__file__).resolve().parents[1].parent / "shared" / "weights
                 / "mobilenet_0.75_224_no_top_imagenet.weights.h5")
 
 
-@pytest.fixture(scope="module")
-def built() -> dict[str, keras.Model]:
-    """One model per architecture, built once for this module (weights=None)."""
-    keras.utils.set_random_seed(0)
-    return {arch: models.build_model(arch, SIZE, weights=None) for arch in ARCHS}
+@pytest.fixture
+def built(untrained_architectures) -> dict[str, keras.Model]:
+    """One model per architecture at SIZE, shared by the session (conftest)."""
+    return untrained_architectures
 
 
 def random_images(n: int, seed: int = 0) -> np.ndarray:
