@@ -64,21 +64,27 @@ def measure(bundle: str, files: int, megapixels: float) -> dict:
 
     predictor = Predictor.from_folder(bundle)
     photos = phone_photos(megapixels)
-    predictor.predict_batch([predictor_warm_image()])          # trace before measuring
+    predictor.predict_batch([predictor_warm_image()])  # trace before measuring
     _reset_peak()
     baseline = _status_kib("VmRSS")
     started = time.perf_counter()
-    results = batch.predict_files(predictor, ((f"photo_{i}.jpg", photos[i % DISTINCT])
-                                              for i in range(files)), total=files)
+    results = batch.predict_files(
+        predictor, ((f"photo_{i}.jpg", photos[i % DISTINCT]) for i in range(files)), total=files
+    )
     rows = batch.batch_rows(results, predictor.default_threshold)
     csv_text = batch.to_csv(rows, predictor.default_threshold, predictor.bundle.name)
     seconds = time.perf_counter() - started
-    return {"files": files, "megapixels": megapixels, "jpeg_mb_each": round(
-                sum(map(len, photos)) / DISTINCT / 2**20, 2),
-            "peak_above_baseline_mib": round((_status_kib("VmHWM") - baseline) / 1024, 1),
-            "baseline_rss_mib": round(baseline / 1024, 1), "seconds": round(seconds, 1),
-            "seconds_per_file": round(seconds / files, 3), "csv_rows": csv_text.count("\n") - 1,
-            "decoded_mib_each": round(3 * megapixels * 1e6 / 2**20, 1)}
+    return {
+        "files": files,
+        "megapixels": megapixels,
+        "jpeg_mb_each": round(sum(map(len, photos)) / DISTINCT / 2**20, 2),
+        "peak_above_baseline_mib": round((_status_kib("VmHWM") - baseline) / 1024, 1),
+        "baseline_rss_mib": round(baseline / 1024, 1),
+        "seconds": round(seconds, 1),
+        "seconds_per_file": round(seconds / files, 3),
+        "csv_rows": csv_text.count("\n") - 1,
+        "decoded_mib_each": round(3 * megapixels * 1e6 / 2**20, 1),
+    }
 
 
 def predictor_warm_image():
@@ -100,19 +106,36 @@ def main(argv=None) -> int:
         return 0
     figures = []
     for files in args.files:
-        done = subprocess.run([sys.executable, __file__, "--bundle", args.bundle, "--child", str(files),
-                               "--megapixels", str(args.megapixels)], capture_output=True, text=True,
-                              cwd=REPO_ROOT, timeout=3600)
+        done = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--bundle",
+                args.bundle,
+                "--child",
+                str(files),
+                "--megapixels",
+                str(args.megapixels),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+            timeout=3600,
+        )
         if done.returncode != 0:
             print(done.stderr[-3000:], file=sys.stderr)
             return 1
         figures.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    print(f"batch triage, {args.megapixels:g}-MP phone-size JPEGs ({figures[0]['jpeg_mb_each']} MB "
-          f"each, {figures[0]['decoded_mib_each']} MiB decoded), bundle {Path(args.bundle).name}:")
+    print(
+        f"batch triage, {args.megapixels:g}-MP phone-size JPEGs ({figures[0]['jpeg_mb_each']} MB "
+        f"each, {figures[0]['decoded_mib_each']} MiB decoded), bundle {Path(args.bundle).name}:"
+    )
     for f in figures:
-        print(f"  {f['files']:>4} files: peak {f['peak_above_baseline_mib']:>7} MiB above the "
-              f"{f['baseline_rss_mib']} MiB after loading; {f['seconds']} s "
-              f"({f['seconds_per_file']} s a file); {f['csv_rows']} CSV rows")
+        print(
+            f"  {f['files']:>4} files: peak {f['peak_above_baseline_mib']:>7} MiB above the "
+            f"{f['baseline_rss_mib']} MiB after loading; {f['seconds']} s "
+            f"({f['seconds_per_file']} s a file); {f['csv_rows']} CSV rows"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
     return 0

@@ -75,10 +75,13 @@ DEFAULT_IMAGES = REPO_ROOT.parent / "shared" / "data" / "isic2017" / "val" / "be
 COLD_START_TARGET_S = 8.0
 RERUN_TARGET_MS = 300.0
 OPACITY = ".st-key-triage_opacity"
-OVERLAY_JS = """() => {
+OVERLAY_JS = (
+    """() => {
   const images = document.querySelectorAll('%s');
   return images.length >= 2 ? images[1].src : null;
-}""" % IMAGE
+}"""
+    % IMAGE
+)
 OVERLAY_CHANGED_JS = """(before) => {
   const images = document.querySelectorAll('%s');
   if (images.length < 2) return false;
@@ -105,13 +108,22 @@ def pick_image(path: str | None) -> tuple[str, str, bytes, str]:
         found = sorted(DEFAULT_IMAGES.glob("*.jpg")) if DEFAULT_IMAGES.is_dir() else []
         chosen = found[0] if found else None
     if chosen is not None:
-        mime = {".png": "image/png", ".webp": "image/webp", ".bmp": "image/bmp",
-                ".tif": "image/tiff", ".tiff": "image/tiff"}.get(chosen.suffix.lower(), "image/jpeg")
+        mime = {
+            ".png": "image/png",
+            ".webp": "image/webp",
+            ".bmp": "image/bmp",
+            ".tif": "image/tiff",
+            ".tiff": "image/tiff",
+        }.get(chosen.suffix.lower(), "image/jpeg")
         return chosen.name, mime, chosen.read_bytes(), str(chosen)
     from app_helpers import png, synthetic_lesion
 
-    return "synthetic_lesion.png", "image/png", png(synthetic_lesion(0, 320)), \
-        f"synthetic lesion (no jpg in {DEFAULT_IMAGES})"
+    return (
+        "synthetic_lesion.png",
+        "image/png",
+        png(synthetic_lesion(0, 320)),
+        f"synthetic lesion (no jpg in {DEFAULT_IMAGES})",
+    )
 
 
 def summary_ms(values: list[float]) -> dict:
@@ -120,9 +132,13 @@ def summary_ms(values: list[float]) -> dict:
         return {}
     ordered = sorted(values)
     p95 = ordered[min(len(ordered) - 1, max(0, -(-95 * len(ordered) // 100) - 1))]
-    return {"n": len(values), "p50_ms": round(statistics.median(ordered) * 1000, 1),
-            "p95_ms": round(p95 * 1000, 1), "max_ms": round(ordered[-1] * 1000, 1),
-            "all_ms": [round(v * 1000, 1) for v in values]}
+    return {
+        "n": len(values),
+        "p50_ms": round(statistics.median(ordered) * 1000, 1),
+        "p95_ms": round(p95 * 1000, 1),
+        "max_ms": round(ordered[-1] * 1000, 1),
+        "all_ms": [round(v * 1000, 1) for v in values],
+    }
 
 
 class TimedServer(StreamlitServer):
@@ -147,7 +163,7 @@ class TimedServer(StreamlitServer):
             except OSError:
                 pass
             time.sleep(0.02)
-        super()._wait_healthy()   # the base class's error (with the server's output)
+        super()._wait_healthy()  # the base class's error (with the server's output)
         self.healthy_at = time.monotonic()
 
 
@@ -166,7 +182,7 @@ def cold_start_run(browser, models: Path, image, timeout_s: float, slider_moves:
     server = TimedServer(models, log=log, start_timeout=timeout_s)
     try:
         try:
-            server.start()                                # t0 = spawn; returns at health OK
+            server.start()  # t0 = spawn; returns at health OK
         except ServerError as error:
             figures["error"] = str(error)
             return figures
@@ -178,7 +194,8 @@ def cold_start_run(browser, models: Path, image, timeout_s: float, slider_moves:
         figures["page_loaded_s"] = round(time.monotonic() - t0, 3)
         uploaded = time.monotonic()
         page.locator(UPLOAD_INPUT).first.set_input_files(
-            files=[{"name": name, "mimeType": mime, "buffer": data}])
+            files=[{"name": name, "mimeType": mime, "buffer": data}]
+        )
         state = page.wait_for_function(RESULT_STATE_JS, polling=20).json_value()
         shown = time.monotonic()
         if state != "ok":
@@ -223,12 +240,11 @@ def cold_start(args, image) -> dict:
         browser = playwright.chromium.launch(**launch_options())
         try:
             for index in range(args.runs):
-                figures = cold_start_run(browser, Path(args.models), image, args.timeout,
-                                         args.slider_moves)
+                figures = cold_start_run(browser, Path(args.models), image, args.timeout, args.slider_moves)
                 figures["run"] = index + 1
                 runs.append(figures)
                 print_run(figures)
-                time.sleep(2)                             # let the old server's exit settle
+                time.sleep(2)  # let the old server's exit settle
         finally:
             browser.close()
     medians = {}
@@ -245,14 +261,19 @@ def print_run(figures: dict) -> None:
         return f"{figures[key]:12.2f} s" if key in figures else f"{'—':>14}"
 
     label = figures.get("run", "")
-    print(f"  {str(label):>6}  {cell('health_s')}  {cell('page_loaded_s')}  "
-          f"{cell('upload_to_result_s')}  {cell('first_prediction_s')}   "
-          f"load {figures['load_average_at_start']}", flush=True)
+    print(
+        f"  {str(label):>6}  {cell('health_s')}  {cell('page_loaded_s')}  "
+        f"{cell('upload_to_result_s')}  {cell('first_prediction_s')}   "
+        f"load {figures['load_average_at_start']}",
+        flush=True,
+    )
     if "error" in figures:
         print(f"          error: {figures['error']}")
         if figures.get("server_log_tail"):
-            print("          server output (tail):\n" + "\n".join(
-                "            " + line for line in figures["server_log_tail"].splitlines()[-15:]))
+            print(
+                "          server output (tail):\n"
+                + "\n".join("            " + line for line in figures["server_log_tail"].splitlines()[-15:])
+            )
 
 
 # ---------------------------------------------------------------- 2. reruns (AppTest)
@@ -295,15 +316,16 @@ class RunTimer:
         started = time.perf_counter()
         gc.collect(2)
         post_gc = time.perf_counter() - started
-        return {"run": run, "keras_cleanup": sum(self.cleanup), "post_gc": post_gc,
-                "server": run + post_gc}
+        return {"run": run, "keras_cleanup": sum(self.cleanup), "post_gc": post_gc, "server": run + post_gc}
 
 
 def summarise(samples: list[dict]) -> dict:
-    return {"apptest_run": summary_ms([s["run"] for s in samples]),
-            "of_which_keras_clear_session": summary_ms([s["keras_cleanup"] for s in samples]),
-            "post_script_gc": summary_ms([s["post_gc"] for s in samples]),
-            "server_estimate": summary_ms([s["server"] for s in samples])}
+    return {
+        "apptest_run": summary_ms([s["run"] for s in samples]),
+        "of_which_keras_clear_session": summary_ms([s["keras_cleanup"] for s in samples]),
+        "post_script_gc": summary_ms([s["post_gc"] for s in samples]),
+        "server_estimate": summary_ms([s["server"] for s in samples]),
+    }
 
 
 def reruns(args, image) -> dict:
@@ -319,12 +341,14 @@ def reruns(args, image) -> dict:
     at.file_uploader(key="triage_file").set_value((name, data, mime))
     figures["upload_run_s"] = round(timer.run()["run"], 3)
     metrics = {m.label: m.value for m in at.metric}
-    if "Probability of melanoma" not in metrics or not any(
-            s.key == "triage_opacity" for s in at.slider):
-        figures["error"] = ("no probability or no heatmap controls after the upload (not taken "
-                            "for a lesion image?): " + "; ".join(
-                                str(e.value) for kind in ("warning", "error", "info")
-                                for e in getattr(at, kind))[:500])
+    if "Probability of melanoma" not in metrics or not any(s.key == "triage_opacity" for s in at.slider):
+        figures["error"] = (
+            "no probability or no heatmap controls after the upload (not taken "
+            "for a lesion image?): "
+            + "; ".join(str(e.value) for kind in ("warning", "error", "info") for e in getattr(at, kind))[
+                :500
+            ]
+        )
         return figures
     figures["probability"] = metrics["Probability of melanoma"]
     n = args.reruns
@@ -343,8 +367,7 @@ def reruns(args, image) -> dict:
     figures["direction_first_toggle"] = summarise([timer.run()])
     samples = []
     for i in range(n):
-        at.segmented_control(key="triage_direction").set_value(
-            "malignant" if i % 2 == 0 else "benign")
+        at.segmented_control(key="triage_direction").set_value("malignant" if i % 2 == 0 else "benign")
         samples.append(timer.run())
     figures["direction_cached"] = summarise(samples)
 
@@ -373,12 +396,18 @@ def environment() -> dict:
         except metadata.PackageNotFoundError:
             return "not installed"
 
-    return {"python": platform.python_version(), "cpus": os.cpu_count(),
-            "machine": platform.machine(), "streamlit": version("streamlit"),
-            "tensorflow": next((v for v in map(version, ("tensorflow", "tensorflow-cpu"))
-                                if v != "not installed"), "not installed"),
-            "keras": version("keras"),
-            "playwright": version("playwright")}
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "streamlit": version("streamlit"),
+        "tensorflow": next(
+            (v for v in map(version, ("tensorflow", "tensorflow-cpu")) if v != "not installed"),
+            "not installed",
+        ),
+        "keras": version("keras"),
+        "playwright": version("playwright"),
+    }
 
 
 def print_cold_start_summary(cold: dict) -> None:
@@ -387,16 +416,22 @@ def print_cold_start_summary(cold: dict) -> None:
     def cell(key):
         return f"{m[key]:12.2f} s" if key in m else f"{'—':>14}"
 
-    print(f"  {'median':>6}  {cell('health_s')}  {cell('page_loaded_s')}  "
-          f"{cell('upload_to_result_s')}  {cell('first_prediction_s')}")
+    print(
+        f"  {'median':>6}  {cell('health_s')}  {cell('page_loaded_s')}  "
+        f"{cell('upload_to_result_s')}  {cell('first_prediction_s')}"
+    )
     if "first_prediction_s" in m:
         verdict = "within" if m["first_prediction_s"] <= COLD_START_TARGET_S else "OVER"
-        print(f"  first prediction shown, median {m['first_prediction_s']:.2f} s: {verdict} "
-              f"the {COLD_START_TARGET_S:.0f} s target")
+        print(
+            f"  first prediction shown, median {m['first_prediction_s']:.2f} s: {verdict} "
+            f"the {COLD_START_TARGET_S:.0f} s target"
+        )
     moves = cold["browser_opacity"]
     if moves:
-        print(f"  in the browser, opacity key press -> new overlay loaded: p50 {moves['p50_ms']:.0f} ms, "
-              f"p95 {moves['p95_ms']:.0f} ms, max {moves['max_ms']:.0f} ms (n={moves['n']})")
+        print(
+            f"  in the browser, opacity key press -> new overlay loaded: p50 {moves['p50_ms']:.0f} ms, "
+            f"p95 {moves['p95_ms']:.0f} ms, max {moves['max_ms']:.0f} ms (n={moves['n']})"
+        )
 
 
 def print_reruns(figures: dict) -> None:
@@ -406,43 +441,66 @@ def print_reruns(figures: dict) -> None:
     if "error" in figures:
         print(f"  error: {figures['error']}")
         return
-    print("  ms per rerun: 'AppTest.run' = the script run incl. Streamlit's keras clear_session "
-          "(its share in the 'clear_session' column);")
-    print("  'server est.' = AppTest.run + the gc.collect(2) a real server adds after each run "
-          "(runner.postScriptGC), timed here.")
-    header = (f"  {'rerun after':<38}{'n':>3}  {'AppTest.run p50/p95/max':>24}  "
-              f"{'clear_session p50':>17}  {'server est. p50/p95/max':>24}  <= {RERUN_TARGET_MS:.0f} ms")
+    print(
+        "  ms per rerun: 'AppTest.run' = the script run incl. Streamlit's keras clear_session "
+        "(its share in the 'clear_session' column);"
+    )
+    print(
+        "  'server est.' = AppTest.run + the gc.collect(2) a real server adds after each run "
+        "(runner.postScriptGC), timed here."
+    )
+    header = (
+        f"  {'rerun after':<38}{'n':>3}  {'AppTest.run p50/p95/max':>24}  "
+        f"{'clear_session p50':>17}  {'server est. p50/p95/max':>24}  <= {RERUN_TARGET_MS:.0f} ms"
+    )
     print(header)
-    rows = (("opacity slider moved", "opacity"),
-            ("direction toggled, first (new heatmap)", "direction_first_toggle"),
-            ("direction toggled (cached heatmaps)", "direction_cached"),
-            ("shared threshold slider moved", "threshold"),
-            ("nothing changed (plain rerun)", "plain_rerun"))
+    rows = (
+        ("opacity slider moved", "opacity"),
+        ("direction toggled, first (new heatmap)", "direction_first_toggle"),
+        ("direction toggled (cached heatmaps)", "direction_cached"),
+        ("shared threshold slider moved", "threshold"),
+        ("nothing changed (plain rerun)", "plain_rerun"),
+    )
     for label, key in rows:
-        run, cleanup, server = (figures[key][k] for k in
-                                ("apptest_run", "of_which_keras_clear_session", "server_estimate"))
+        run, cleanup, server = (
+            figures[key][k] for k in ("apptest_run", "of_which_keras_clear_session", "server_estimate")
+        )
 
         def triple(s):
             return f"{s['p50_ms']:.0f} / {s['p95_ms']:.0f} / {s['max_ms']:.0f}"
 
-        verdict = ("within" if server["max_ms"] <= RERUN_TARGET_MS else
-                   "p95 within" if server["p95_ms"] <= RERUN_TARGET_MS else
-                   "p50 within" if server["p50_ms"] <= RERUN_TARGET_MS else "OVER")
-        print(f"  {label:<38}{run['n']:>3}  {triple(run):>24}  {cleanup['p50_ms']:>17.0f}  "
-              f"{triple(server):>24}  {verdict}")
+        verdict = (
+            "within"
+            if server["max_ms"] <= RERUN_TARGET_MS
+            else "p95 within"
+            if server["p95_ms"] <= RERUN_TARGET_MS
+            else "p50 within"
+            if server["p50_ms"] <= RERUN_TARGET_MS
+            else "OVER"
+        )
+        print(
+            f"  {label:<38}{run['n']:>3}  {triple(run):>24}  {cleanup['p50_ms']:>17.0f}  "
+            f"{triple(server):>24}  {verdict}"
+        )
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default=str(REPO_ROOT / "models"),
-                        help="models folder (MEDAL_MODELS_DIR); default the committed models/")
-    parser.add_argument("--image", default=None,
-                        help=f"image to upload; default the first jpg in {DEFAULT_IMAGES}, "
-                             "else a synthetic lesion")
+    parser.add_argument(
+        "--models",
+        default=str(REPO_ROOT / "models"),
+        help="models folder (MEDAL_MODELS_DIR); default the committed models/",
+    )
+    parser.add_argument(
+        "--image",
+        default=None,
+        help=f"image to upload; default the first jpg in {DEFAULT_IMAGES}, else a synthetic lesion",
+    )
     parser.add_argument("--runs", type=int, default=3, help="cold starts (fresh server each)")
     parser.add_argument("--reruns", type=int, default=20, help="AppTest reruns per widget")
-    parser.add_argument("--slider-moves", type=int, default=5,
-                        help="opacity moves timed in the browser per cold-start run")
+    parser.add_argument(
+        "--slider-moves", type=int, default=5, help="opacity moves timed in the browser per cold-start run"
+    )
     parser.add_argument("--timeout", type=float, default=180, help="seconds per step")
     parser.add_argument("--skip-browser", action="store_true", help="only the AppTest part")
     parser.add_argument("--skip-apptest", action="store_true", help="only the browser part")
@@ -450,36 +508,50 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     image = pick_image(args.image)
-    report = {"environment": environment(), "models": str(Path(args.models).resolve()),
-              "image": image[3], "image_bytes": len(image[2]),
-              "load_average_at_start": load_average()}
+    report = {
+        "environment": environment(),
+        "models": str(Path(args.models).resolve()),
+        "image": image[3],
+        "image_bytes": len(image[2]),
+        "load_average_at_start": load_average(),
+    }
     env = report["environment"]
-    print(f"MedAL Triage app benchmark — {env['cpus']} CPUs, Python {env['python']}, "
-          f"Streamlit {env['streamlit']}, TensorFlow {env['tensorflow']}")
+    print(
+        f"MedAL Triage app benchmark — {env['cpus']} CPUs, Python {env['python']}, "
+        f"Streamlit {env['streamlit']}, TensorFlow {env['tensorflow']}"
+    )
     print(f"models: {report['models']}")
     print(f"image:  {image[3]} ({len(image[2]) / 1024:.0f} KiB)")
     print(f"load average at start: {report['load_average_at_start']}")
 
     if not args.skip_browser:
         print()
-        print(f"1. Cold start: `streamlit run` -> first prediction shown "
-              f"(target <= {COLD_START_TARGET_S:.0f} s), {args.runs} runs, fresh server each")
-        print("   Chromium (and its context and page) started before the server: browser "
-              "start-up not counted. Times from the server's spawn (t0).")
+        print(
+            f"1. Cold start: `streamlit run` -> first prediction shown "
+            f"(target <= {COLD_START_TARGET_S:.0f} s), {args.runs} runs, fresh server each"
+        )
+        print(
+            "   Chromium (and its context and page) started before the server: browser "
+            "start-up not counted. Times from the server's spawn (t0)."
+        )
         missing = chromium_missing()
         if missing:
             print(f"  skipped: {missing}")
             report["cold_start"] = {"skipped": missing}
         else:
-            print(f"  {'run':>6}  {'health OK':>14}  {'page loaded':>14}  {'upload→result':>14}  "
-                  f"{'1st prediction':>14}")
+            print(
+                f"  {'run':>6}  {'health OK':>14}  {'page loaded':>14}  {'upload→result':>14}  "
+                f"{'1st prediction':>14}"
+            )
             report["cold_start"] = cold_start(args, image)
             print_cold_start_summary(report["cold_start"])
 
     if not args.skip_apptest:
         print()
-        print(f"2. Triage reruns without a new upload (target <= {RERUN_TARGET_MS:.0f} ms server "
-              f"time): AppTest.run() wall time, {args.reruns} reruns each")
+        print(
+            f"2. Triage reruns without a new upload (target <= {RERUN_TARGET_MS:.0f} ms server "
+            f"time): AppTest.run() wall time, {args.reruns} reruns each"
+        )
         figures = reruns(args, image)
         report["reruns"] = figures
         print_reruns(figures)

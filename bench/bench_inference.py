@@ -63,8 +63,12 @@ def peak_rss_mib() -> float:
 
 def percentiles_ms(seconds: list[float]) -> dict:
     ms = np.asarray(seconds) * 1000
-    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
-            "mean_ms": float(ms.mean()), "n": len(ms)}
+    return {
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "mean_ms": float(ms.mean()),
+        "n": len(ms),
+    }
 
 
 def timed(function) -> float:
@@ -96,6 +100,7 @@ def run(args) -> dict:
     from medal_core.explain.gradcam import GradCAM
     from medal_core.modeling.runner import ModelRunner
     from medal_core.serving.predictor import Predictor
+
     import_s = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -129,8 +134,11 @@ def run(args) -> dict:
     single = {name: percentiles_ms(t) for name, t in times.items()}
     ratio = single["keras_model_predict"]["p50_ms"] / single["ours_one_view"]["p50_ms"]
     # Same answer from both paths (a sanity check, not a benchmark figure).
-    agree = float(np.max(np.abs(np.asarray(model.predict(x, verbose=0)).ravel()
-                                - 1 / (1 + np.exp(-runner(x, views=1)[0])))))
+    agree = float(
+        np.max(
+            np.abs(np.asarray(model.predict(x, verbose=0)).ravel() - 1 / (1 + np.exp(-runner(x, views=1)[0])))
+        )
+    )
 
     # ---- Grad-CAM
     layer = bundle.manifest["gradcam_layer"]
@@ -141,18 +149,23 @@ def run(args) -> dict:
 
     # ---- throughput
     rng = np.random.default_rng(1)
-    images = np.stack([resize_for_model(upload_like(300, 400, seed=i), size)
-                       for i in range(min(args.images, 16))])
+    images = np.stack(
+        [resize_for_model(upload_like(300, 400, seed=i), size) for i in range(min(args.images, 16))]
+    )
     images = images[rng.integers(0, len(images), args.images)]
     batched_s = {}
     for name, compiled in (("folded", runner), ("not_folded", unfolded)):
-        compiled.batched(images[:args.batch], views=1, batch_size=args.batch)  # warm-up
-        batched_s[name] = [timed(lambda: compiled.batched(images, views=1, batch_size=args.batch))
-                           for _ in range(args.throughput_runs)]
+        compiled.batched(images[: args.batch], views=1, batch_size=args.batch)  # warm-up
+        batched_s[name] = [
+            timed(lambda: compiled.batched(images, views=1, batch_size=args.batch))
+            for _ in range(args.throughput_runs)
+        ]
     uploads = [upload_like(300, 400, seed=i) for i in range(args.predict_images)]
-    predictor.predict_batch(uploads[:args.predict_batch], batch_size=args.predict_batch)  # warm-up
-    predict_batch_s = [timed(lambda: predictor.predict_batch(uploads, batch_size=args.predict_batch))
-                       for _ in range(args.throughput_runs)]
+    predictor.predict_batch(uploads[: args.predict_batch], batch_size=args.predict_batch)  # warm-up
+    predict_batch_s = [
+        timed(lambda: predictor.predict_batch(uploads, batch_size=args.predict_batch))
+        for _ in range(args.throughput_runs)
+    ]
 
     return {
         "bundle": str(args.bundle),
@@ -162,28 +175,45 @@ def run(args) -> dict:
         "parameters": int(model.count_params()),
         "test_time_views": bundle.manifest["test_time_views"],
         "has_ood": bundle.ood is not None,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "tensorflow": tf.__version__, "keras": keras.__version__,
-                    "nice": os.nice(0), "loadavg_start": load_start,
-                    "loadavg_end": os.getloadavg()},
-        "settings": {"repeats": args.repeats, "warmup": args.warmup, "batch": args.batch,
-                     "images": args.images, "predict_images": args.predict_images,
-                     "predict_batch": args.predict_batch, "throughput_runs": args.throughput_runs},
-        "load": {"import_tensorflow_and_medal_core_s": import_s, "load_bundle_s": load_s,
-                 "predictor_init_s": predictor_s, "total_s": load_s + predictor_s},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "nice": os.nice(0),
+            "loadavg_start": load_start,
+            "loadavg_end": os.getloadavg(),
+        },
+        "settings": {
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+            "batch": args.batch,
+            "images": args.images,
+            "predict_images": args.predict_images,
+            "predict_batch": args.predict_batch,
+            "throughput_runs": args.throughput_runs,
+        },
+        "load": {
+            "import_tensorflow_and_medal_core_s": import_s,
+            "load_bundle_s": load_s,
+            "predictor_init_s": predictor_s,
+            "total_s": load_s + predictor_s,
+        },
         "single_image": single,
         "keras_predict_over_ours_p50": ratio,
         "max_probability_difference_keras_vs_ours": agree,
         "gradcam": {"layer": layer, **gradcam},
         "throughput": {
             "runner_batched_one_view_images_per_s": args.images / float(np.median(batched_s["folded"])),
-            "runner_batched_one_view_not_folded_images_per_s":
-                args.images / float(np.median(batched_s["not_folded"])),
+            "runner_batched_one_view_not_folded_images_per_s": args.images
+            / float(np.median(batched_s["not_folded"])),
             "predict_batch_images_per_s": args.predict_images / float(np.median(predict_batch_s)),
         },
-        "memory": {"rss_after_load_bundle_mib": rss_after_load,
-                   "rss_after_predictor_mib": rss_after_predictor,
-                   "peak_rss_mib": peak_rss_mib()},
+        "memory": {
+            "rss_after_load_bundle_mib": rss_after_load,
+            "rss_after_predictor_mib": rss_after_predictor,
+            "peak_rss_mib": peak_rss_mib(),
+        },
     }
 
 
@@ -218,12 +248,18 @@ def format_table(r: dict) -> str:
         row(f"Grad-CAM on {r['gradcam']['layer']}", lat(r["gradcam"])),
         "",
         f"throughput (median of {s['throughput_runs']} runs)",
-        row(f"runner.batched, 1 view, {s['images']} images, batch {s['batch']}",
-            f"{r['throughput']['runner_batched_one_view_images_per_s']:8.1f} images/s"),
-        row("  the same without batch-norm folding",
-            f"{r['throughput']['runner_batched_one_view_not_folded_images_per_s']:8.1f} images/s"),
-        row(f"predict_batch, 8 views, {s['predict_images']} images, batch {s['predict_batch']}",
-            f"{r['throughput']['predict_batch_images_per_s']:8.1f} images/s"),
+        row(
+            f"runner.batched, 1 view, {s['images']} images, batch {s['batch']}",
+            f"{r['throughput']['runner_batched_one_view_images_per_s']:8.1f} images/s",
+        ),
+        row(
+            "  the same without batch-norm folding",
+            f"{r['throughput']['runner_batched_one_view_not_folded_images_per_s']:8.1f} images/s",
+        ),
+        row(
+            f"predict_batch, 8 views, {s['predict_images']} images, batch {s['predict_batch']}",
+            f"{r['throughput']['predict_batch_images_per_s']:8.1f} images/s",
+        ),
         "",
         "memory",
         row("RSS after load_bundle", mib(r["memory"]["rss_after_load_bundle_mib"])),
@@ -236,17 +272,23 @@ def format_table(r: dict) -> str:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--bundle", default="models/mobilenet", help="bundle folder")
     parser.add_argument("--repeats", type=int, default=50, help="timed calls per latency figure")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls before timing")
     parser.add_argument("--batch", type=int, default=64, help="batch size for runner.batched")
     parser.add_argument("--images", type=int, default=256, help="images for runner.batched")
-    parser.add_argument("--predict-images", type=int, default=64,
-                        help="uploads for predict_batch (each is 8 forward passes)")
-    parser.add_argument("--predict-batch", type=int, default=16,
-                        help="predict_batch's batch_size (16, its default: x8 views per pass)")
+    parser.add_argument(
+        "--predict-images", type=int, default=64, help="uploads for predict_batch (each is 8 forward passes)"
+    )
+    parser.add_argument(
+        "--predict-batch",
+        type=int,
+        default=16,
+        help="predict_batch's batch_size (16, its default: x8 views per pass)",
+    )
     parser.add_argument("--throughput-runs", type=int, default=3)
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)

@@ -38,14 +38,19 @@ PERCENTILES = (0.5, 1, 99, 99.5)
 
 def degradations() -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     """Name -> function from (h, w, 3) uint8 RGB to a degraded copy of it."""
+
     def blur(sigma):
         return lambda rgb: cv2.GaussianBlur(rgb, (0, 0), sigmaX=sigma, sigmaY=sigma)
 
     def scale(gain):
         return lambda rgb: np.clip(rgb.astype(np.float32) * gain, 0, 255).astype(np.uint8)
 
-    return {"blur sigma 3": blur(3), "blur sigma 6": blur(6),
-            "dark x0.25": scale(0.25), "overexposed x3": scale(3.0)}
+    return {
+        "blur sigma 3": blur(3),
+        "blur sigma 6": blur(6),
+        "dark x0.25": scale(0.25),
+        "overexposed x3": scale(3.0),
+    }
 
 
 def image_paths(data: Path, split: str, limit: int | None) -> list[Path]:
@@ -53,8 +58,7 @@ def image_paths(data: Path, split: str, limit: int | None) -> list[Path]:
     return paths[:limit] if limit else paths
 
 
-def measure_split(paths: list[Path]) -> tuple[dict[str, dict[str, np.ndarray]],
-                                              dict[str, dict[str, float]]]:
+def measure_split(paths: list[Path]) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, float]]]:
     """Statistics and check firing rates of the real images and of each degradation.
 
     Returns ({"real images" | degradation: {statistic: (n,) values}},
@@ -73,15 +77,19 @@ def measure_split(paths: list[Path]) -> tuple[dict[str, dict[str, np.ndarray]],
                 fired[variant][code] += 1
             fired[variant]["any"] += not report.ok
     n = max(len(paths), 1)
-    rates = {variant: {code: count / n for code, count in counts.items()}
-             for variant, counts in fired.items()}
-    arrays = {variant: {name: np.asarray(values) for name, values in by_name.items()}
-              for variant, by_name in stats.items()}
+    rates = {
+        variant: {code: count / n for code, count in counts.items()} for variant, counts in fired.items()
+    }
+    arrays = {
+        variant: {name: np.asarray(values) for name, values in by_name.items()}
+        for variant, by_name in stats.items()
+    }
     return arrays, rates
 
 
-def print_split(split: str, n: int, stats: dict[str, dict[str, np.ndarray]],
-                rates: dict[str, dict[str, float]]) -> None:
+def print_split(
+    split: str, n: int, stats: dict[str, dict[str, np.ndarray]], rates: dict[str, dict[str, float]]
+) -> None:
     print(f"\n=== {split}: {n} images ===")
     print_percentiles(stats["real images"], PERCENTILES)
     print("\npass rate at the current limits (real images):")
@@ -109,12 +117,16 @@ def print_percentiles(stats: dict[str, np.ndarray], percentiles) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=DEFAULT_DATA,
-                        help="ISIC folder with {split}/{benign,malignant}/*.jpg; a relative "
-                             f"path is taken from the repository root (default {DEFAULT_DATA})")
+    parser.add_argument(
+        "--data",
+        default=DEFAULT_DATA,
+        help="ISIC folder with {split}/{benign,malignant}/*.jpg; a relative "
+        f"path is taken from the repository root (default {DEFAULT_DATA})",
+    )
     parser.add_argument("--splits", nargs="+", default=["val", "train"])
-    parser.add_argument("--limit", type=int, default=None,
-                        help="use only the first N images of each split (quick look)")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="use only the first N images of each split (quick look)"
+    )
     args = parser.parse_args(argv)
 
     data = Path(args.data)
@@ -123,9 +135,22 @@ def main(argv: list[str] | None = None) -> int:
     if not data.is_dir():
         parser.error(f"data folder not found: {args.data}")
 
-    print("limits: " + ", ".join(f"{name}={getattr(quality, name)}" for name in (
-        "SHARPNESS_MIN", "BRIGHTNESS_MIN", "DARK_LUMA", "DARK_FRACTION_MAX",
-        "CLIPPED_LEVEL", "CLIPPED_FRACTION_MAX", "MIN_RESOLUTION_SIDE", "WORKING_SIDE")))
+    print(
+        "limits: "
+        + ", ".join(
+            f"{name}={getattr(quality, name)}"
+            for name in (
+                "SHARPNESS_MIN",
+                "BRIGHTNESS_MIN",
+                "DARK_LUMA",
+                "DARK_FRACTION_MAX",
+                "CLIPPED_LEVEL",
+                "CLIPPED_FRACTION_MAX",
+                "MIN_RESOLUTION_SIDE",
+                "WORKING_SIDE",
+            )
+        )
+    )
     for split in args.splits:
         paths = image_paths(data, split, args.limit)
         if not paths:

@@ -66,12 +66,23 @@ TINY_DIR = Path("/tmp/medal_fuzz_tiny")
 
 # Share of the random cases each family gets.
 FAMILY_WEIGHTS = {
-    "mutation": 45, "random_bytes": 15, "bomb": 8, "extreme_size": 8, "exif": 8,
-    "multi_frame": 6, "nan": 6, "odd_container": 4,
+    "mutation": 45,
+    "random_bytes": 15,
+    "bomb": 8,
+    "extreme_size": 8,
+    "exif": 8,
+    "multi_frame": 6,
+    "nan": 6,
+    "odd_container": 4,
 }
 
-FAILURE_PREFIXES = ("uncaught:", "invariant:", "quality_error:", "predict_error:",
-                    "bomb_not_refused_for_size")
+FAILURE_PREFIXES = (
+    "uncaught:",
+    "invariant:",
+    "quality_error:",
+    "predict_error:",
+    "bomb_not_refused_for_size",
+)
 
 
 # ---------------------------------------------------------------- measurement
@@ -132,8 +143,9 @@ def load_predictor(bundle_arg: str | None):
     if not (bundle / "manifest.json").exists():
         with contextlib.redirect_stdout(sys.stderr):  # training's report: not the summary
             build_tiny_bundle(bundle)
-    return Predictor.from_folder(bundle), (f"{bundle} (tiny custom CNN: {DEFAULT_BUNDLE} "
-                                           "has no finished bundle)")
+    return Predictor.from_folder(bundle), (
+        f"{bundle} (tiny custom CNN: {DEFAULT_BUNDLE} has no finished bundle)"
+    )
 
 
 def build_tiny_bundle(out: Path) -> None:
@@ -157,8 +169,7 @@ def build_tiny_bundle(out: Path) -> None:
         import shutil
 
         shutil.rmtree(out)
-    train(TrainConfig(arch="custom_cnn", data=str(data), input_size=32, out=str(out),
-                      epochs=1, batch_size=8))
+    train(TrainConfig(arch="custom_cnn", data=str(data), input_size=32, out=str(out), epochs=1, batch_size=8))
 
 
 # ---------------------------------------------------------------- cases
@@ -175,19 +186,34 @@ def fixed_cases() -> list[tuple[str, str, bytes]]:
         ("extreme_size", "PNG_6324x6324_40MP", fc.extreme_aspect(6324, 6324)),
     ]
     cases += [("near_limit", name, data) for name, data in fc.near_limit_cases()]
-    cases += [("odd_container", f"19MB_flood_{kind}",
-               fc.segment_flood(kind, 19_000_000 // fc.FLOOD_PIECE_BYTES[kind]))
-              for kind in fc.FLOOD_KINDS]
+    cases += [
+        (
+            "odd_container",
+            f"19MB_flood_{kind}",
+            fc.segment_flood(kind, 19_000_000 // fc.FLOOD_PIECE_BYTES[kind]),
+        )
+        for kind in fc.FLOOD_KINDS
+    ]
     cases += [("nan", f"float32_{kind}", fc.nan_tiff(kind)) for kind in fc.NAN_KINDS]
-    cases += [("nan", f"flat_{kind}={value}", fc.flat_image(kind, value))
-              for kind in fc.FLAT_KINDS for value in (0, 255)]
+    cases += [
+        ("nan", f"flat_{kind}={value}", fc.flat_image(kind, value))
+        for kind in fc.FLAT_KINDS
+        for value in (0, 255)
+    ]
     cases += [("nan", "int32_extremes", fc.extreme_int_tiff())]
-    cases += [("exif", f"orientation={o}_{fmt}", fc.exif_with_orientation(o, fmt))
-              for o in fc.ORIENTATIONS for fmt in ("JPEG", "PNG", "WEBP", "TIFF")]
-    cases += [("exif", f"huge_60000_orientation={o}", fc.huge_exif_jpeg(o, 60_000))
-              for o in (0, 1, 6, 9, 255, 65535)]
-    cases += [("multi_frame", f"{fmt}_300_frames", fc.many_frames(fmt, 300))
-              for fmt in ("GIF", "PNG", "WEBP", "TIFF", "MPO")]
+    cases += [
+        ("exif", f"orientation={o}_{fmt}", fc.exif_with_orientation(o, fmt))
+        for o in fc.ORIENTATIONS
+        for fmt in ("JPEG", "PNG", "WEBP", "TIFF")
+    ]
+    cases += [
+        ("exif", f"huge_60000_orientation={o}", fc.huge_exif_jpeg(o, 60_000))
+        for o in (0, 1, 6, 9, 255, 65535)
+    ]
+    cases += [
+        ("multi_frame", f"{fmt}_300_frames", fc.many_frames(fmt, 300))
+        for fmt in ("GIF", "PNG", "WEBP", "TIFF", "MPO")
+    ]
     return cases
 
 
@@ -236,8 +262,7 @@ def finite_unit(value) -> bool:
     return bool(np.all(np.isfinite(array)) and np.all((array >= 0) & (array <= 1)))
 
 
-def run_case(family: str, data: bytes, predictor, predict: bool, rss: PeakRss,
-             use_tracemalloc: bool) -> dict:
+def run_case(family: str, data: bytes, predictor, predict: bool, rss: PeakRss, use_tracemalloc: bool) -> dict:
     """Run one case; returns outcome, message, timings and memory."""
     result = {"outcome": None, "message": None, "error": None, "predicted": False}
     rss.start()
@@ -286,8 +311,7 @@ def downstream(rgb: np.ndarray, predictor) -> dict:
     out = {}
     try:
         report = assess_quality(rgb)
-        figures = (report.sharpness, report.brightness, report.dark_fraction,
-                   report.clipped_fraction)
+        figures = (report.sharpness, report.brightness, report.dark_fraction, report.clipped_fraction)
         if not all(math.isfinite(value) for value in figures):
             return {"outcome": "quality_error:non-finite figure", "error": repr(figures)}
     except Exception:  # noqa: BLE001
@@ -297,13 +321,19 @@ def downstream(rgb: np.ndarray, predictor) -> dict:
             prediction = predictor.predict(rgb)
             out["predicted"] = True
             score = prediction.ood_score
-            if not (finite_unit(prediction.probability)
-                    and finite_unit(prediction.view_probabilities)
-                    and math.isfinite(prediction.logit)
-                    and (score is None or math.isfinite(score))):
-                return {"outcome": "predict_error:non-finite or out of [0, 1]", "predicted": True,
-                        "error": repr((prediction.probability, prediction.view_probabilities,
-                                       prediction.ood_score))}
+            if not (
+                finite_unit(prediction.probability)
+                and finite_unit(prediction.view_probabilities)
+                and math.isfinite(prediction.logit)
+                and (score is None or math.isfinite(score))
+            ):
+                return {
+                    "outcome": "predict_error:non-finite or out of [0, 1]",
+                    "predicted": True,
+                    "error": repr(
+                        (prediction.probability, prediction.view_probabilities, prediction.ood_score)
+                    ),
+                }
         except Exception:  # noqa: BLE001
             return {"outcome": "predict_error:exception", "error": traceback.format_exc()}
     return out
@@ -312,8 +342,9 @@ def downstream(rgb: np.ndarray, predictor) -> dict:
 # ---------------------------------------------------------------- the run
 
 
-def save_example(save_dir: Path, kind: str, index: int, family: str, detail: str,
-                 data: bytes, result: dict) -> Path:
+def save_example(
+    save_dir: Path, kind: str, index: int, family: str, detail: str, data: bytes, result: dict
+) -> Path:
     save_dir.mkdir(parents=True, exist_ok=True)
     safe = "".join(c if c.isalnum() else "_" for c in kind)[:60]
     path = save_dir / f"{safe}_{index}.bin"
@@ -323,8 +354,9 @@ def save_example(save_dir: Path, kind: str, index: int, family: str, detail: str
         f"message: {result.get('message')}\nintake seconds: {result['intake_s']:.3f}\n"
         f"peak RSS growth: {result.get('rss_bytes')}\n\n{result.get('error') or ''}\n"
         f"reproduce (from the repository root):\n"
-        f"  python -c \"from medal_core.data.intake import read_upload; "
-        f"print(read_upload(open('{path}', 'rb').read()))\"\n")
+        f'  python -c "from medal_core.data.intake import read_upload; '
+        f"print(read_upload(open('{path}', 'rb').read()))\"\n"
+    )
     return path
 
 
@@ -332,22 +364,30 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", type=int, default=10_000, help="total cases (fixed + random)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--bundle", default=None,
-                        help=f"bundle folder for predictions (default {DEFAULT_BUNDLE} if "
-                             "finished, "
-                             "else a tiny one built in /tmp); 'none' to skip")
-    parser.add_argument("--predict-every", type=int, default=20,
-                        help="run the predictor on every k-th accepted image")
+    parser.add_argument(
+        "--bundle",
+        default=None,
+        help=f"bundle folder for predictions (default {DEFAULT_BUNDLE} if "
+        "finished, "
+        "else a tiny one built in /tmp); 'none' to skip",
+    )
+    parser.add_argument(
+        "--predict-every", type=int, default=20, help="run the predictor on every k-th accepted image"
+    )
     parser.add_argument("--json", default=None, help="write the summary here")
-    parser.add_argument("--save-dir", default="/tmp/fuzz_intake_cases",
-                        help="failing (and slowest) inputs are saved here")
+    parser.add_argument(
+        "--save-dir", default="/tmp/fuzz_intake_cases", help="failing (and slowest) inputs are saved here"
+    )
     parser.add_argument("--examples", type=int, default=3, help="examples saved per failure kind")
-    parser.add_argument("--slow-seconds", type=float, default=2.0,
-                        help="cases slower than this are listed")
-    parser.add_argument("--heavy-mb", type=float, default=512.0,
-                        help="cases whose peak RSS grew more than this are listed")
-    parser.add_argument("--tracemalloc", action="store_true",
-                        help="also measure tracemalloc's peak (slower; misses Pillow's memory)")
+    parser.add_argument("--slow-seconds", type=float, default=2.0, help="cases slower than this are listed")
+    parser.add_argument(
+        "--heavy-mb", type=float, default=512.0, help="cases whose peak RSS grew more than this are listed"
+    )
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="also measure tracemalloc's peak (slower; misses Pillow's memory)",
+    )
     parser.add_argument("--progress-every", type=int, default=1000)
     args = parser.parse_args(argv)
 
@@ -366,8 +406,9 @@ def main(argv=None) -> int:
 
     outcomes = Counter()
     openings: dict[str, Counter] = defaultdict(Counter)  # refusal family -> first words
-    per_family: dict[str, dict] = defaultdict(lambda: {"cases": 0, "outcomes": Counter(),
-                                                       "times": [], "rss": []})
+    per_family: dict[str, dict] = defaultdict(
+        lambda: {"cases": 0, "outcomes": Counter(), "times": [], "rss": []}
+    )
     times, total_times, cpu_times, rss_values, traced = [], [], [], [], []
     saved: dict[str, list[str]] = defaultdict(list)
     slowest: list[tuple[float, str, str, bytes, dict]] = []
@@ -381,8 +422,7 @@ def main(argv=None) -> int:
         gen_start = time.perf_counter()
         family, detail, data = next(generator)
         generation_s += time.perf_counter() - gen_start
-        will_predict = (predictor is not None
-                        and accepted_count % max(1, args.predict_every) == 0)
+        will_predict = predictor is not None and accepted_count % max(1, args.predict_every) == 0
         result = run_case(family, data, predictor, will_predict, rss, args.tracemalloc)
         outcome = result["outcome"]
         if outcome == "accepted" or outcome.startswith(("quality_error", "predict_error")):
@@ -411,53 +451,75 @@ def main(argv=None) -> int:
         slowest = sorted(slowest, key=lambda item: -item[0])[:3]
         if outcome.startswith(FAILURE_PREFIXES) or ":UNKNOWN:" in outcome:
             if len(saved[outcome]) < args.examples:
-                path = save_example(save_dir, outcome, len(saved[outcome]), family, detail,
-                                    data, result)
+                path = save_example(save_dir, outcome, len(saved[outcome]), family, detail, data, result)
                 saved[outcome].append(f"{path}  ({family}: {detail})")
         if args.progress_every and (index + 1) % args.progress_every == 0:
-            failures = sum(n for o, n in outcomes.items()
-                           if o.startswith(FAILURE_PREFIXES))
-            print(f"[{index + 1}/{total}] {time.perf_counter() - started:.0f} s, "
-                  f"accepted {outcomes['accepted']}, failures {failures}", file=sys.stderr,
-                  flush=True)
+            failures = sum(n for o, n in outcomes.items() if o.startswith(FAILURE_PREFIXES))
+            print(
+                f"[{index + 1}/{total}] {time.perf_counter() - started:.0f} s, "
+                f"accepted {outcomes['accepted']}, failures {failures}",
+                file=sys.stderr,
+                flush=True,
+            )
 
-    slowest_saved = [f"{save_example(save_dir, 'slowest', i, fam, det, dat, res)}  "
-                     f"({res['total_s']:.2f} s, {fam}: {det})"
-                     for i, (_, fam, det, dat, res) in enumerate(slowest)]
+    slowest_saved = [
+        f"{save_example(save_dir, 'slowest', i, fam, det, dat, res)}  ({res['total_s']:.2f} s, {fam}: {det})"
+        for i, (_, fam, det, dat, res) in enumerate(slowest)
+    ]
     failures = {o: n for o, n in outcomes.items() if o.startswith(FAILURE_PREFIXES)}
     uncaught = {o: n for o, n in outcomes.items() if o.startswith("uncaught:")}
     summary = {
         "command": " ".join([sys.executable.split("/")[-1], *sys.argv]),
-        "cases": total, "fixed_cases": len(fixed), "random_cases": total - len(fixed),
-        "seed": args.seed, "bundle": bundle_text, "predict_every": args.predict_every,
+        "cases": total,
+        "fixed_cases": len(fixed),
+        "random_cases": total - len(fixed),
+        "seed": args.seed,
+        "bundle": bundle_text,
+        "predict_every": args.predict_every,
         "wall_s": round(time.perf_counter() - started, 1),
         "generation_s": round(generation_s, 1),
         "load_average_start_end": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
         "outcomes": dict(outcomes.most_common()),
         "refusal_openings": {k: dict(v.most_common(3)) for k, v in sorted(openings.items())},
-        "accepted": outcomes["accepted"], "predicted": predicted,
-        "uncaught": uncaught, "failures": failures,
-        "intake_time_s": {"max": max(times), "p99": percentile(times, 99),
-                          "p50": percentile(times, 50)},
-        "case_time_s": {"max": max(total_times), "p99": percentile(total_times, 99),
-                        "p50": percentile(total_times, 50)},
+        "accepted": outcomes["accepted"],
+        "predicted": predicted,
+        "uncaught": uncaught,
+        "failures": failures,
+        "intake_time_s": {"max": max(times), "p99": percentile(times, 99), "p50": percentile(times, 50)},
+        "case_time_s": {
+            "max": max(total_times),
+            "p99": percentile(total_times, 99),
+            "p50": percentile(total_times, 50),
+        },
         "case_cpu_s": {"max": max(cpu_times), "p99": percentile(cpu_times, 99)},
         "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "peak_rss_growth_mb": ({"max": max(rss_values) / 2**20,
-                                "p99": percentile(rss_values, 99) / 2**20}
-                               if rss_values else None),
-        "tracemalloc_peak_mb": ({"max": max(traced) / 2**20, "p99": percentile(traced, 99) / 2**20}
-                                if traced else None),
+        "peak_rss_growth_mb": (
+            {"max": max(rss_values) / 2**20, "p99": percentile(rss_values, 99) / 2**20}
+            if rss_values
+            else None
+        ),
+        "tracemalloc_peak_mb": (
+            {"max": max(traced) / 2**20, "p99": percentile(traced, 99) / 2**20} if traced else None
+        ),
         "per_family": {
-            name: {"cases": s["cases"], "outcomes": dict(s["outcomes"].most_common()),
-                   "max_s": max(s["times"]), "p99_s": percentile(s["times"], 99),
-                   "max_rss_mb": max(s["rss"]) / 2**20 if s["rss"] else None}
-            for name, s in sorted(per_family.items())},
-        "slow_cases": [{"seconds": round(t, 2), "family": f, "case": d}
-                       for t, f, d in sorted(slow, reverse=True)[:10]],
-        "heavy_cases": [{"rss_mb": round(m), "family": f, "case": d, "seconds": round(t, 2)}
-                        for m, f, d, t in sorted(heavy, reverse=True)[:10]],
-        "saved_examples": dict(saved), "slowest_saved": slowest_saved,
+            name: {
+                "cases": s["cases"],
+                "outcomes": dict(s["outcomes"].most_common()),
+                "max_s": max(s["times"]),
+                "p99_s": percentile(s["times"], 99),
+                "max_rss_mb": max(s["rss"]) / 2**20 if s["rss"] else None,
+            }
+            for name, s in sorted(per_family.items())
+        },
+        "slow_cases": [
+            {"seconds": round(t, 2), "family": f, "case": d} for t, f, d in sorted(slow, reverse=True)[:10]
+        ],
+        "heavy_cases": [
+            {"rss_mb": round(m), "family": f, "case": d, "seconds": round(t, 2)}
+            for m, f, d, t in sorted(heavy, reverse=True)[:10]
+        ],
+        "saved_examples": dict(saved),
+        "slowest_saved": slowest_saved,
     }
     print_summary(summary)
     if args.json:
@@ -467,40 +529,57 @@ def main(argv=None) -> int:
 
 
 def print_summary(s: dict) -> None:
-    print(f"fuzz_intake: {s['cases']} cases ({s['fixed_cases']} fixed + {s['random_cases']} "
-          f"random, seed {s['seed']}) in {s['wall_s']} s (generation {s['generation_s']} s), "
-          f"load average {s['load_average_start_end'][0]} -> {s['load_average_start_end'][1]}")
-    print(f"predictor: {s['bundle']}; every {s['predict_every']}th accepted image -> "
-          f"{s['predicted']} predictions")
+    print(
+        f"fuzz_intake: {s['cases']} cases ({s['fixed_cases']} fixed + {s['random_cases']} "
+        f"random, seed {s['seed']}) in {s['wall_s']} s (generation {s['generation_s']} s), "
+        f"load average {s['load_average_start_end'][0]} -> {s['load_average_start_end'][1]}"
+    )
+    print(
+        f"predictor: {s['bundle']}; every {s['predict_every']}th accepted image -> "
+        f"{s['predicted']} predictions"
+    )
     print("\noutcomes:")
     for outcome, count in s["outcomes"].items():
         print(f"  {count:6d}  {outcome}")
         for opening, n in s["refusal_openings"].get(outcome, {}).items():
-            print(f"            e.g. \"{opening} ...\" ({n})")
-    print(f"\nuncaught exceptions: {sum(s['uncaught'].values())} "
-          f"{s['uncaught'] or ''}".rstrip())
-    print(f"failed checks (uncaught, invariants, quality, predictions, bombs): "
-          f"{sum(s['failures'].values())} {s['failures'] or ''}".rstrip())
+            print(f'            e.g. "{opening} ..." ({n})')
+    print(f"\nuncaught exceptions: {sum(s['uncaught'].values())} {s['uncaught'] or ''}".rstrip())
+    print(
+        f"failed checks (uncaught, invariants, quality, predictions, bombs): "
+        f"{sum(s['failures'].values())} {s['failures'] or ''}".rstrip()
+    )
     t, c = s["intake_time_s"], s["case_time_s"]
-    print(f"\ntime per case, read_upload: max {t['max']:.3f} s, p99 {t['p99'] * 1000:.1f} ms, "
-          f"p50 {t['p50'] * 1000:.2f} ms")
-    print(f"time per case, with quality/predictor: max {c['max']:.3f} s, "
-          f"p99 {c['p99'] * 1000:.1f} ms, p50 {c['p50'] * 1000:.2f} ms")
-    print(f"CPU time per case (this process; the machine's other jobs stretch wall time): "
-          f"max {s['case_cpu_s']['max']:.3f} s, p99 {s['case_cpu_s']['p99'] * 1000:.1f} ms")
+    print(
+        f"\ntime per case, read_upload: max {t['max']:.3f} s, p99 {t['p99'] * 1000:.1f} ms, "
+        f"p50 {t['p50'] * 1000:.2f} ms"
+    )
+    print(
+        f"time per case, with quality/predictor: max {c['max']:.3f} s, "
+        f"p99 {c['p99'] * 1000:.1f} ms, p50 {c['p50'] * 1000:.2f} ms"
+    )
+    print(
+        f"CPU time per case (this process; the machine's other jobs stretch wall time): "
+        f"max {s['case_cpu_s']['max']:.3f} s, p99 {s['case_cpu_s']['p99'] * 1000:.1f} ms"
+    )
     if s["peak_rss_growth_mb"]:
-        print(f"peak RSS growth per case: max {s['peak_rss_growth_mb']['max']:.0f} MB, "
-              f"p99 {s['peak_rss_growth_mb']['p99']:.1f} MB; whole process peak "
-              f"{s['process_peak_rss_mb']:.0f} MB")
+        print(
+            f"peak RSS growth per case: max {s['peak_rss_growth_mb']['max']:.0f} MB, "
+            f"p99 {s['peak_rss_growth_mb']['p99']:.1f} MB; whole process peak "
+            f"{s['process_peak_rss_mb']:.0f} MB"
+        )
     if s["tracemalloc_peak_mb"]:
-        print(f"tracemalloc peak per case: max {s['tracemalloc_peak_mb']['max']:.0f} MB, "
-              f"p99 {s['tracemalloc_peak_mb']['p99']:.1f} MB")
+        print(
+            f"tracemalloc peak per case: max {s['tracemalloc_peak_mb']['max']:.0f} MB, "
+            f"p99 {s['tracemalloc_peak_mb']['p99']:.1f} MB"
+        )
     print("\nper family:")
     for name, f in s["per_family"].items():
         parts = ", ".join(f"{o.replace('refused:', '')} {n}" for o, n in f["outcomes"].items())
         rss_text = f", max RSS +{f['max_rss_mb']:.0f} MB" if f["max_rss_mb"] is not None else ""
-        print(f"  {name:14s} {f['cases']:5d} cases, max {f['max_s']:.3f} s, "
-              f"p99 {f['p99_s'] * 1000:.1f} ms{rss_text}")
+        print(
+            f"  {name:14s} {f['cases']:5d} cases, max {f['max_s']:.3f} s, "
+            f"p99 {f['p99_s'] * 1000:.1f} ms{rss_text}"
+        )
         print(f"  {'':14s} {parts}")
     if s["slow_cases"]:
         print("\nslowest cases above the --slow-seconds mark:")

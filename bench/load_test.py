@@ -72,7 +72,8 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 # JavaScript polled in the page: the state of the Triage result.
-RESULT_STATE_JS = """() => {
+RESULT_STATE_JS = (
+    """() => {
   if (document.querySelector('[data-testid="stException"]')) return 'exception';
   const text = document.body.innerText;
   const images = document.querySelectorAll('%s');
@@ -85,7 +86,9 @@ RESULT_STATE_JS = """() => {
   const errors = [...document.querySelectorAll('[data-testid="stAlertContentError"]')];
   if (errors.some(e => /not an image|damaged|MB|pixels|empty/.test(e.innerText))) return 'refused';
   return null;
-}""" % IMAGE
+}"""
+    % IMAGE
+)
 
 EXPLORER_READY_JS = """() => {
   const idle = document.querySelector('%s');
@@ -118,7 +121,7 @@ def _children(pid: int) -> list[int]:
                 stat = handle.read()
         except OSError:
             continue
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
         parents.setdefault(ppid, []).append(int(entry))
     found, todo = [], [pid]
     while todo:
@@ -143,7 +146,7 @@ def _cpu_seconds(pid: int) -> float:
             stat = handle.read()
     except OSError:
         return 0.0
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     utime, stime, cutime, cstime = (int(v) for v in fields[11:15])
     return (utime + stime + cutime + cstime) / CLOCK_TICKS
 
@@ -175,7 +178,7 @@ class ServerMonitor:
 
     def rss(self) -> int:
         now = time.monotonic()
-        if now - self._children_checked > 2:        # a /proc scan every 2 s is plenty
+        if now - self._children_checked > 2:  # a /proc scan every 2 s is plenty
             self._descendants = _children(self.pid)
             self._children_checked = now
         return _rss(self.pid) + sum(_rss(child) for child in self._descendants)
@@ -228,15 +231,18 @@ def probe(models: str, wanted: int, paths: list[str]) -> dict:
             break
         prediction = predictor.predict(read_upload(read_candidate(path)[2]).rgb)
         (accepted if prediction.has_estimate else rejected).append(path)
-    return {"model_load_rss": loaded - before, "rss_before_model": before,
-            "accepted": accepted, "rejected": rejected}
+    return {
+        "model_load_rss": loaded - before,
+        "rss_before_model": before,
+        "accepted": accepted,
+        "rejected": rejected,
+    }
 
 
 def run_probe(models: str, wanted: int, paths: list[Path]) -> dict:
     import subprocess
 
-    command = [sys.executable, __file__, "--models", models, "--probe", str(wanted),
-               *map(str, paths)]
+    command = [sys.executable, __file__, "--models", models, "--probe", str(wanted), *map(str, paths)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
     if done.returncode != 0:
         raise RuntimeError(f"probe failed:\n{done.stderr[-2000:]}")
@@ -284,21 +290,33 @@ class SessionResult:
     failed_step: str | None = None
     error: str | None = None
     stage: str = "start"
-    seconds: dict = field(default_factory=dict)     # step → seconds
+    seconds: dict = field(default_factory=dict)  # step → seconds
     upload_to_result_s: float | None = None
     threshold_change_s: float | None = None
     preset: str | None = None
     external_requests: list = field(default_factory=list)
 
 
-async def run_session(browser, url: str, index: int, upload: tuple[str, str, bytes],
-                      step_timeout_ms: float, result: SessionResult) -> SessionResult:
+async def run_session(
+    browser,
+    url: str,
+    index: int,
+    upload: tuple[str, str, bytes],
+    step_timeout_ms: float,
+    result: SessionResult,
+) -> SessionResult:
     """The whole flow in a fresh browser context; steps recorded into `result`."""
     host = url.rstrip("/")
     context = await browser.new_context(viewport=VIEWPORT)
     try:
-        context.on("request", lambda request: None if request.url.startswith(
-            (host + "/", "data:", "blob:", "about:")) else result.external_requests.append(request.url))
+        context.on(
+            "request",
+            lambda request: (
+                None
+                if request.url.startswith((host + "/", "data:", "blob:", "about:"))
+                else result.external_requests.append(request.url)
+            ),
+        )
         page = await context.new_page()
         page.set_default_timeout(step_timeout_ms)
 
@@ -317,17 +335,24 @@ async def run_session(browser, url: str, index: int, upload: tuple[str, str, byt
         await step("open", open_app())
         name, mime, data = upload
         upload_started = time.monotonic()
-        await step("upload", page.locator(UPLOAD_INPUT).first.set_input_files(
-            files=[{"name": name, "mimeType": mime, "buffer": data}]))
+        await step(
+            "upload",
+            page.locator(UPLOAD_INPUT).first.set_input_files(
+                files=[{"name": name, "mimeType": mime, "buffer": data}]
+            ),
+        )
 
         async def wait_result():
             handle = await page.wait_for_function(RESULT_STATE_JS, polling=100)
             state = await handle.json_value()
             if state != "ok":
-                raise StepError({"not_lesion": "not recognised as a lesion image: no probability "
-                                               "or Grad-CAM shown",
-                                 "refused": "the upload was refused",
-                                 "exception": "the page shows an exception"}[state])
+                raise StepError(
+                    {
+                        "not_lesion": "not recognised as a lesion image: no probability or Grad-CAM shown",
+                        "refused": "the upload was refused",
+                        "exception": "the page shows an exception",
+                    }[state]
+                )
 
         await step("result", wait_result())
         result.upload_to_result_s = round(time.monotonic() - upload_started, 3)
@@ -342,6 +367,7 @@ async def run_session(browser, url: str, index: int, upload: tuple[str, str, byt
 
         async def change_threshold():
             before = await page.evaluate(FIGURES_JS)
+
             async def preset_value(key):
                 text = await page.locator(f".st-key-{key} button").first.inner_text()
                 return float(text.rsplit("(", 1)[1].split(")")[0])
@@ -363,8 +389,11 @@ async def run_session(browser, url: str, index: int, upload: tuple[str, str, byt
                      const chart = document.querySelector('%s');
                      return document.querySelector(idle) && now !== metrics
                          && chart && chart.textContent !== confusion;
-                   }""" % (METRIC, PLOTLY_CHART),
-                arg=[before["metrics"], before["confusion"], SCRIPT_IDLE], polling=50)
+                   }"""
+                % (METRIC, PLOTLY_CHART),
+                arg=[before["metrics"], before["confusion"], SCRIPT_IDLE],
+                polling=50,
+            )
             result.threshold_change_s = round(time.monotonic() - clicked, 3)
             if await page.locator('[data-testid="stException"]').count():
                 raise StepError("the page shows an exception")
@@ -381,8 +410,7 @@ async def guarded_session(browser, url, index, upload, timeout_s, step_timeout_m
     """`run_session` within `timeout_s`; any failure is recorded with its step."""
     result = SessionResult(index, upload[0])
     try:
-        await asyncio.wait_for(run_session(browser, url, index, upload, step_timeout_ms, result),
-                               timeout_s)
+        await asyncio.wait_for(run_session(browser, url, index, upload, step_timeout_ms, result), timeout_s)
     except asyncio.TimeoutError:
         result.failed_step, result.error = result.stage, f"session timeout ({timeout_s:.0f} s)"
     except asyncio.CancelledError:
@@ -417,8 +445,7 @@ async def drive(args, server: StreamlitServer, monitor: ServerMonitor, uploads, 
         browser = await playwright.chromium.launch(**launch_options())
         try:
             # Warm-up: one session loads the model (and compiles its passes).
-            warm = await guarded_session(browser, server.url, -1, uploads[-1], args.timeout,
-                                         step_timeout_ms)
+            warm = await guarded_session(browser, server.url, -1, uploads[-1], args.timeout, step_timeout_ms)
             figures["warmup"] = asdict(warm)
             await asyncio.sleep(1.0)
             figures["rss_after_model_load"] = monitor.rss()
@@ -426,9 +453,12 @@ async def drive(args, server: StreamlitServer, monitor: ServerMonitor, uploads, 
 
             started = time.monotonic()
             figures["_sessions_started"] = started
-            tasks = [asyncio.ensure_future(guarded_session(
-                browser, server.url, i, uploads[i], args.timeout, step_timeout_ms))
-                for i in range(args.sessions)]
+            tasks = [
+                asyncio.ensure_future(
+                    guarded_session(browser, server.url, i, uploads[i], args.timeout, step_timeout_ms)
+                )
+                for i in range(args.sessions)
+            ]
             done, pending = await asyncio.wait(tasks, timeout=args.deadline)
             for task in pending:
                 task.cancel()
@@ -438,8 +468,14 @@ async def drive(args, server: StreamlitServer, monitor: ServerMonitor, uploads, 
                 if task in done and not task.cancelled():
                     results.append(task.result())
                 else:
-                    results.append(SessionResult(i, uploads[i][0], failed_step="deadline",
-                                                 error=f"overall deadline ({args.deadline:.0f} s)"))
+                    results.append(
+                        SessionResult(
+                            i,
+                            uploads[i][0],
+                            failed_step="deadline",
+                            error=f"overall deadline ({args.deadline:.0f} s)",
+                        )
+                    )
             figures["sessions_wall_s"] = round(time.monotonic() - started, 2)
             return results
         finally:
@@ -450,17 +486,27 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=20, help="simultaneous browser sessions")
     parser.add_argument("--timeout", type=float, default=180, help="seconds per session")
-    parser.add_argument("--deadline", type=float, default=None,
-                        help="seconds for all sessions together (default: timeout + 60)")
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=None,
+        help="seconds for all sessions together (default: timeout + 60)",
+    )
     parser.add_argument("--models", default=str(REPO_ROOT / "models"), help="models folder")
-    parser.add_argument("--images", default=str(DEFAULT_IMAGES),
-                        help="folder of lesion images to upload (synthetic ones if absent)")
+    parser.add_argument(
+        "--images",
+        default=str(DEFAULT_IMAGES),
+        help="folder of lesion images to upload (synthetic ones if absent)",
+    )
     parser.add_argument("--json", help="write the figures to this file")
     parser.add_argument("--baseline", help="JSON of an earlier run (e.g. --sessions 1) to compare with")
-    parser.add_argument("--no-screen", action="store_true",
-                        help="upload the folder's first images as they come, without first "
-                             "skipping those the model does not take for lesion images")
-    parser.add_argument("--probe", type=int, help=argparse.SUPPRESS)   # internal: child process
+    parser.add_argument(
+        "--no-screen",
+        action="store_true",
+        help="upload the folder's first images as they come, without first "
+        "skipping those the model does not take for lesion images",
+    )
+    parser.add_argument("--probe", type=int, help=argparse.SUPPRESS)  # internal: child process
     args, rest = parser.parse_known_args(argv)
     if args.probe is not None:
         print(json.dumps(probe(args.models, args.probe, rest)))
@@ -503,16 +549,25 @@ def main(argv=None) -> int:
     source = f"{len(set(chosen[:wanted]))} different {origin}"
     if not args.no_screen:
         tried = len(probed["accepted"]) + len(probed["rejected"])
-        source += (f" (screened: {len(probed['rejected'])} of {tried} tried were taken for "
-                   "non-lesion images by the model's OOD check and skipped)")
+        source += (
+            f" (screened: {len(probed['rejected'])} of {tried} tried were taken for "
+            "non-lesion images by the model's OOD check and skipped)"
+        )
 
-    figures: dict = {"sessions": args.sessions, "timeout_s": args.timeout,
-                     "deadline_s": args.deadline, "models": str(args.models),
-                     "bundle": catalog.default_name(), "bundle_parameters": parameters,
-                     "images": source, "cpus": os.cpu_count(),
-                     "model_load_rss_probe": probed["model_load_rss"],
-                     "images_rejected_by_ood": [read_candidate(p)[0] for p in probed["rejected"]],
-                     "load_average_start": os.getloadavg(), "python": platform.python_version()}
+    figures: dict = {
+        "sessions": args.sessions,
+        "timeout_s": args.timeout,
+        "deadline_s": args.deadline,
+        "models": str(args.models),
+        "bundle": catalog.default_name(),
+        "bundle_parameters": parameters,
+        "images": source,
+        "cpus": os.cpu_count(),
+        "model_load_rss_probe": probed["model_load_rss"],
+        "images_rejected_by_ood": [read_candidate(p)[0] for p in probed["rejected"]],
+        "load_average_start": os.getloadavg(),
+        "python": platform.python_version(),
+    }
     started = time.monotonic()
     server = StreamlitServer(args.models)
     monitor = None
@@ -536,7 +591,7 @@ def main(argv=None) -> int:
     figures["load_average_end"] = os.getloadavg()
     figures["total_wall_s"] = round(time.monotonic() - started, 2)
     figures["server_log_tail"] = server.output()[-2000:].decode(errors="replace")
-    figures["rss_samples"] = monitor.samples[::max(1, len(monitor.samples) // 2000)]
+    figures["rss_samples"] = monitor.samples[:: max(1, len(monitor.samples) // 2000)]
 
     summarise(figures, results, args)
     report(figures, args)
@@ -555,10 +610,12 @@ def summarise(figures: dict, results: list[SessionResult], args) -> None:
     figures["errors_total"] = sum(errors.values())
     figures["sessions_ok"] = sum(r.ok for r in results)
     figures["external_requests"] = sorted({u for r in results for u in r.external_requests})
-    figures["upload_to_result_s"] = percentiles([r.upload_to_result_s for r in results
-                                                 if r.upload_to_result_s is not None])
-    figures["threshold_change_s"] = percentiles([r.threshold_change_s for r in results
-                                                 if r.threshold_change_s is not None])
+    figures["upload_to_result_s"] = percentiles(
+        [r.upload_to_result_s for r in results if r.upload_to_result_s is not None]
+    )
+    figures["threshold_change_s"] = percentiles(
+        [r.threshold_change_s for r in results if r.threshold_change_s is not None]
+    )
     figures["session_results"] = [asdict(r) for r in results]
     growth = figures["rss_peak_sessions"] - figures["rss_after_model_load"]
     figures["rss_growth_model_loaded_to_peak"] = growth
@@ -576,30 +633,44 @@ def _mib(value) -> str:
 def _seconds(stats: dict) -> str:
     if not stats["n"]:
         return "no measurement"
-    return (f"p50 {stats['p50']:.2f} s   p95 {stats['p95']:.2f} s   max {stats['max']:.2f} s"
-            f"   (n={stats['n']})")
+    return (
+        f"p50 {stats['p50']:.2f} s   p95 {stats['p95']:.2f} s   max {stats['max']:.2f} s   (n={stats['n']})"
+    )
 
 
 def report(f: dict, args) -> None:
     n = f["sessions"]
-    print(f"\nMedAL Triage load test: {n} simultaneous session{'s' * (n > 1)} "
-          f"(one server, one Chromium, {n} context{'s' * (n > 1)}), {f['cpus']} CPUs")
+    print(
+        f"\nMedAL Triage load test: {n} simultaneous session{'s' * (n > 1)} "
+        f"(one server, one Chromium, {n} context{'s' * (n > 1)}), {f['cpus']} CPUs"
+    )
     print(f"  model bundle     {f['bundle']} ({f['bundle_parameters']:,} parameters) from {f['models']}")
     print(f"  images           {f['images']}")
-    print(f"  load average     {' '.join(f'{v:.2f}' for v in f['load_average_start'])} at start, "
-          f"{' '.join(f'{v:.2f}' for v in f['load_average_end'])} at end")
+    print(
+        f"  load average     {' '.join(f'{v:.2f}' for v in f['load_average_start'])} at start, "
+        f"{' '.join(f'{v:.2f}' for v in f['load_average_end'])} at end"
+    )
     warmup = "ok" if f["warmup"]["ok"] else "FAILED at " + str(f["warmup"]["failed_step"])
-    print(f"  warm-up session  {warmup}"
-          f" (upload to result {f['warmup']['upload_to_result_s']} s, includes the model load)")
-    print(f"\nsessions ok: {f['sessions_ok']} of {n} in {f['sessions_wall_s']} s "
-          f"(per-session timeout {f['timeout_s']:.0f} s, deadline {f['deadline_s']:.0f} s)")
-    print("errors by step:  " + "   ".join(f"{k} {v}" for k, v in f["errors_by_step"].items())
-          + f"   total {f['errors_total']}")
+    print(
+        f"  warm-up session  {warmup}"
+        f" (upload to result {f['warmup']['upload_to_result_s']} s, includes the model load)"
+    )
+    print(
+        f"\nsessions ok: {f['sessions_ok']} of {n} in {f['sessions_wall_s']} s "
+        f"(per-session timeout {f['timeout_s']:.0f} s, deadline {f['deadline_s']:.0f} s)"
+    )
+    print(
+        "errors by step:  "
+        + "   ".join(f"{k} {v}" for k, v in f["errors_by_step"].items())
+        + f"   total {f['errors_total']}"
+    )
     for r in f["session_results"]:
         if not r["ok"]:
             print(f"  session {r['index']:2d} ({r['image']}): failed at {r['failed_step']}: {r['error']}")
-    print(f"requests outside 127.0.0.1: {len(f['external_requests'])}"
-          + (f" {f['external_requests'][:5]}" if f["external_requests"] else ""))
+    print(
+        f"requests outside 127.0.0.1: {len(f['external_requests'])}"
+        + (f" {f['external_requests'][:5]}" if f["external_requests"] else "")
+    )
     print(f"\nupload -> result shown (probability + Grad-CAM loaded): {_seconds(f['upload_to_result_s'])}")
     print(f"threshold preset -> figures changed:                   {_seconds(f['threshold_change_s'])}")
     print("\nserver memory (RSS of the streamlit process and its children)")
@@ -608,25 +679,31 @@ def report(f: dict, args) -> None:
     print(f"  peak during the sessions           {_mib(f['rss_peak_sessions'])}")
     print(f"  at the end                         {_mib(f['rss_end'])}")
     print(f"  peak of the main process (VmHWM)   {_mib(f['vm_hwm_main_process'])}")
-    print(f"server CPU time: {f['cpu_model_load_s']:.1f} s start-up to model loaded, "
-          f"{f['cpu_sessions_s']:.1f} s for the {n} session{'s' * (n > 1)} "
-          f"({f['cpu_sessions_s'] / n:.2f} s each), {f['cpu_end_s']:.1f} s in all")
+    print(
+        f"server CPU time: {f['cpu_model_load_s']:.1f} s start-up to model loaded, "
+        f"{f['cpu_sessions_s']:.1f} s for the {n} session{'s' * (n > 1)} "
+        f"({f['cpu_sessions_s'] / n:.2f} s each), {f['cpu_end_s']:.1f} s in all"
+    )
     growth = f["rss_growth_model_loaded_to_peak"]
     cost = f["model_load_rss_probe"]
-    print(f"\nmodel loaded once per process, not per session: from the model-loaded state "
-          f"(1 warm-up session) to the peak with {n} more session{'s' * (n > 1)} the RSS grew "
-          f"{_mib(growth)} ({growth / n / MIB:.1f} MiB per session). Loading the model "
-          f"(after importing TensorFlow) adds {_mib(cost)} to a process (measured in a child "
-          f"process; float32 weights {f['model_weights_bytes'] / MIB:.1f} MiB), so a model "
-          f"per session would have added at least {_mib(n * cost)}.")
+    print(
+        f"\nmodel loaded once per process, not per session: from the model-loaded state "
+        f"(1 warm-up session) to the peak with {n} more session{'s' * (n > 1)} the RSS grew "
+        f"{_mib(growth)} ({growth / n / MIB:.1f} MiB per session). Loading the model "
+        f"(after importing TensorFlow) adds {_mib(cost)} to a process (measured in a child "
+        f"process; float32 weights {f['model_weights_bytes'] / MIB:.1f} MiB), so a model "
+        f"per session would have added at least {_mib(n * cost)}."
+    )
     if args.baseline:
         base = json.loads(Path(args.baseline).read_text())
         added = n - base["sessions"]
         delta = f["rss_peak_sessions"] - base["rss_peak_sessions"]
         per = f" = {delta / added / MIB:.1f} MiB per added session" if added else ""
-        print(f"against the baseline ({base['sessions']} session{'s' * (base['sessions'] > 1)}, "
-              f"{args.baseline}): peak RSS {_mib(base['rss_peak_sessions'])} -> "
-              f"{_mib(f['rss_peak_sessions'])}, growth {_mib(delta)}{per}")
+        print(
+            f"against the baseline ({base['sessions']} session{'s' * (base['sessions'] > 1)}, "
+            f"{args.baseline}): peak RSS {_mib(base['rss_peak_sessions'])} -> "
+            f"{_mib(f['rss_peak_sessions'])}, growth {_mib(delta)}{per}"
+        )
 
 
 if __name__ == "__main__":

@@ -27,9 +27,11 @@ def ci(entry: dict, digits: int = 3) -> str:
 
 
 def model_table(reports: dict[str, dict]) -> str:
-    lines = ["| bundle | set | images (melanomas) | ROC AUC (95% CI) | specificity at sensitivity 0.95 | "
-             "specificity at sensitivity 0.82 | ECE | at the bundle's threshold: sensitivity / specificity |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| bundle | set | images (melanomas) | ROC AUC (95% CI) | specificity at sensitivity 0.95 | "
+        "specificity at sensitivity 0.82 | ECE | at the bundle's threshold: sensitivity / specificity |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, report in reports.items():
         for key, label in SETS:
             figures = report["sets"].get(key)
@@ -40,26 +42,33 @@ def model_table(reports: dict[str, dict]) -> str:
                 f"| `{name}` | {label} | {figures['n']} ({figures['malignant']}) | "
                 f"{ci(figures['roc_auc'])} | {ci(spec['0.95'])} | {ci(spec['0.82'])} | "
                 f"{figures['ece']:.3f} | {figures['sensitivity']['value']:.3f} / "
-                f"{figures['specificity']['value']:.3f} |")
+                f"{figures['specificity']['value']:.3f} |"
+            )
     return "\n".join(lines)
 
 
 def rule_table(manifests: dict[str, dict]) -> str:
-    lines = ["| bundle | set | threshold | refer | borderline | no estimate | low suspicion | "
-             "melanomas sent onwards | benign lesions reassured |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| bundle | set | threshold | refer | borderline | no estimate | low suspicion | "
+        "melanomas sent onwards | benign lesions reassured |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, manifest in manifests.items():
         decision = manifest["decision"]
         for role in ("report", "calibration"):
             rule = decision["rule"][role]
-            cells = [f"{v['melanoma']} mel / {v['benign']} ben" for v in
-                     (rule["verdicts"][c] for c in ("refer", "indeterminate", "no_estimate", "low"))]
+            cells = [
+                f"{v['melanoma']} mel / {v['benign']} ben"
+                for v in (rule["verdicts"][c] for c in ("refer", "indeterminate", "no_estimate", "low"))
+            ]
             onward, reassured = rule["melanomas_onward"], rule["benign_reassured"]
             lines.append(
-                f"| `{name}` | {role} | {manifest['threshold']['value']:.4f} | " + " | ".join(cells)
+                f"| `{name}` | {role} | {manifest['threshold']['value']:.4f} | "
+                + " | ".join(cells)
                 + f" | {onward['count']}/{onward['of']} = {onward['share']:.3f} "
-                  f"({onward['low']:.3f}–{onward['high']:.3f}) | {reassured['count']}/{reassured['of']} = "
-                  f"{reassured['share']:.3f} ({reassured['low']:.3f}–{reassured['high']:.3f}) |")
+                f"({onward['low']:.3f}–{onward['high']:.3f}) | {reassured['count']}/{reassured['of']} = "
+                f"{reassured['share']:.3f} ({reassured['low']:.3f}–{reassured['high']:.3f}) |"
+            )
     return "\n".join(lines)
 
 
@@ -69,19 +78,24 @@ def diagnosis_table(reports: dict[str, dict]) -> str:
     for name, report in reports.items():
         for row in report["sets"]["report per diagnosis"]:
             rows.setdefault(row["diagnosis"], {})[name] = row["above_threshold"]
-    lines = ["| diagnosis (report set) | " + " | ".join(f"`{n}`: sent onwards" for n in names) + " |",
-             "|---|" + "---|" * len(names)]
+    lines = [
+        "| diagnosis (report set) | " + " | ".join(f"`{n}`: sent onwards" for n in names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
     for diagnosis, by_name in sorted(rows.items()):
-        cells = [f"{e['successes']}/{e['total']} = {e['value']:.3f}" if (e := by_name.get(n)) else "–"
-                 for n in names]
+        cells = [
+            f"{e['successes']}/{e['total']} = {e['value']:.3f}" if (e := by_name.get(n)) else "–"
+            for n in names
+        ]
         lines.append(f"| {diagnosis} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bundle", nargs=2, action="append", metavar=("FOLDER", "REPORT_JSON"),
-                        required=True)
+    parser.add_argument(
+        "--bundle", nargs=2, action="append", metavar=("FOLDER", "REPORT_JSON"), required=True
+    )
     args = parser.parse_args(argv)
     reports, manifests = {}, {}
     for folder, report in args.bundle:

@@ -54,7 +54,7 @@ from load_test import (  # noqa: E402
 
 NGINX_TEMPLATE = REPO_ROOT / "deploy" / "nginx.conf"
 CONCURRENCY = (1, 8, 32)
-STOP_ON_DEADLINE: list = []      # what to stop if the run overruns --deadline
+STOP_ON_DEADLINE: list = []  # what to stop if the run overruns --deadline
 
 
 # ---------------------------------------------------------------- processes
@@ -66,14 +66,32 @@ class Service:
     def __init__(self, bundle: str, replicas: int, log: Path, batching: bool = True):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "medal_core", "serve", "--bundle", bundle,
-                   "--replicas", str(replicas), "--port", str(self.port), "--host", "127.0.0.1"]
+        command = [
+            sys.executable,
+            "-m",
+            "medal_core",
+            "serve",
+            "--bundle",
+            bundle,
+            "--replicas",
+            str(replicas),
+            "--port",
+            str(self.port),
+            "--host",
+            "127.0.0.1",
+        ]
         if not batching:
             command.append("--no-batching")
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO_ROOT)}
         self.output = open(log, "wb")
-        self.process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=self.output,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=self.output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def wait_ready(self, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
@@ -113,15 +131,22 @@ class Nginx:
         self.url = f"http://127.0.0.1:{self.port}"
         self.run_dir = run_dir
         servers = "\n        ".join(f"server 127.0.0.1:{p};" for p in app_ports)
-        config = (NGINX_TEMPLATE.read_text().replace("@RUN_DIR@", str(run_dir))
-                  .replace("@APP_SERVERS@", servers).replace("@SERVICE@", f"127.0.0.1:{service_port}")
-                  .replace("@LISTEN@", f"127.0.0.1:{self.port}"))
+        config = (
+            NGINX_TEMPLATE.read_text()
+            .replace("@RUN_DIR@", str(run_dir))
+            .replace("@APP_SERVERS@", servers)
+            .replace("@SERVICE@", f"127.0.0.1:{service_port}")
+            .replace("@LISTEN@", f"127.0.0.1:{self.port}")
+        )
         self.config = run_dir / "nginx.conf"
         self.config.write_text(config)
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        self.process = subprocess.Popen([nginx, "-p", str(run_dir), "-c", str(self.config)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            [nginx, "-p", str(run_dir), "-c", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
@@ -169,9 +194,12 @@ async def drive_sessions(url: str, uploads, timeout: float) -> list:
             if not warm.ok:
                 print(f"warm-up session failed at {warm.failed_step}: {warm.error}", file=sys.stderr)
             started = time.monotonic()
-            results = await asyncio.gather(*(guarded_session(browser, url, i, uploads[i], timeout,
-                                                             timeout * 1000)
-                                             for i in range(len(uploads))))
+            results = await asyncio.gather(
+                *(
+                    guarded_session(browser, url, i, uploads[i], timeout, timeout * 1000)
+                    for i in range(len(uploads))
+                )
+            )
             return [results, round(time.monotonic() - started, 2)]
         finally:
             await browser.close()
@@ -214,8 +242,12 @@ def throughput(url: str, image: bytes, clients: int, seconds: float) -> dict:
     for thread in threads:
         thread.join()
     wall = time.monotonic() - started
-    return {"clients": clients, "images": done[0], "errors": errors[0],
-            "images_per_s": round(done[0] / wall, 2)}
+    return {
+        "clients": clients,
+        "images": done[0],
+        "errors": errors[0],
+        "images_per_s": round(done[0] / wall, 2),
+    }
 
 
 def measure_service(bundle: str, image: bytes, seconds: float, logs: Path, batching: bool) -> list[dict]:
@@ -223,7 +255,7 @@ def measure_service(bundle: str, image: bytes, seconds: float, logs: Path, batch
     STOP_ON_DEADLINE.append(service.stop)
     try:
         service.wait_ready(300)
-        throughput(service.url, image, 4, 5)          # warm-up: trace every batch size
+        throughput(service.url, image, 4, 5)  # warm-up: trace every batch size
         return [throughput(service.url, image, c, seconds) for c in CONCURRENCY]
     finally:
         service.stop()
@@ -248,9 +280,11 @@ def run(args) -> dict:
         # The replicas call the service through nginx, so its log counts those calls.
         nginx_port = free_port()
         for i in range(2):
-            server = StreamlitServer(Path(args.bundle).parent, log=logs / f"app_{i}.log",
-                                     env={"MEDAL_SERVICE_URL": f"http://127.0.0.1:{nginx_port}",
-                                          "MEDAL_API_TOKEN": None})
+            server = StreamlitServer(
+                Path(args.bundle).parent,
+                log=logs / f"app_{i}.log",
+                env={"MEDAL_SERVICE_URL": f"http://127.0.0.1:{nginx_port}", "MEDAL_API_TOKEN": None},
+            )
             server.port, server.url = app_ports[i], f"http://127.0.0.1:{app_ports[i]}"
             apps.append(server)
             STOP_ON_DEADLINE.append(server.stop)
@@ -262,21 +296,27 @@ def run(args) -> dict:
         figures["sessions_wall_s"] = wall
         figures["results"] = [asdict(r) for r in results]
         figures["errors"] = sum(not r.ok for r in results)
-        figures["upload_to_result_s"] = percentiles([r.upload_to_result_s for r in results
-                                                     if r.upload_to_result_s is not None])
-        figures["threshold_change_s"] = percentiles([r.threshold_change_s for r in results
-                                                     if r.threshold_change_s is not None])
+        figures["upload_to_result_s"] = percentiles(
+            [r.upload_to_result_s for r in results if r.upload_to_result_s is not None]
+        )
+        figures["threshold_change_s"] = percentiles(
+            [r.threshold_change_s for r in results if r.threshold_change_s is not None]
+        )
         lines = nginx.log_lines()
         served = replicas_per_session(lines)
-        browser_sessions = {k: v for k, v in served.items() if any("/_stcore/stream" in f[3]
-                                                                   for f in lines if f[0] == k)}
-        figures["sessions_per_replica"] = dict(Counter(
-            ",".join(sorted(v)) for v in browser_sessions.values()))
+        browser_sessions = {
+            k: v for k, v in served.items() if any("/_stcore/stream" in f[3] for f in lines if f[0] == k)
+        }
+        figures["sessions_per_replica"] = dict(
+            Counter(",".join(sorted(v)) for v in browser_sessions.values())
+        )
         figures["sessions_on_two_replicas"] = sum(len(v) > 1 for v in browser_sessions.values())
-        figures["service_requests_via_nginx"] = sum(1 for f in lines if len(f) >= 4
-                                                    and f[3].startswith("/v1/predict"))
-        figures["service_explain_requests_via_nginx"] = sum(1 for f in lines if len(f) >= 4
-                                                            and f[3].startswith("/v1/explain"))
+        figures["service_requests_via_nginx"] = sum(
+            1 for f in lines if len(f) >= 4 and f[3].startswith("/v1/predict")
+        )
+        figures["service_explain_requests_via_nginx"] = sum(
+            1 for f in lines if len(f) >= 4 and f[3].startswith("/v1/explain")
+        )
     finally:
         if nginx is not None:
             nginx.stop()
@@ -287,16 +327,23 @@ def run(args) -> dict:
         image = uploads[0][2]
         with_batching = measure_service(args.bundle, image, args.seconds, logs, True)
         without = measure_service(args.bundle, image, args.seconds, logs, False)
-        figures["throughput"] = {"batching": with_batching, "no_batching": without,
-                                 "ratio": [round(a["images_per_s"] / max(b["images_per_s"], 1e-9), 2)
-                                           for a, b in zip(with_batching, without)]}
+        figures["throughput"] = {
+            "batching": with_batching,
+            "no_batching": without,
+            "ratio": [
+                round(a["images_per_s"] / max(b["images_per_s"], 1e-9), 2)
+                for a, b in zip(with_batching, without)
+            ],
+        }
     figures["total_s"] = round(time.monotonic() - started, 1)
     return figures
 
 
 def report(f: dict) -> None:
-    print(f"scale test: {f['sessions']} browser sessions via nginx → 2 Streamlit replicas → "
-          f"Ray Serve (2 model replicas), bundle {f['bundle']}, {f['cpus']} CPUs")
+    print(
+        f"scale test: {f['sessions']} browser sessions via nginx → 2 Streamlit replicas → "
+        f"Ray Serve (2 model replicas), bundle {f['bundle']}, {f['cpus']} CPUs"
+    )
     print(f"  service ready after {f['service_start_s']} s: {f['service_health']}")
     print(f"  errors: {f['errors']} of {f['sessions']} sessions (wall {f['sessions_wall_s']} s)")
     for r in f["results"]:
@@ -305,17 +352,23 @@ def report(f: dict) -> None:
     for name in ("upload_to_result_s", "threshold_change_s"):
         s = f[name]
         print(f"  {name}: p50 {s['p50']} s, p95 {s['p95']} s, max {s['max']} s (n={s['n']})")
-    print(f"  sessions per app replica: {f['sessions_per_replica']}; "
-          f"sessions that reached two replicas: {f['sessions_on_two_replicas']}")
-    print(f"  service requests through nginx: {f['service_requests_via_nginx']} predict, "
-          f"{f['service_explain_requests_via_nginx']} explain")
+    print(
+        f"  sessions per app replica: {f['sessions_per_replica']}; "
+        f"sessions that reached two replicas: {f['sessions_on_two_replicas']}"
+    )
+    print(
+        f"  service requests through nginx: {f['service_requests_via_nginx']} predict, "
+        f"{f['service_explain_requests_via_nginx']} explain"
+    )
     if "throughput" in f:
         t = f["throughput"]
         print("  service throughput (images/s), 2 replicas:")
         for a, b, ratio in zip(t["batching"], t["no_batching"], t["ratio"]):
-            print(f"    {a['clients']:>2} clients: batching {a['images_per_s']:>6} "
-                  f"(errors {a['errors']}), none {b['images_per_s']:>6} (errors {b['errors']}), "
-                  f"ratio {ratio}")
+            print(
+                f"    {a['clients']:>2} clients: batching {a['images_per_s']:>6} "
+                f"(errors {a['errors']}), none {b['images_per_s']:>6} (errors {b['errors']}), "
+                f"ratio {ratio}"
+            )
     print(f"  total {f['total_s']} s; logs in {f['logs']}")
 
 
@@ -336,6 +389,7 @@ def main(argv=None) -> int:
     if not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists():
         print("no nginx (apt-get install nginx)", file=sys.stderr)
         return 2
+
     # A hard stop, whatever happens: every started process goes after the deadline.
     def overrun():
         print(f"deadline of {args.deadline:.0f} s reached: stopping everything", file=sys.stderr)

@@ -9,4 +9,4 @@ test `tests/test_layers.py` checks it):
 fit-modality, serve, batch).
 """
 
-__version__ = "0.5.0"   # the app's version, printed on every case report
+__version__ = "0.5.0"  # the app's version, printed on every case report

@@ -15,8 +15,10 @@ import sys
 
 COMMANDS = {  # command → (module, what it does)
     "train": ("medal_core.stages.train", "train a model and write a bundle"),
-    "calibrate": ("medal_core.stages.calibrate",
-                  "choose a bundle's threshold and band on its calibration set"),
+    "calibrate": (
+        "medal_core.stages.calibrate",
+        "choose a bundle's threshold and band on its calibration set",
+    ),
     "evaluate": ("medal_core.stages.evaluate", "the figures of a bundle on its report set or a folder"),
     "fit-ood": ("medal_core.stages.fit_ood", "refit a bundle's lesion / not-a-lesion check"),
     "fit-modality": ("medal_core.stages.fit_modality", "refit a bundle's dermoscopic check"),
@@ -27,8 +29,11 @@ COMMANDS = {  # command → (module, what it does)
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: python -m medal_core COMMAND [options]   (COMMAND --help for its options)", "",
-             "commands:"]
+    lines = [
+        "usage: python -m medal_core COMMAND [options]   (COMMAND --help for its options)",
+        "",
+        "commands:",
+    ]
     lines += [f"  {name:<{width}}  {about}" for name, (_, about) in COMMANDS.items()]
     return "\n".join(lines)
 
@@ -43,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown command '{command}'\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[command][0])
-    sys.argv = [f"python -m medal_core {command}", *rest]   # argparse's usage line
+    sys.argv = [f"python -m medal_core {command}", *rest]  # argparse's usage line
     result = module.main(rest)
     return result if isinstance(result, int) else 0
 

@@ -15,7 +15,7 @@ from medal_core.serving.prediction import Prediction
 from medal_ui import caches, session
 from medal_views.images import downscale
 
-DISPLAY_SIDE = 1024   # the on-screen copy (and the report's source) is at most this big
+DISPLAY_SIDE = 1024  # the on-screen copy (and the report's source) is at most this big
 
 
 @dataclass(frozen=True)
@@ -23,9 +23,9 @@ class Analysis:
     """An accepted upload and its prediction at the bundle's own threshold (use
     `results.with_threshold` for the shared one)."""
 
-    display_rgb: np.ndarray    # downscaled copy for display and the report
-    model_rgb: np.ndarray      # resized to the model's input size, for Grad-CAM
-    notes: tuple[str, ...]     # what intake did to the image
+    display_rgb: np.ndarray  # downscaled copy for display and the report
+    model_rgb: np.ndarray  # resized to the model's input size, for Grad-CAM
+    notes: tuple[str, ...]  # what intake did to the image
     prediction: Prediction
 
 
@@ -39,8 +39,8 @@ def analyse(context: session.AppContext, upload: session.Upload) -> Analysis:
         except IntakeError as error:
             return error
         predictor = context.predictor()
-        model_rgb = resize_for_model(image.rgb, predictor.input_size)   # once: also for Grad-CAM
-        if isinstance(predictor, RemotePredictor):     # the service decodes the file itself
+        model_rgb = resize_for_model(image.rgb, predictor.input_size)  # once: also for Grad-CAM
+        if isinstance(predictor, RemotePredictor):  # the service decodes the file itself
             prediction = _or_stop(lambda: predictor.predict_file(upload.data))
         else:
             prediction = predictor.predict(image.rgb, resized=model_rgb)
@@ -70,28 +70,35 @@ def analyse_or_stop(context: session.AppContext, upload: session.Upload) -> Anal
         st.stop()
 
 
-def heatmap(context: session.AppContext, upload: session.Upload, analysis: Analysis,
-            layer: str, direction: str) -> np.ndarray:
+def heatmap(
+    context: session.AppContext, upload: session.Upload, analysis: Analysis, layer: str, direction: str
+) -> np.ndarray:
     """Grad-CAM heatmap (s, s) in [0, 1] at `layer` that explains the estimate shown:
     averaged over the 8 rotated/mirrored copies, malignant and benign on one scale
     (computed once per image, bundle and layer; both directions at once)."""
     pair = session.memo(
-        upload.digest, ("cam", context.folder, context.sha, layer),
-        lambda: _or_stop(lambda: _explain(caches.gradcam_for(context.bundle, layer), upload, analysis)))
+        upload.digest,
+        ("cam", context.folder, context.sha, layer),
+        lambda: _or_stop(lambda: _explain(caches.gradcam_for(context.bundle, layer), upload, analysis)),
+    )
     return pair[direction]
 
 
 def _explain(cam, upload: session.Upload, analysis: Analysis):
-    if isinstance(cam, RemoteGradCAM):       # the service decodes the file itself
+    if isinstance(cam, RemoteGradCAM):  # the service decodes the file itself
         return cam.explain_file(upload.data)
     return cam.explain_estimate(analysis.model_rgb)
 
 
-def activations(context: session.AppContext, upload: session.Upload, analysis: Analysis,
-                layer: str, max_maps: int) -> np.ndarray:
+def activations(
+    context: session.AppContext, upload: session.Upload, analysis: Analysis, layer: str, max_maps: int
+) -> np.ndarray:
     """The first `max_maps` activation maps (k, h, w) of `layer` for this image."""
     from medal_core.explain.gradcam import activation_maps
 
     model = context.model()
-    return session.memo(upload.digest, ("maps", context.folder, context.sha, layer, max_maps),
-                      lambda: activation_maps(model, layer, analysis.model_rgb, max_maps))
+    return session.memo(
+        upload.digest,
+        ("maps", context.folder, context.sha, layer, max_maps),
+        lambda: activation_maps(model, layer, analysis.model_rgb, max_maps),
+    )

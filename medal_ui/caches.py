@@ -144,7 +144,7 @@ def warm_up_in_background(bundle: Bundle) -> None:
     this thread (the caches hold one lock per entry), and errors are left for the page
     to report when it loads the bundle itself."""
     if service_url() is not None:
-        return                      # the service holds the model
+        return  # the service holds the model
     folder, signature = str(bundle.folder), catalogs.signature(bundle)
     with _warm_ups_lock:
         if signature in _warm_ups:

@@ -19,10 +19,13 @@ def configure_page() -> None:
     """Title, local icon and layout. Called before `st.navigation` too: otherwise
     Streamlit shows the page's Material icon as the favicon, fetched from Google's font
     servers — a request to the outside world from a page that promises none."""
-    st.set_page_config(page_title="MedAL Triage", page_icon=str(ASSETS / "icon.png"),
-                       layout="wide", initial_sidebar_state="expanded",
-                       menu_items={"About": "MedAL Triage — an open-source dermoscopy triage "
-                                            "aid. Not a diagnosis."})
+    st.set_page_config(
+        page_title="MedAL Triage",
+        page_icon=str(ASSETS / "icon.png"),
+        layout="wide",
+        initial_sidebar_state="expanded",
+        menu_items={"About": "MedAL Triage — an open-source dermoscopy triage aid. Not a diagnosis."},
+    )
 
 
 def start_page() -> None:

@@ -86,7 +86,7 @@ def _choose_bundle() -> None:
 
 def _choose_threshold(widget_key: str) -> None:
     value = st.session_state.get(widget_key)
-    if value is not None:                # a cleared field keeps the last threshold
+    if value is not None:  # a cleared field keeps the last threshold
         set_threshold(value)
 
 

@@ -34,24 +34,42 @@ def render_sidebar() -> AppContext | None:
         # makes it a new widget); the threshold field is keyed by its value instead.
         if st.session_state.get(BUNDLE_WIDGET) != st.session_state[BUNDLE_KEY]:
             st.session_state[BUNDLE_WIDGET] = st.session_state[BUNDLE_KEY]
-        st.selectbox("Model", catalog.names, key=BUNDLE_WIDGET, on_change=_choose_bundle,
-                     help="Model bundles found in the models folder.")
+        st.selectbox(
+            "Model",
+            catalog.names,
+            key=BUNDLE_WIDGET,
+            on_change=_choose_bundle,
+            help="Model bundles found in the models folder.",
+        )
         bundle = catalog.bundles[st.session_state[BUNDLE_KEY]]
         threshold = st.session_state[THRESHOLD_KEY]
         widget_key = threshold_widget_key(threshold)
-        st.number_input("Decision threshold", 0.0, 1.0, value=threshold, key=widget_key,
-                        step=0.0005, format="%.4f", on_change=_choose_threshold,
-                        args=(widget_key,),
-                        help="Images with a melanoma probability at or above this are sent "
-                             "onwards. Type a value or step with − and +; shared by every "
-                             "page; the threshold explorer shows what it means.")
-        st.caption("Validated default" if st.session_state[THRESHOLD_KEY] == bundle.threshold
-                   else f"Changed (validated default {bundle.threshold:.4f})")
-        st.button(f"Reset to the model's default ({bundle.threshold:.4f})",
-                  on_click=set_threshold, args=(bundle.threshold,), type="tertiary",
-                  icon=":material/restart_alt:")
+        st.number_input(
+            "Decision threshold",
+            0.0,
+            1.0,
+            value=threshold,
+            key=widget_key,
+            step=0.0005,
+            format="%.4f",
+            on_change=_choose_threshold,
+            args=(widget_key,),
+            help="Images with a melanoma probability at or above this are sent "
+            "onwards. Type a value or step with − and +; shared by every "
+            "page; the threshold explorer shows what it means.",
+        )
+        st.caption(
+            "Validated default"
+            if st.session_state[THRESHOLD_KEY] == bundle.threshold
+            else f"Changed (validated default {bundle.threshold:.4f})"
+        )
+        st.button(
+            f"Reset to the model's default ({bundle.threshold:.4f})",
+            on_click=set_threshold,
+            args=(bundle.threshold,),
+            type="tertiary",
+            icon=":material/restart_alt:",
+        )
         widgets.broken_bundles(catalog)
     caches.warm_up_in_background(bundle)
     return current_context()
-
-

@@ -36,8 +36,8 @@ class FileResult:
 
     file: str
     prediction: Prediction | None = None
-    thumbnail: str | None = None     # PNG data URI
-    error: str | None = None         # the IntakeError message of a refused file
+    thumbnail: str | None = None  # PNG data URI
+    error: str | None = None  # the IntakeError message of a refused file
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class BatchRow:
     images that get no melanoma estimate (not a lesion image, not dermoscopic)."""
 
     file: str
-    status: str                      # "ok" or "refused"
+    status: str  # "ok" or "refused"
     probability: float | None
     decision: str
     verdict_code: str
@@ -56,9 +56,13 @@ class BatchRow:
     error: str
 
 
-def predict_files(predictor: Predictor, files: Iterable[tuple[str, bytes]],
-                  on_progress: Callable[[int, int], None] | None = None,
-                  chunk_size: int = 4, total: int | None = None) -> list[FileResult]:
+def predict_files(
+    predictor: Predictor,
+    files: Iterable[tuple[str, bytes]],
+    on_progress: Callable[[int, int], None] | None = None,
+    chunk_size: int = 4,
+    total: int | None = None,
+) -> list[FileResult]:
     """Read and predict every (file name, bytes) pair, calling `on_progress(done, total)`
     after each file is read or refused (`total`: the number of files, default
     `len(files)`; `files` may be a generator, read one file at a time). Results are in
@@ -75,15 +79,17 @@ def predict_files(predictor: Predictor, files: Iterable[tuple[str, bytes]],
 
     def flush() -> None:
         predictions = predictor.predict_batch([rgb for _, rgb in chunk])
-        results.extend(FileResult(name, prediction, png_data_uri(rgb, THUMBNAIL_SIDE))
-                       for (name, rgb), prediction in zip(chunk, predictions))
+        results.extend(
+            FileResult(name, prediction, png_data_uri(rgb, THUMBNAIL_SIDE))
+            for (name, rgb), prediction in zip(chunk, predictions)
+        )
         chunk.clear()
 
     for name, data in files:
         try:
             chunk.append((name, read_upload(data).rgb))
         except IntakeError as error:
-            if chunk:              # keep input order: predict what is waiting first
+            if chunk:  # keep input order: predict what is waiting first
                 flush()
             results.append(FileResult(name, error=str(error)))
         if len(chunk) >= chunk_size:
@@ -112,16 +118,27 @@ def batch_rows(results: Iterable[FileResult], threshold: float) -> list[BatchRow
     rows = []
     for result in results:
         if result.prediction is None:
-            rows.append(BatchRow(result.file, "refused", None, "Refused", "refused", None, (),
-                                 None, result.error or ""))
+            rows.append(
+                BatchRow(
+                    result.file, "refused", None, "Refused", "refused", None, (), None, result.error or ""
+                )
+            )
             continue
         prediction = result.prediction.at_threshold(threshold)
         estimate = prediction.has_estimate
-        rows.append(BatchRow(
-            result.file, "ok", prediction.probability if estimate else None,
-            decision_label(prediction), prediction.verdict_code,
-            prediction.spread if estimate else None,
-            tuple(code for code, _ in prediction_warnings(prediction)), result.thumbnail, ""))
+        rows.append(
+            BatchRow(
+                result.file,
+                "ok",
+                prediction.probability if estimate else None,
+                decision_label(prediction),
+                prediction.verdict_code,
+                prediction.spread if estimate else None,
+                tuple(code for code, _ in prediction_warnings(prediction)),
+                result.thumbnail,
+                "",
+            )
+        )
     return sorted(rows, key=_sort_key)
 
 
@@ -130,19 +147,28 @@ def summary_counts(rows: Iterable[BatchRow]) -> dict[str, int]:
     borderline), no estimate (a clinician must look), low suspicion, refused files."""
     rows = list(rows)
     codes = [r.verdict_code for r in rows if r.status == "ok"]
-    return {"triaged": len(codes),
-            "onward": sum(c in ("refer", "indeterminate") for c in codes),
-            "no_estimate": codes.count("no_estimate"),
-            "low": codes.count("low"),
-            "refused": sum(r.status != "ok" for r in rows)}
+    return {
+        "triaged": len(codes),
+        "onward": sum(c in ("refer", "indeterminate") for c in codes),
+        "no_estimate": codes.count("no_estimate"),
+        "low": codes.count("low"),
+        "refused": sum(r.status != "ok" for r in rows),
+    }
 
 
 def table_records(rows: Iterable[BatchRow]) -> list[dict]:
     """Rows as dicts for a display table (thumbnail included, probability in %)."""
-    return [{"thumbnail": r.thumbnail, "file": r.file,
-             "probability": None if r.probability is None else 100 * r.probability,
-             "decision": r.decision, "warnings": ", ".join(r.warnings) or "",
-             "reason refused": r.error} for r in rows]
+    return [
+        {
+            "thumbnail": r.thumbnail,
+            "file": r.file,
+            "probability": None if r.probability is None else 100 * r.probability,
+            "decision": r.decision,
+            "warnings": ", ".join(r.warnings) or "",
+            "reason refused": r.error,
+        }
+        for r in rows
+    ]
 
 
 def to_csv(rows: Iterable[BatchRow], threshold: float, model_name: str) -> str:
@@ -151,6 +177,18 @@ def to_csv(rows: Iterable[BatchRow], threshold: float, model_name: str) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for r in rows:
-        writer.writerow(csv_row(r.file, r.status, r.probability, r.decision, r.verdict_code,
-                                r.spread, r.warnings, threshold, model_name, r.error))
+        writer.writerow(
+            csv_row(
+                r.file,
+                r.status,
+                r.probability,
+                r.decision,
+                r.verdict_code,
+                r.spread,
+                r.warnings,
+                threshold,
+                model_name,
+                r.error,
+            )
+        )
     return buffer.getvalue()

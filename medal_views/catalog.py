@@ -35,9 +35,11 @@ from medal_core.screening.ood import OOD_FILE
 MODELS_DIR_ENV = "MEDAL_MODELS_DIR"
 PREFERRED_BUNDLE = "mobilenet"
 
-TRAIN_HINT = ("python -m medal_core train --arch mobilenet --data ../shared/data/isic2017 \\\n"
-              "    --weights ../shared/weights/mobilenet_0.75_224_no_top_imagenet.weights.h5 \\\n"
-              "    --out models/mobilenet")
+TRAIN_HINT = (
+    "python -m medal_core train --arch mobilenet --data ../shared/data/isic2017 \\\n"
+    "    --weights ../shared/weights/mobilenet_0.75_224_no_top_imagenet.weights.h5 \\\n"
+    "    --out models/mobilenet"
+)
 
 
 @dataclass(frozen=True)
@@ -70,11 +72,16 @@ class Catalog:
     def help_text(self) -> str:
         """What to do when no bundle is usable (Markdown)."""
         where = f"`{self.models_dir}`"
-        problem = (f"No usable model bundle in {where}." if self.models_dir.is_dir()
-                   else f"The models folder {where} does not exist.")
-        return (f"{problem} Train one with\n\n```\n{TRAIN_HINT}\n```\n\nor restore the "
-                f"bundles from the repository (`git checkout -- models/`). Set "
-                f"`{MODELS_DIR_ENV}` to use another folder.")
+        problem = (
+            f"No usable model bundle in {where}."
+            if self.models_dir.is_dir()
+            else f"The models folder {where} does not exist."
+        )
+        return (
+            f"{problem} Train one with\n\n```\n{TRAIN_HINT}\n```\n\nor restore the "
+            f"bundles from the repository (`git checkout -- models/`). Set "
+            f"`{MODELS_DIR_ENV}` to use another folder."
+        )
 
 
 def models_dir_from_env(default: str | Path) -> Path:
@@ -88,8 +95,7 @@ def candidate_folders(models_dir: str | Path) -> list[Path]:
     models_dir = Path(models_dir)
     if not models_dir.is_dir():
         return []
-    return sorted(p for p in models_dir.iterdir()
-                  if p.is_dir() and not p.name.startswith((".", "_")))
+    return sorted(p for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 
 
 def fingerprint(models_dir: str | Path) -> tuple:
@@ -98,8 +104,15 @@ def fingerprint(models_dir: str | Path) -> tuple:
     cache of `scan`."""
     items: list[tuple[str, str, int | None, int | None]] = []
     for folder in candidate_folders(models_dir):
-        for name in (MANIFEST_FILE, MODEL_FILE, PREDICTIONS_FILE, REPORT_PREDICTIONS_FILE,
-                     OOD_FILE, MODALITY_FILE, HISTORY_FILE):
+        for name in (
+            MANIFEST_FILE,
+            MODEL_FILE,
+            PREDICTIONS_FILE,
+            REPORT_PREDICTIONS_FILE,
+            OOD_FILE,
+            MODALITY_FILE,
+            HISTORY_FILE,
+        ):
             path = folder / name
             if path.is_file():
                 stat = path.stat()
@@ -119,13 +132,13 @@ def signature(bundle: Bundle) -> str:
         return known[1]
     text = json.dumps(bundle.manifest, sort_keys=True, default=str)
     digest = hashlib.sha256(text.encode()).hexdigest()[:20]
-    if len(_signatures) > 64:          # bundles come and go with rescans: keep it small
+    if len(_signatures) > 64:  # bundles come and go with rescans: keep it small
         _signatures.clear()
     _signatures[id(bundle)] = (bundle, digest)
     return digest
 
 
-_signatures: dict[int, tuple[Bundle, str]] = {}   # id → (the bundle, kept alive; its signature)
+_signatures: dict[int, tuple[Bundle, str]] = {}  # id → (the bundle, kept alive; its signature)
 
 
 def check_bundle(folder: str | Path) -> Bundle:
@@ -133,9 +146,11 @@ def check_bundle(folder: str | Path) -> Bundle:
     damaged model is reported here rather than on first use. Raises BundleError."""
     folder = Path(folder)
     if not (folder / MANIFEST_FILE).is_file() and (folder / "checkpoints").is_dir():
-        raise BundleError(f"{folder} holds training checkpoints but no bundle yet: training "
-                          "is still running or was interrupted. Re-run the same "
-                          "`python -m medal_core train ...` command to finish it.")
+        raise BundleError(
+            f"{folder} holds training checkpoints but no bundle yet: training "
+            "is still running or was interrupted. Re-run the same "
+            "`python -m medal_core train ...` command to finish it."
+        )
     bundle = load_bundle(folder, load_model=False)
     verify_sha256(folder / MODEL_FILE, bundle.manifest["model_sha256"])
     if "ood" in bundle.manifest:
@@ -153,8 +168,13 @@ def scan(models_dir: str | Path) -> Catalog:
         except BundleError as error:
             broken.append((folder.name, str(error)))
         except Exception as error:  # noqa: BLE001 - any unreadable file means "broken"
-            broken.append((folder.name, f"{folder} could not be read ({error}); restore it "
-                                        "from the repository or train it again."))
+            broken.append(
+                (
+                    folder.name,
+                    f"{folder} could not be read ({error}); restore it "
+                    "from the repository or train it again.",
+                )
+            )
     return Catalog(models_dir, bundles, broken)
 
 

@@ -39,20 +39,24 @@ def parameter_count(bundle: Bundle, model=None) -> int | None:
     return int(model.count_params()) if model is not None else None
 
 
-def summary_row(name: str, bundle: Bundle, latency_ms: float | None = None,
-                parameters: int | None = None) -> dict:
+def summary_row(
+    name: str, bundle: Bundle, latency_ms: float | None = None, parameters: int | None = None
+) -> dict:
     """One row of the comparison table (numbers, not strings); sensitivity and
     specificity are the app's rule (no-estimate images count as sent onwards)."""
     which, p, _ = figure_set(bundle)
     auc, low, high = auc_with_ci(bundle)
-    at = metrics.threshold_metrics(p.labels, decision.onward_scores(p.probabilities, p.no_estimate),
-                                   bundle.threshold)
+    at = metrics.threshold_metrics(
+        p.labels, decision.onward_scores(p.probabilities, p.no_estimate), bundle.threshold
+    )
     return {
         "model": name,
         "architecture": bundle.manifest.get("architecture", ""),
         "input px": bundle.manifest.get("input_size"),
         "parameters": parameters if parameters is not None else parameter_count(bundle),
-        "AUC": auc, "AUC low": low, "AUC high": high,
+        "AUC": auc,
+        "AUC low": low,
+        "AUC high": high,
         "threshold": bundle.threshold,
         "sensitivity": at["sensitivity"].value,
         "sensitivity CI": _ci(at["sensitivity"]),
@@ -65,13 +69,18 @@ def summary_row(name: str, bundle: Bundle, latency_ms: float | None = None,
 
 def display_row(row: dict) -> dict:
     """A `summary_row` as short texts for a compact table."""
+
     def pct(value, ci):
         return "n/a" if value is None or math.isnan(value) else f"{value:.1%} ({ci})"
+
     return {
-        "model": row["model"], "architecture": row["architecture"], "input px": row["input px"],
+        "model": row["model"],
+        "architecture": row["architecture"],
+        "input px": row["input px"],
         "parameters": row["parameters"],
         "ROC AUC (95% CI)": f"{row['AUC']:.3f} ({row['AUC low']:.3f}–{row['AUC high']:.3f})",
-        "threshold": f"{row['threshold']:.4f}", "figures on": row["figures on"],
+        "threshold": f"{row['threshold']:.4f}",
+        "figures on": row["figures on"],
         "sensitivity (95% CI)": pct(row["sensitivity"], row["sensitivity CI"]),
         "specificity (95% CI)": pct(row["specificity"], row["specificity CI"]),
         "latency ms": row["latency ms"],
@@ -106,8 +115,10 @@ def weakest_statement(rows: list[dict]) -> str | None:
     ranked = sorted(rows, key=lambda r: r["AUC"])
     weakest, best = ranked[0], ranked[-1]
     apart = weakest["AUC high"] < best["AUC low"]
-    return (f"**{weakest['model']} is the weaker model**: ROC AUC {weakest['AUC']:.3f} against "
-            f"{best['model']}'s {best['AUC']:.3f} ({weakest['figures on']} / "
-            f"{best['figures on']}; the 95% intervals "
-            f"{'do not overlap' if apart else 'overlap'}). Use {best['model']} unless you are "
-            "studying the baseline.")
+    return (
+        f"**{weakest['model']} is the weaker model**: ROC AUC {weakest['AUC']:.3f} against "
+        f"{best['model']}'s {best['AUC']:.3f} ({weakest['figures on']} / "
+        f"{best['figures on']}; the 95% intervals "
+        f"{'do not overlap' if apart else 'overlap'}). Use {best['model']} unless you are "
+        "studying the baseline."
+    )

@@ -42,7 +42,7 @@ class OperatingPoint:
 
     threshold: float
     confusion: metrics.Confusion
-    metrics: dict[str, metrics.Estimate]   # sensitivity, specificity, ppv, npv, accuracy, f1
+    metrics: dict[str, metrics.Estimate]  # sensitivity, specificity, ppv, npv, accuracy, f1
     n: int
 
     @property
@@ -91,30 +91,44 @@ def at_threshold(labels, probabilities, threshold: float, no_estimate=None) -> O
     (`no_estimate`, (n,) bool) count as positive whatever the threshold."""
     scores = decision.onward_scores(probabilities, no_estimate)
     confusion = metrics.confusion_at(labels, scores, threshold)
-    return OperatingPoint(float(threshold), confusion,
-                          metrics.threshold_metrics(labels, scores, threshold),
-                          int(len(labels)))
+    return OperatingPoint(
+        float(threshold), confusion, metrics.threshold_metrics(labels, scores, threshold), int(len(labels))
+    )
 
 
-def verdict_shares(labels, probabilities, threshold: float, band_ratio: float,
-                   no_estimate=None) -> list[dict]:
+def verdict_shares(
+    labels, probabilities, threshold: float, band_ratio: float, no_estimate=None
+) -> list[dict]:
     """One row per verdict (most urgent first): melanomas and benign lesions there, as
     counts and shares of their class."""
     counts = decision.rule_counts(labels, probabilities, threshold, band_ratio, no_estimate)
     n_mel, n_ben = counts["melanomas_onward"]["of"], counts["benign_reassured"]["of"]
-    return [{"verdict": code, "melanoma": c["melanoma"], "benign": c["benign"],
-             "melanoma_share": c["melanoma"] / n_mel if n_mel else float("nan"),
-             "benign_share": c["benign"] / n_ben if n_ben else float("nan")}
-            for code, c in counts["verdicts"].items()]
+    return [
+        {
+            "verdict": code,
+            "melanoma": c["melanoma"],
+            "benign": c["benign"],
+            "melanoma_share": c["melanoma"] / n_mel if n_mel else float("nan"),
+            "benign_share": c["benign"] / n_ben if n_ben else float("nan"),
+        }
+        for code, c in counts["verdicts"].items()
+    ]
 
 
 def curves(labels, probabilities) -> Curves:
     """The ROC and PR curves of the stored predictions."""
     fpr, tpr, roc_thresholds = metrics.roc_curve(labels, probabilities)
     precision, recall, pr_thresholds = metrics.precision_recall_curve(labels, probabilities)
-    return Curves(fpr, tpr, roc_thresholds, metrics.roc_auc(labels, probabilities),
-                  precision, recall, pr_thresholds,
-                  metrics.average_precision(labels, probabilities))
+    return Curves(
+        fpr,
+        tpr,
+        roc_thresholds,
+        metrics.roc_auc(labels, probabilities),
+        precision,
+        recall,
+        pr_thresholds,
+        metrics.average_precision(labels, probabilities),
+    )
 
 
 def presets(labels, probabilities, target_sensitivity: float = TARGET_SENSITIVITY) -> dict[str, float]:
@@ -132,15 +146,18 @@ def dataset_prevalence(labels) -> float:
     return float(np.mean(np.asarray(labels) == 1))
 
 
-def at_prevalence(point: OperatingPoint, prevalence: float,
-                  patients: int | None = None) -> PrevalenceView:
+def at_prevalence(point: OperatingPoint, prevalence: float, patients: int | None = None) -> PrevalenceView:
     """PPV/NPV (Bayes' rule) and what happens to `patients` people at `prevalence`, for
     this operating point's sensitivity and specificity."""
     sensitivity = point.metrics["sensitivity"].value
     specificity = point.metrics["specificity"].value
     ppv, npv = metrics.predictive_values(sensitivity, specificity, prevalence)
-    return PrevalenceView(float(prevalence), ppv, npv,
-                          metrics.natural_frequencies(sensitivity, specificity, prevalence, patients))
+    return PrevalenceView(
+        float(prevalence),
+        ppv,
+        npv,
+        metrics.natural_frequencies(sensitivity, specificity, prevalence, patients),
+    )
 
 
 def metric_rows(point: OperatingPoint) -> list[dict]:
@@ -151,11 +168,22 @@ def metric_rows(point: OperatingPoint) -> list[dict]:
         estimate = point.metrics[key]
         counts = "" if key == "f1" else f"{estimate.successes}/{estimate.total}"
         defined = not np.isnan(estimate.value)
-        rows.append({"key": key, "metric": label, "value": estimate.value, "low": estimate.low,
-                     "high": estimate.high, "counts": counts,
-                     "value_text": f"{estimate.value:.1%}" if defined else "n/a",
-                     "ci_text": (f"95% CI {estimate.low:.1%}–{estimate.high:.1%}"
-                                 if defined and not np.isnan(estimate.low) else "")})
+        rows.append(
+            {
+                "key": key,
+                "metric": label,
+                "value": estimate.value,
+                "low": estimate.low,
+                "high": estimate.high,
+                "counts": counts,
+                "value_text": f"{estimate.value:.1%}" if defined else "n/a",
+                "ci_text": (
+                    f"95% CI {estimate.low:.1%}–{estimate.high:.1%}"
+                    if defined and not np.isnan(estimate.low)
+                    else ""
+                ),
+            }
+        )
     return rows
 
 
@@ -174,8 +202,11 @@ def _honest_point(bundle, threshold: float):
     `threshold` on them): the report set, or the calibration set for older bundles."""
     has_report = bundle.report_predictions is not None
     predictions = bundle.report_predictions if has_report else bundle.predictions
-    return predictions, has_report, at_threshold(predictions.labels, predictions.probabilities,
-                                                 threshold, predictions.no_estimate)
+    return (
+        predictions,
+        has_report,
+        at_threshold(predictions.labels, predictions.probabilities, threshold, predictions.no_estimate),
+    )
 
 
 def threshold_note(bundle, threshold: float) -> str:
@@ -183,21 +214,31 @@ def threshold_note(bundle, threshold: float) -> str:
     rule on the bundle's report set (calibration set for older bundles), whether it is
     the validated default, and a warning outside the range validation supports."""
     predictions, has_report, point = _honest_point(bundle, threshold)
-    which = ("report set, which chose nothing" if has_report
-             else "calibration set, on which the default was chosen")
+    which = (
+        "report set, which chose nothing"
+        if has_report
+        else "calibration set, on which the default was chosen"
+    )
     sensitivity, specificity = point.metrics["sensitivity"], point.metrics["specificity"]
-    status = ("the validated default" if threshold == bundle.threshold
-              else f"changed from the validated default {bundle.threshold:.4f}")
-    text = (f"Threshold {threshold:.4f} ({status}): on the {which} ({point.n} images), "
-            f"the app sends {sensitivity.value:.1%} of melanomas onwards "
-            f"({sensitivity.successes}/{sensitivity.total}) and reassures "
-            f"{specificity.value:.1%} of benign lesions ({specificity.successes}/"
-            f"{specificity.total}).")
+    status = (
+        "the validated default"
+        if threshold == bundle.threshold
+        else f"changed from the validated default {bundle.threshold:.4f}"
+    )
+    text = (
+        f"Threshold {threshold:.4f} ({status}): on the {which} ({point.n} images), "
+        f"the app sends {sensitivity.value:.1%} of melanomas onwards "
+        f"({sensitivity.successes}/{sensitivity.total}) and reassures "
+        f"{specificity.value:.1%} of benign lesions ({specificity.successes}/"
+        f"{specificity.total})."
+    )
     scores = predictions.probabilities[predictions.estimated]
     low, high = np.quantile(scores, [0.01, 0.99]) if len(scores) else (0.0, 1.0)
     if not low <= threshold <= high:
-        text += (" This threshold lies outside the range of the validation estimates "
-                 f"({low:.4f}–{high:.4f}): its figures rest on very few cases.")
+        text += (
+            " This threshold lies outside the range of the validation estimates "
+            f"({low:.4f}–{high:.4f}): its figures rest on very few cases."
+        )
     return text
 
 
@@ -207,9 +248,11 @@ def report_threshold_figures(bundle, threshold: float) -> str:
     _, has_report, point = _honest_point(bundle, threshold)
     which = "report set (images that chose nothing)" if has_report else "calibration set"
     sensitivity, npv = point.metrics["sensitivity"], point.metrics["npv"]
-    return (f"on the model's {which}, {point.n} images: sensitivity {format_estimate(sensitivity)} "
-            f"[{sensitivity.successes}/{sensitivity.total}], NPV {format_estimate(npv)} "
-            f"[{npv.successes}/{npv.total}]")
+    return (
+        f"on the model's {which}, {point.n} images: sensitivity {format_estimate(sensitivity)} "
+        f"[{sensitivity.successes}/{sensitivity.total}], NPV {format_estimate(npv)} "
+        f"[{npv.successes}/{npv.total}]"
+    )
 
 
 def guarantee_note(manifest: dict, threshold: float) -> str | None:
@@ -219,12 +262,18 @@ def guarantee_note(manifest: dict, threshold: float) -> str | None:
     entry = manifest.get("decision", {})
     if "sensitivity_lower_bound" not in entry or threshold != manifest["threshold"]["value"]:
         return None
-    text = (f"With 95% confidence, the default threshold sends at least "
-            f"{entry['sensitivity_lower_bound']:.1%} of melanomas onwards on new cases like the "
-            "images it was chosen on (exact binomial bound).")
+    text = (
+        f"With 95% confidence, the default threshold sends at least "
+        f"{entry['sensitivity_lower_bound']:.1%} of melanomas onwards on new cases like the "
+        "images it was chosen on (exact binomial bound)."
+    )
     guaranteed = entry.get("guaranteed", {})
     if guaranteed.get("threshold") is not None:
-        return text + (f" A threshold of {guaranteed['threshold']:.4f} would guarantee "
-                       f"{guaranteed['target']:.0%} with 95% confidence.")
-    return text + (" The calibration images have too few melanomas for any threshold to "
-                   f"guarantee {entry.get('target_sensitivity', 0.95):.0%} with 95% confidence.")
+        return text + (
+            f" A threshold of {guaranteed['threshold']:.4f} would guarantee "
+            f"{guaranteed['target']:.0%} with 95% confidence."
+        )
+    return text + (
+        " The calibration images have too few melanomas for any threshold to "
+        f"guarantee {entry.get('target_sensitivity', 0.95):.0%} with 95% confidence."
+    )

@@ -23,8 +23,7 @@ def downscale(rgb: np.ndarray, max_side: int) -> np.ndarray:
     if scale >= 1:
         return rgb
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize(
-        size, Image.Resampling.LANCZOS))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize(size, Image.Resampling.LANCZOS))
 
 
 def png_bytes(image: np.ndarray, max_side: int | None = None) -> bytes:

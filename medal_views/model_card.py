@@ -103,9 +103,11 @@ def data_section(manifest: dict) -> str:
     for split in ("train", "selection", "calibration", "report", "validation"):
         summary = data.get(split)
         if isinstance(summary, dict):
-            text += (f"\n\n**{split.capitalize()}:** {summary.get('images', '?')} images, "
-                     f"{summary.get('malignant', '?')} melanomas "
-                     f"({_pct(summary.get('prevalence'))}).")
+            text += (
+                f"\n\n**{split.capitalize()}:** {summary.get('images', '?')} images, "
+                f"{summary.get('malignant', '?')} melanomas "
+                f"({_pct(summary.get('prevalence'))})."
+            )
     return text
 
 
@@ -126,10 +128,18 @@ def metrics_section(manifest: dict) -> str:
     if "pr_auc" in report:
         lines.append(f"- **PR AUC (average precision):** {report['pr_auc']:.3f}")
     if "value" in threshold:
-        lines.append(f"- **Decision threshold:** {threshold['value']:.4f} — "
-                     f"{threshold.get('method', 'chosen on validation')}")
-    names = {"sensitivity": "Sensitivity", "specificity": "Specificity", "ppv": "PPV",
-             "npv": "NPV", "accuracy": "Accuracy", "f1": "F1"}
+        lines.append(
+            f"- **Decision threshold:** {threshold['value']:.4f} — "
+            f"{threshold.get('method', 'chosen on validation')}"
+        )
+    names = {
+        "sensitivity": "Sensitivity",
+        "specificity": "Specificity",
+        "ppv": "PPV",
+        "npv": "NPV",
+        "accuracy": "Accuracy",
+        "f1": "F1",
+    }
     for key, label in names.items():
         entry = report.get("at_threshold", {}).get(key)
         if entry:
@@ -139,27 +149,36 @@ def metrics_section(manifest: dict) -> str:
         before = calibration.get("uncalibrated", {}).get("ece")
         after = calibration.get("calibrated", {}).get("ece")
         if before is not None and after is not None:
-            lines.append(f"- **Calibration error (ECE):** {before:.3f} before, {after:.3f} after "
-                         "calibration")
+            lines.append(f"- **Calibration error (ECE):** {before:.3f} before, {after:.3f} after calibration")
     rule = manifest.get("decision", {}).get("rule", {}).get("report")
     if has_report and rule:
         onward, reassured = rule["melanomas_onward"], rule["benign_reassured"]
         no_estimate = sum(rule["verdicts"]["no_estimate"].values())
-        lines.append(f"- **The app's rule:** {onward['count']} of {onward['of']} melanomas sent "
-                     f"onwards ({onward['share']:.1%}); {reassured['count']} of "
-                     f"{reassured['of']} benign lesions reassured ({reassured['share']:.1%}); "
-                     f"{no_estimate} images got no estimate")
+        lines.append(
+            f"- **The app's rule:** {onward['count']} of {onward['of']} melanomas sent "
+            f"onwards ({onward['share']:.1%}); {reassured['count']} of "
+            f"{reassured['of']} benign lesions reassured ({reassured['share']:.1%}); "
+            f"{no_estimate} images got no estimate"
+        )
     modality = manifest.get("modality", {}).get("held_out")
     if modality:
-        lines.append(f"- **Dermoscopic check:** refuses {modality['clinical_rejected']:.1%} of "
-                     f"{modality['clinical_images']} held-out smartphone photos (PAD-UFES-20, "
-                     "patients it was not fitted on); keeps "
-                     f"{modality['report_dermoscopic_kept']:.1%} of the report set's "
-                     "dermoscopic images")
+        lines.append(
+            f"- **Dermoscopic check:** refuses {modality['clinical_rejected']:.1%} of "
+            f"{modality['clinical_images']} held-out smartphone photos (PAD-UFES-20, "
+            "patients it was not fitted on); keeps "
+            f"{modality['report_dermoscopic_kept']:.1%} of the report set's "
+            "dermoscopic images"
+        )
     if "n" in report:
-        lines.append(f"\nOn {report['n']} {set_name} images ({report.get('malignant', '?')} "
-                     "melanomas)" + (", which played no part in training, choosing the model "
-                                     "or setting the threshold." if has_report else "."))
+        lines.append(
+            f"\nOn {report['n']} {set_name} images ({report.get('malignant', '?')} "
+            "melanomas)"
+            + (
+                ", which played no part in training, choosing the model or setting the threshold."
+                if has_report
+                else "."
+            )
+        )
     return "\n".join(lines) or "No figures in the manifest."
 
 

@@ -18,7 +18,7 @@ from medal_core.serving.prediction import DISCLAIMER, Prediction
 from medal_views.images import png_data_uri
 from medal_views.results import INDETERMINATE_MESSAGE, percent, prediction_warnings, verdict_text
 
-REPORT_IMAGE_SIDE = 512   # images are downscaled to at most this many pixels per side
+REPORT_IMAGE_SIDE = 512  # images are downscaled to at most this many pixels per side
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2b36;
@@ -40,9 +40,11 @@ border-left:4px solid #1f5f7a;font-size:.95em}
 .images img{max-height:9cm}a{color:#000}}
 """
 
-INTENDED_USE = ("Intended use: a triage aid for dermoscopic images (taken through a "
-                "dermatoscope) of a single skin lesion, for clinicians deciding how urgently "
-                "to refer. It is not a diagnosis.")
+INTENDED_USE = (
+    "Intended use: a triage aid for dermoscopic images (taken through a "
+    "dermatoscope) of a single skin lesion, for clinicians deciding how urgently "
+    "to refer. It is not a diagnosis."
+)
 
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -55,11 +57,19 @@ def _percent(value: float) -> str:
     return percent(value)
 
 
-def case_report_html(*, original_rgb: np.ndarray, prediction: Prediction, model_name: str,
-                     threshold: float, overlay_rgb: np.ndarray | None = None,
-                     file_name: str | None = None, direction: str = "malignant",
-                     notes: Sequence[str] = (), created: _dt.datetime | None = None,
-                     threshold_figures: str | None = None) -> str:
+def case_report_html(
+    *,
+    original_rgb: np.ndarray,
+    prediction: Prediction,
+    model_name: str,
+    threshold: float,
+    overlay_rgb: np.ndarray | None = None,
+    file_name: str | None = None,
+    direction: str = "malignant",
+    notes: Sequence[str] = (),
+    created: _dt.datetime | None = None,
+    threshold_figures: str | None = None,
+) -> str:
     """The report as one HTML string.
 
     original_rgb / overlay_rgb: (h, w, 3) uint8 images (the Grad-CAM overlay is
@@ -76,8 +86,9 @@ def case_report_html(*, original_rgb: np.ndarray, prediction: Prediction, model_
     rows = [("Model", model_name), ("App version", f"MedAL Triage {__version__}")]
     if prediction.has_estimate:
         rows.insert(0, ("Probability of melanoma (calibrated)", _percent(prediction.probability)))
-        rows.insert(1, ("Spread over 8 rotated/mirrored copies of this photo",
-                        f"{_percent(low)} – {_percent(high)}"))
+        rows.insert(
+            1, ("Spread over 8 rotated/mirrored copies of this photo", f"{_percent(low)} – {_percent(high)}")
+        )
         rows.append(("Decision threshold, as used", f"{threshold:.4f}"))
         if threshold_figures:
             rows.append(("What the threshold means", threshold_figures))
@@ -91,17 +102,23 @@ def case_report_html(*, original_rgb: np.ndarray, prediction: Prediction, model_
     warnings = [message for _, message in prediction_warnings(prediction)]
     if code == "indeterminate":
         warnings.insert(0, INDETERMINATE_MESSAGE)
-    warnings_html = ("<h2>Warnings</h2><ul class='warnings'>"
-                     + "".join(f"<li>{_e(w)}</li>" for w in warnings) + "</ul>") if warnings else ""
+    warnings_html = (
+        ("<h2>Warnings</h2><ul class='warnings'>" + "".join(f"<li>{_e(w)}</li>" for w in warnings) + "</ul>")
+        if warnings
+        else ""
+    )
     notes_html = ("<p class='meta'>Image handling: " + _e("; ".join(notes)) + "</p>") if notes else ""
 
-    figures = [f"<figure><img alt='Uploaded image' src='{png_data_uri(original_rgb, REPORT_IMAGE_SIDE)}'>"
-               "<figcaption>Uploaded image</figcaption></figure>"]
+    figures = [
+        f"<figure><img alt='Uploaded image' src='{png_data_uri(original_rgb, REPORT_IMAGE_SIDE)}'>"
+        "<figcaption>Uploaded image</figcaption></figure>"
+    ]
     if overlay_rgb is not None:
         figures.append(
             f"<figure><img alt='Grad-CAM heatmap' src='{png_data_uri(overlay_rgb, REPORT_IMAGE_SIDE)}'>"
             f"<figcaption>Grad-CAM: regions that pushed the model towards "
-            f"{_e(direction)}</figcaption></figure>")
+            f"{_e(direction)}</figcaption></figure>"
+        )
 
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
@@ -116,7 +133,8 @@ def case_report_html(*, original_rgb: np.ndarray, prediction: Prediction, model_
         f"<table>{table}</table>{warnings_html}{notes_html}"
         f"<div class='images'>{''.join(figures)}</div>"
         f"<p class='disclaimer'>{_e(DISCLAIMER)}</p>"
-        "</body></html>")
+        "</body></html>"
+    )
 
 
 def report_file_name(file_name: str | None, created: _dt.datetime | None = None) -> str:

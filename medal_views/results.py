@@ -15,18 +15,21 @@ NOT_DERMOSCOPIC_MESSAGE = decision.NO_ESTIMATE_ADVICE[decision.NOT_DERMOSCOPIC]
 INDETERMINATE_MESSAGE = (
     "Borderline: the estimate lies just above the decision threshold, within the margin by "
     "which the threshold itself is uncertain (re-choosing it on resampled validation data "
-    "moves it this far). It is sent onwards like a referral: have a dermatologist look.")
+    "moves it this far). It is sent onwards like a referral: have a dermatologist look."
+)
 
 # The verdict in a few words, for the result box, tables and CSV files.
 VERDICTS = decision.VERDICT_LABELS
 NO_ESTIMATE_VERDICTS = {
     decision.NOT_LESION: "Not recognised as a dermoscopic lesion image — no melanoma "
-                         "estimate given; have a clinician look",
+    "estimate given; have a clinician look",
     decision.NOT_DERMOSCOPIC: "Not a dermoscopic image — no melanoma estimate given; use a "
-                              "dermatoscope or have a clinician look",
+    "dermatoscope or have a clinician look",
 }
-NO_ESTIMATE_MESSAGES = {decision.NOT_LESION: NOT_LESION_MESSAGE,
-                        decision.NOT_DERMOSCOPIC: NOT_DERMOSCOPIC_MESSAGE}
+NO_ESTIMATE_MESSAGES = {
+    decision.NOT_LESION: NOT_LESION_MESSAGE,
+    decision.NOT_DERMOSCOPIC: NOT_DERMOSCOPIC_MESSAGE,
+}
 
 
 def percent(probability: float) -> str:

@@ -13,7 +13,7 @@ from PIL import Image, ImageFilter
 BUNDLE_INPUT = 48
 BUNDLE_FILTERS = (8, 16)
 GRADCAM_LAYER = "block2_gelu"
-OOD_DRAW_SIZES = (128, 256, 320, 700)   # synthetic lesions the OOD detector is fitted on
+OOD_DRAW_SIZES = (128, 256, 320, 700)  # synthetic lesions the OOD detector is fitted on
 
 
 def synthetic_lesion(seed: int = 0, size: int = 256) -> np.ndarray:
@@ -26,12 +26,12 @@ def synthetic_lesion(seed: int = 0, size: int = 256) -> np.ndarray:
     image += rng.normal(0, 9, (size, size, 1))  # skin texture
     angle = np.arctan2(yy, xx)
     radius = 0.22 + 0.04 * rng.random() + 0.03 * np.sin(3 * angle + rng.random() * 6)
-    distance = np.sqrt((xx * (1 + 0.2 * rng.random())) ** 2 + yy ** 2)
+    distance = np.sqrt((xx * (1 + 0.2 * rng.random())) ** 2 + yy**2)
     blob = np.clip((radius - distance) / 0.04, 0, 1)[..., None]
     lesion_colour = np.array([95, 55, 40], float) + rng.normal(0, 8, 3)
     spots = rng.normal(0, 22, (size, size, 1))
     image = image * (1 - blob) + (lesion_colour + spots) * blob
-    vignette = np.clip(1.25 - 1.6 * np.sqrt(xx ** 2 + yy ** 2), 0.3, 1)[..., None]
+    vignette = np.clip(1.25 - 1.6 * np.sqrt(xx**2 + yy**2), 0.3, 1)[..., None]
     image = np.clip(image * vignette, 0, 255).astype(np.uint8)
     return np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(0.7)))
 
@@ -71,36 +71,56 @@ def make_bundle(folder: Path, seed: int = 0, with_ood: bool = True) -> Path:
     model = models.build_custom_cnn(input_size=BUNDLE_INPUT, filters=BUNDLE_FILTERS)
     predictions = synthetic_predictions(seed=seed)
     threshold = figures.operating_points(predictions.labels, predictions.probabilities)
-    report = figures.evaluate_probabilities(predictions.labels, predictions.probabilities,
-                                             threshold["value"], n_bootstrap=200)
+    report = figures.evaluate_probabilities(
+        predictions.labels, predictions.probabilities, threshold["value"], n_bootstrap=200
+    )
     manifest = {
-        "name": folder.name, "architecture": "custom_cnn", "input_size": BUNDLE_INPUT,
+        "name": folder.name,
+        "architecture": "custom_cnn",
+        "input_size": BUNDLE_INPUT,
         "class_names": ["benign", "malignant"],
         "backbone_weights": {"source": "none", "note": "trained from random initialisation"},
-        "gradcam_layer": GRADCAM_LAYER, "test_time_views": 8, "temperature": 1.0,
-        "threshold": threshold, "parameters": int(model.count_params()),
-        "data": {"source": "synthetic",
-                 "train": {"images": 800, "benign": 640, "malignant": 160, "prevalence": 0.2},
-                 "validation": {"images": 240, "benign": int((predictions.labels == 0).sum()),
-                                "malignant": int(predictions.labels.sum()),
-                                "prevalence": float(predictions.labels.mean())}},
-        "validation_metrics": report, "versions": {"python": "3.11"}, "created": "2025-01-01",
+        "gradcam_layer": GRADCAM_LAYER,
+        "test_time_views": 8,
+        "temperature": 1.0,
+        "threshold": threshold,
+        "parameters": int(model.count_params()),
+        "data": {
+            "source": "synthetic",
+            "train": {"images": 800, "benign": 640, "malignant": 160, "prevalence": 0.2},
+            "validation": {
+                "images": 240,
+                "benign": int((predictions.labels == 0).sum()),
+                "malignant": int(predictions.labels.sum()),
+                "prevalence": float(predictions.labels.mean()),
+            },
+        },
+        "validation_metrics": report,
+        "versions": {"python": "3.11"},
+        "created": "2025-01-01",
     }
     history = folder.parent / f"{folder.name}_history.csv"
-    history.write_text("epoch,auc,loss,val_auc,val_loss\n0,0.60,0.70,0.62,0.69\n1,0.70,0.62,0.70,0.64\n"
-                       "0,0.78,0.55,0.76,0.58\n1,0.83,0.50,0.80,0.55\n")
+    history.write_text(
+        "epoch,auc,loss,val_auc,val_loss\n0,0.60,0.70,0.62,0.69\n1,0.70,0.62,0.70,0.64\n"
+        "0,0.78,0.55,0.76,0.58\n1,0.83,0.50,0.80,0.55\n"
+    )
     bundle.save_bundle(folder, model, manifest, predictions, history)
     history.unlink()
     if with_ood:
         runner = ModelRunner(model)
         # Drawn at the sizes the tests upload (texture depends on it), resized as the
         # Predictor does, from seeds the tests do not use.
-        lesions = np.stack([resize_for_model(synthetic_lesion(100 + i, OOD_DRAW_SIZES[i % 4]), BUNDLE_INPUT)
-                            for i in range(60)])
+        lesions = np.stack(
+            [
+                resize_for_model(synthetic_lesion(100 + i, OOD_DRAW_SIZES[i % 4]), BUNDLE_INPUT)
+                for i in range(60)
+            ]
+        )
         detector, entry = ood.fit_bundle_ood(runner, lesions[:40], lesions[40:])
         # Generous limits: synthetic test images are all lesions as far as the tests go.
-        detector = dataclasses.replace(detector, feature_limit=detector.feature_limit * 3,
-                                       statistics_limit=detector.statistics_limit * 3)
+        detector = dataclasses.replace(
+            detector, feature_limit=detector.feature_limit * 3, statistics_limit=detector.statistics_limit * 3
+        )
         entry["note"] = "both limits widened threefold for the app tests"
         bundle.attach_ood(folder, detector, entry)
     return folder

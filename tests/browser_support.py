@@ -22,10 +22,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "streamlit_app.py"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-quic"]
-VIEWPORT = {"width": 1400, "height": 1800}   # tall: Streamlit scrolls inside the page
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+VIEWPORT = {"width": 1400, "height": 1800}  # tall: Streamlit scrolls inside the page
 
 # Selectors of the Streamlit front end (1.67).
 SCRIPT_IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
@@ -71,8 +77,14 @@ class StreamlitServer:
     process's environment. The server is stopped on exit, also when starting failed.
     """
 
-    def __init__(self, models_dir: str | Path, *, env: dict | None = None,
-                 log: str | Path | None = None, start_timeout: float = 90):
+    def __init__(
+        self,
+        models_dir: str | Path,
+        *,
+        env: dict | None = None,
+        log: str | Path | None = None,
+        start_timeout: float = 90,
+    ):
         self.models_dir = Path(models_dir)
         self.extra_env = dict(env or {})
         self.log = Path(log) if log is not None else None
@@ -88,10 +100,23 @@ class StreamlitServer:
         return self.process.pid
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "streamlit", "run", str(APP),
-                "--server.headless", "true", "--server.port", str(self.port),
-                "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-                "--server.fileWatcherType", "none"]
+        return [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(APP),
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(self.port),
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ]
 
     def start(self) -> "StreamlitServer":
         env = {**os.environ, "MEDAL_MODELS_DIR": str(self.models_dir)}
@@ -102,11 +127,13 @@ class StreamlitServer:
                 env[key] = str(value)
         if self.log is not None:
             with open(self.log, "wb") as output:
-                self.process = subprocess.Popen(self.command(), cwd=ROOT, env=env,
-                                                stdout=output, stderr=subprocess.STDOUT)
+                self.process = subprocess.Popen(
+                    self.command(), cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
+                )
         else:
-            self.process = subprocess.Popen(self.command(), cwd=ROOT, env=env,
-                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                self.command(), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
             self._reader = threading.Thread(target=self._drain, daemon=True)
             self._reader.start()
         try:
@@ -173,7 +200,8 @@ class StreamlitServer:
 # Polled in the page by `settle`: true once the script is idle and nothing on the page has
 # changed for QUIET_MS since the later of the last change and the call (`since`).
 QUIET_MS = 400
-QUIET_JS = """since => {
+QUIET_JS = (
+    """since => {
   if (!window.__medalObserver) {
     window.__medalLastChange = performance.now();
     window.__medalObserver = new MutationObserver(() => { window.__medalLastChange = performance.now(); });
@@ -183,7 +211,9 @@ QUIET_JS = """since => {
   const app = document.querySelector('[data-testid="stApp"]');
   if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
   return performance.now() - Math.max(since, window.__medalLastChange) > %d;
-}""" % QUIET_MS
+}"""
+    % QUIET_MS
+)
 
 
 def settle(page) -> None:

@@ -34,8 +34,9 @@ def tiny_bundle(tmp_path, tiny_keras_model) -> Path:
 
     history = tmp_path / "history.csv"
     history.write_text("epoch,loss,val_auc\n0,0.69,0.5\n1,0.6,0.7\n")
-    return bundle.save_bundle(tmp_path / "models" / "tiny", tiny_keras_model, tiny_manifest(),
-                              tiny_predictions(), history)
+    return bundle.save_bundle(
+        tmp_path / "models" / "tiny", tiny_keras_model, tiny_manifest(), tiny_predictions(), history
+    )
 
 
 @pytest.fixture(scope="session")
@@ -46,9 +47,16 @@ def trained_tiny_bundle(tmp_path_factory) -> Path:
     from medal_core.stages.train import TrainConfig, train
 
     data_dir = write_class_folders(tmp_path_factory.mktemp("trained_data"), per_class=12)
-    return train(TrainConfig(arch="custom_cnn", data=[str(data_dir)], input_size=TINY_INPUT,
-                             out=str(tmp_path_factory.mktemp("trained") / "tiny_trained"),
-                             epochs=1, batch_size=8))
+    return train(
+        TrainConfig(
+            arch="custom_cnn",
+            data=[str(data_dir)],
+            input_size=TINY_INPUT,
+            out=str(tmp_path_factory.mktemp("trained") / "tiny_trained"),
+            epochs=1,
+            batch_size=8,
+        )
+    )
 
 
 @pytest.fixture(scope="session")
@@ -62,5 +70,7 @@ def untrained_architectures():
     from medal_core.modeling import architectures
 
     keras.utils.set_random_seed(0)
-    return {arch: architectures.build_model(arch, 64, weights=None)
-            for arch in sorted(architectures.ARCHITECTURES)}
+    return {
+        arch: architectures.build_model(arch, 64, weights=None)
+        for arch in sorted(architectures.ARCHITECTURES)
+    }

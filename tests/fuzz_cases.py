@@ -95,13 +95,24 @@ def pattern(width: int, height: int, mode: str = "RGB") -> Image.Image:
 
 def png_chunk(kind: bytes, payload: bytes) -> bytes:
     """One PNG chunk with its length and CRC."""
-    return (struct.pack(">I", len(payload)) + kind + payload
-            + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF))
+    return (
+        struct.pack(">I", len(payload))
+        + kind
+        + payload
+        + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
+    )
 
 
-def png_from_rows(width: int, height: int, row: bytes, *, bit_depth: int = 8,
-                  colour_type: int = 0, extra_chunks: tuple[bytes, ...] = (),
-                  level: int = 9) -> bytes:
+def png_from_rows(
+    width: int,
+    height: int,
+    row: bytes,
+    *,
+    bit_depth: int = 8,
+    colour_type: int = 0,
+    extra_chunks: tuple[bytes, ...] = (),
+    level: int = 9,
+) -> bytes:
     """A valid PNG whose every scanline is `row` (filter byte 0 is prepended), built by
     streaming zlib, so that huge images cost no memory to make."""
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
@@ -116,13 +127,26 @@ def png_from_rows(width: int, height: int, row: bytes, *, bit_depth: int = 8,
         parts.append(compressor.compress(block if count == rows_per_block else line * count))
         done += count
     parts.append(compressor.flush())
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + b"".join(extra_chunks)
-            + png_chunk(b"IDAT", b"".join(parts)) + png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + b"".join(extra_chunks)
+        + png_chunk(b"IDAT", b"".join(parts))
+        + png_chunk(b"IEND", b"")
+    )
 
 
-def tiff_from_raw(width: int, height: int, raw: bytes, *, bits: int = 8,
-                  sample_format: int = 1, photometric: int = 1, samples: int = 1,
-                  extra_tags: dict[int, tuple[int, int]] | None = None) -> bytes:
+def tiff_from_raw(
+    width: int,
+    height: int,
+    raw: bytes,
+    *,
+    bits: int = 8,
+    sample_format: int = 1,
+    photometric: int = 1,
+    samples: int = 1,
+    extra_tags: dict[int, tuple[int, int]] | None = None,
+) -> bytes:
     """A minimal little-endian, uncompressed, single-strip TIFF around `raw`.
 
     `sample_format`: 1 unsigned, 2 signed, 3 IEEE float. `extra_tags`: tag -> (type,
@@ -130,9 +154,16 @@ def tiff_from_raw(width: int, height: int, raw: bytes, *, bits: int = 8,
     any declared size fits.
     """
     tags: dict[int, tuple[int, int, int]] = {  # tag -> (type, count, value)
-        256: (4, 1, width), 257: (4, 1, height), 258: (3, 1, bits), 259: (3, 1, 1),
-        262: (3, 1, photometric), 273: (4, 1, 0), 277: (3, 1, samples),
-        278: (4, 1, max(height, 1)), 279: (4, 1, len(raw)), 339: (3, 1, sample_format),
+        256: (4, 1, width),
+        257: (4, 1, height),
+        258: (3, 1, bits),
+        259: (3, 1, 1),
+        262: (3, 1, photometric),
+        273: (4, 1, 0),
+        277: (3, 1, samples),
+        278: (4, 1, max(height, 1)),
+        279: (4, 1, len(raw)),
+        339: (3, 1, sample_format),
     }
     for tag, (kind, value) in (extra_tags or {}).items():
         tags[tag] = (kind, 1, value)
@@ -203,8 +234,7 @@ def _seed_images() -> tuple[tuple[str, bytes], ...]:
         "tiff_cmyk": encode(rgb.convert("CMYK"), "TIFF"),
         "tiff_multipage": encode(red(), "TIFF", save_all=True, append_images=[blue()]),
         "gif": encode(rgb, "GIF"),
-        "gif_animated": encode(red(), "GIF", save_all=True, append_images=[blue()], duration=100,
-                               loop=0),
+        "gif_animated": encode(red(), "GIF", save_all=True, append_images=[blue()], duration=100, loop=0),
     }
     return tuple(seeds.items())
 
@@ -224,12 +254,36 @@ def seed_format(name: str) -> str:
 
 # ---------------------------------------------------------------- mutations
 
-MUTATIONS = ("truncate", "bit_flip", "byte_set", "byte_insert", "byte_delete",
-             "chunk_shuffle", "chunk_duplicate", "header_patch", "size_patch")
+MUTATIONS = (
+    "truncate",
+    "bit_flip",
+    "byte_set",
+    "byte_insert",
+    "byte_delete",
+    "chunk_shuffle",
+    "chunk_duplicate",
+    "header_patch",
+    "size_patch",
+)
 
 _INTERESTING_BYTES = (0x00, 0x01, 0x7F, 0x80, 0xFE, 0xFF)
-_INTERESTING_SIZES = (0, 1, 63, 64, 65, 255, 256, 4096, 16383, 16384, 32767, 32768,
-                      65535, 0x7FFFFFFF, 0xFFFFFFFF)
+_INTERESTING_SIZES = (
+    0,
+    1,
+    63,
+    64,
+    65,
+    255,
+    256,
+    4096,
+    16383,
+    16384,
+    32767,
+    32768,
+    65535,
+    0x7FFFFFFF,
+    0xFFFFFFFF,
+)
 
 
 def mutate(data: bytes, rng: random.Random, strategy: str | None = None) -> tuple[str, bytes]:
@@ -260,7 +314,7 @@ def mutate(data: bytes, rng: random.Random, strategy: str | None = None) -> tupl
         buffer[at:at] = bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 64)))
     elif strategy == "byte_delete":
         at = rng.randrange(n)
-        del buffer[at: at + rng.randint(1, 64)]
+        del buffer[at : at + rng.randint(1, 64)]
     elif strategy == "chunk_shuffle":
         cuts = sorted(rng.sample(range(1, n), min(n - 1, rng.randint(1, 5)))) if n > 1 else []
         pieces = [buffer[a:b] for a, b in zip([0, *cuts], [*cuts, n])]
@@ -424,8 +478,7 @@ def bomb_tiff(width: int = 30000, height: int = 30000, compression: str | None =
     """A TIFF whose tags declare width x height over a 4 kB strip; with `compression`
     (e.g. "tiff_lzw") a 64x64 Pillow-written file with patched tags instead."""
     if compression:
-        return _tiff_size(encode(Image.new("L", (64, 64), 7), "TIFF", compression=compression),
-                          width, height)
+        return _tiff_size(encode(Image.new("L", (64, 64), 7), "TIFF", compression=compression), width, height)
     return tiff_from_raw(width, height, bytes(4096))
 
 
@@ -517,8 +570,20 @@ def extreme_aspect(width: int, height: int, fmt: str = "PNG") -> bytes:
     return encode(pattern(width, height), fmt)
 
 
-EXTREME_SIZES = ((1, 1), (1, 64), (64, 1), (63, 64), (64, 63), (64, 64), (64, 20000),
-                 (20000, 64), (65, 8000), (8000, 65), (64, 65500), (65500, 64))
+EXTREME_SIZES = (
+    (1, 1),
+    (1, 64),
+    (64, 1),
+    (63, 64),
+    (64, 63),
+    (64, 64),
+    (64, 20000),
+    (20000, 64),
+    (65, 8000),
+    (8000, 65),
+    (64, 65500),
+    (65500, 64),
+)
 
 
 # ---------------------------------------------------------------- EXIF
@@ -547,8 +612,7 @@ def malformed_exif_jpeg(rng: random.Random, size=(96, 64)) -> bytes:
     entries = rng.choice((0, 1, 5, 50, 500, rng.randint(0, 5000)))
     body = bytearray()
     for _ in range(entries):
-        tag = (0x0112 if rng.random() < 0.3
-               else rng.choice((0x8769, 0x8825, 0x010E, rng.getrandbits(16))))
+        tag = 0x0112 if rng.random() < 0.3 else rng.choice((0x8769, 0x8825, 0x010E, rng.getrandbits(16)))
         kind = rng.randint(0, 13)
         count = rng.choice((0, 1, 2, 255, 0xFFFFFFFF, rng.getrandbits(32)))
         value = rng.choice((0, 1, 6, 8, 9, 255, 0xFFFFFFFF, rng.getrandbits(32)))
@@ -619,15 +683,13 @@ def nan_tiff(kind: str = "partial", size=(64, 64)) -> bytes:
     return encode(Image.fromarray(values.astype(np.float32), "F"), "TIFF")
 
 
-NAN_KINDS = ("partial", "all_nan", "inf", "all_inf", "huge_range", "denormal", "tiny_range",
-             "neg_zero")
+NAN_KINDS = ("partial", "all_nan", "inf", "all_inf", "huge_range", "denormal", "tiny_range", "neg_zero")
 
 
 def float64_tiff(values: np.ndarray) -> bytes:
     """A hand-made 64-bit float TIFF (Pillow reads these, but cannot write them)."""
     values = np.asarray(values, dtype="<f8")
-    return tiff_from_raw(values.shape[1], values.shape[0], values.tobytes(), bits=64,
-                         sample_format=3)
+    return tiff_from_raw(values.shape[1], values.shape[0], values.tobytes(), bits=64, sample_format=3)
 
 
 def flat_image(kind: str, value: int = 0, size=(64, 64)) -> bytes:
@@ -655,8 +717,8 @@ FLAT_KINDS = ("png16", "tiff16", "png16_trns", "tiff32", "float", "png8", "jpeg"
 def extreme_int_tiff(size=(64, 64)) -> bytes:
     """An int32 TIFF holding only -2**31 and 2**31 - 1 (the widest integer range)."""
     width, height = size
-    values = np.full((height, width), -(2 ** 31), np.int32)
-    values[:, width // 2:] = 2 ** 31 - 1
+    values = np.full((height, width), -(2**31), np.int32)
+    values[:, width // 2 :] = 2**31 - 1
     return encode(Image.fromarray(values), "TIFF")
 
 
@@ -713,8 +775,16 @@ def odd_containers() -> list[tuple[str, bytes]]:
 
 
 # Bytes per piece of each flood kind (for a flood of a given file size).
-FLOOD_PIECE_BYTES = {"png": 12, "png_text": 15, "jpeg_app1": 4, "jpeg_com": 4,
-                     "jpeg_fill": 1, "jpeg_junk": 1, "gif_comment": 2, "gif_extensions": 3}
+FLOOD_PIECE_BYTES = {
+    "png": 12,
+    "png_text": 15,
+    "jpeg_app1": 4,
+    "jpeg_com": 4,
+    "jpeg_fill": 1,
+    "jpeg_junk": 1,
+    "gif_comment": 2,
+    "gif_extensions": 3,
+}
 FLOOD_KINDS = tuple(FLOOD_PIECE_BYTES)
 
 
@@ -732,15 +802,18 @@ def segment_flood(kind: str, count: int) -> bytes:
     if kind.startswith("jpeg"):
         base = encode(pattern(64, 64), "JPEG")
         after_app0 = 4 + struct.unpack_from(">H", base, 4)[0]
-        piece = {"jpeg_app1": b"\xff\xe1\x00\x02", "jpeg_com": b"\xff\xfe\x00\x02",
-                 "jpeg_fill": b"\xff", "jpeg_junk": b"\x00"}[kind]
+        piece = {
+            "jpeg_app1": b"\xff\xe1\x00\x02",
+            "jpeg_com": b"\xff\xfe\x00\x02",
+            "jpeg_fill": b"\xff",
+            "jpeg_junk": b"\x00",
+        }[kind]
         return base[:after_app0] + piece * count + base[after_app0:]
     if kind.startswith("gif"):
         base = encode(pattern(64, 64, "L"), "GIF")
         table = 3 * (2 << (base[10] & 7)) if base[10] & 0x80 else 0
-        flood = (b"\x21\xfe" + b"\x01x" * count + b"\x00" if kind == "gif_comment"
-                 else b"\x21\xfe\x00" * count)
-        return base[:13 + table] + flood + base[13 + table:]
+        flood = b"\x21\xfe" + b"\x01x" * count + b"\x00" if kind == "gif_comment" else b"\x21\xfe\x00" * count
+        return base[: 13 + table] + flood + base[13 + table :]
     raise ValueError(kind)
 
 
@@ -750,8 +823,19 @@ def segment_flood(kind: str, count: int) -> bytes:
 def case_random_bytes(rng: random.Random) -> tuple[str, bytes]:
     """Random bytes, half the time behind a real magic number."""
     data = bytes(rng.getrandbits(8) for _ in range(rng.choice((1, 2, 8, 64, 512, 4096))))
-    magic = rng.choice((b"", b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a",
-                        b"II*\0\x08\0\0\0", b"MM\0*\0\0\0\x08", b"BM", b"RIFF\0\0\0\0WEBPVP8L"))
+    magic = rng.choice(
+        (
+            b"",
+            b"",
+            b"\x89PNG\r\n\x1a\n",
+            b"\xff\xd8\xff\xe0",
+            b"GIF89a",
+            b"II*\0\x08\0\0\0",
+            b"MM\0*\0\0\0\x08",
+            b"BM",
+            b"RIFF\0\0\0\0WEBPVP8L",
+        )
+    )
     return f"magic={magic[:4]!r}" if magic else "plain", magic + data
 
 
@@ -759,14 +843,15 @@ def case_random_bytes(rng: random.Random) -> tuple[str, bytes]:
 def _mutation_extras() -> tuple[tuple[str, bytes], ...]:
     """Odd-but-valid files (and bombs) to damage besides the seeds."""
     extras = [(f"bomb_{name}", data) for name, data in bomb_cases() if len(data) < 20_000]
-    extras += [("huge_exif", huge_exif_jpeg(6, 60_000)),
-               ("exif_orientation_9_png", exif_with_orientation(9, "PNG")),
-               ("exif_orientation_5_webp", exif_with_orientation(5, "WEBP")),
-               ("gif_3_frames", multi_frame("GIF", ((64, 64),) * 3, ("RGB", "P", "L"))),
-               ("tiff_3_pages", multi_frame("TIFF", ((64, 64), (8, 8), (200, 80)),
-                                            ("RGB", "L", "1"))),
-               ("int32_extremes", extreme_int_tiff()),
-               ("strip_64x2000", extreme_aspect(64, 2000, "PNG"))]
+    extras += [
+        ("huge_exif", huge_exif_jpeg(6, 60_000)),
+        ("exif_orientation_9_png", exif_with_orientation(9, "PNG")),
+        ("exif_orientation_5_webp", exif_with_orientation(5, "WEBP")),
+        ("gif_3_frames", multi_frame("GIF", ((64, 64),) * 3, ("RGB", "P", "L"))),
+        ("tiff_3_pages", multi_frame("TIFF", ((64, 64), (8, 8), (200, 80)), ("RGB", "L", "1"))),
+        ("int32_extremes", extreme_int_tiff()),
+        ("strip_64x2000", extreme_aspect(64, 2000, "PNG")),
+    ]
     extras += [(f"float32_{kind}", nan_tiff(kind)) for kind in ("partial", "huge_range")]
     return tuple(extras)
 
@@ -796,9 +881,15 @@ def case_bomb(rng: random.Random) -> tuple[str, bytes]:
         if width * height <= 40_000_000:
             width = height = largest
         return f"webp_{kind}_{width}x{height}", bomb_webp(width, height, kind)
-    makers = {"png": bomb_png, "jpeg": bomb_jpeg, "tiff": bomb_tiff, "gif": bomb_gif,
-              "tiff_lzw": lambda w, h: bomb_tiff(w, h, "tiff_lzw"),
-              "bmp": bomb_bmp, "bmp_topdown": lambda w, h: bomb_bmp(w, h, top_down=True)}
+    makers = {
+        "png": bomb_png,
+        "jpeg": bomb_jpeg,
+        "tiff": bomb_tiff,
+        "gif": bomb_gif,
+        "tiff_lzw": lambda w, h: bomb_tiff(w, h, "tiff_lzw"),
+        "bmp": bomb_bmp,
+        "bmp_topdown": lambda w, h: bomb_bmp(w, h, top_down=True),
+    }
     return f"{maker}_{width}x{height}", makers[maker](width, height)
 
 
@@ -833,8 +924,9 @@ def case_multi_frame(rng: random.Random) -> tuple[str, bytes]:
     if rng.random() < 0.1:
         frames = rng.choice((50, 300))
         return f"{fmt}_{frames}_frames", many_frames(fmt, frames)
-    sizes = [rng.choice(((64, 64), (1, 1), (8, 200), (200, 80), (64, 20000)))
-             for _ in range(rng.randint(2, 4))]
+    sizes = [
+        rng.choice(((64, 64), (1, 1), (8, 200), (200, 80), (64, 20000))) for _ in range(rng.randint(2, 4))
+    ]
     if fmt in ("PNG", "WEBP", "GIF", "MPO"):
         sizes = [sizes[0]] * len(sizes)  # animations keep one canvas size
     if fmt == "WEBP" and max(sizes[0]) > 16383:
@@ -864,7 +956,7 @@ def case_nan(rng: random.Random) -> tuple[str, bytes]:
         return f"float64_{special}", float64_tiff(values)
     if kind == "flat":
         which = rng.choice(FLAT_KINDS)
-        value = rng.choice((0, 1, 255, 65535, -1, 2 ** 31 - 1))
+        value = rng.choice((0, 1, 255, 65535, -1, 2**31 - 1))
         if which in ("png16", "tiff16", "png16_trns"):
             value = value & 0xFFFF
         elif which == "float":

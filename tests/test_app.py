@@ -74,8 +74,11 @@ def metric_values(at: AppTest) -> dict[str, str]:
 
 
 def all_text(at: AppTest) -> str:
-    parts = [e.value for kind in ("markdown", "caption", "error", "warning", "info", "success")
-             for e in getattr(at, kind)]
+    parts = [
+        e.value
+        for kind in ("markdown", "caption", "error", "warning", "info", "success")
+        for e in getattr(at, kind)
+    ]
     parts += [e.label for e in at.expander]
     return "\n".join(str(p) for p in parts)
 
@@ -114,7 +117,6 @@ def threshold_field(at):
     return at.number_input(key=threshold_widget_key(at.session_state["threshold"]))
 
 
-
 def test_moving_the_threshold_changes_the_metrics(good_models, monkeypatch):
     at = goto(start(good_models, monkeypatch), "pages/threshold_explorer.py")
     before = metric_values(at)
@@ -122,7 +124,7 @@ def test_moving_the_threshold_changes_the_metrics(good_models, monkeypatch):
     expected = explorer.at_threshold(p.labels, p.probabilities, at.session_state["threshold"])
     assert before["Sensitivity"] == f"{expected.metrics['sensitivity'].value:.1%}"
 
-    threshold_field(at).set_value(0.8).run()    # the sidebar's shared field
+    threshold_field(at).set_value(0.8).run()  # the sidebar's shared field
     assert not at.exception
     after = metric_values(at)
     expected = explorer.at_threshold(p.labels, p.probabilities, 0.8)
@@ -135,9 +137,9 @@ def test_moving_the_threshold_changes_the_metrics(good_models, monkeypatch):
 def test_a_typed_threshold_is_used_exactly_and_survives_page_changes(good_models, monkeypatch):
     at = goto(start(good_models, monkeypatch), "pages/threshold_explorer.py")
     threshold_field(at).set_value(0.0596).run()
-    assert at.session_state["threshold"] == 0.0596                 # not snapped to a grid
+    assert at.session_state["threshold"] == 0.0596  # not snapped to a grid
     assert any("Threshold in use: **0.0596**" in m.value for m in at.markdown)
-    goto(at, "pages/triage.py")                                     # Triage uses it too
+    goto(at, "pages/triage.py")  # Triage uses it too
     assert threshold_field(at).value == 0.0596
     assert at.session_state["threshold"] == 0.0596
 
@@ -201,7 +203,7 @@ def test_no_bundle_explains_what_to_do(tmp_path, monkeypatch, kind):
     assert "python -m medal_core train" in text
     for page in PAGES:
         goto(at, page)
-    assert "python -m medal_core train" in all_text(at)   # the About page explains too
+    assert "python -m medal_core train" in all_text(at)  # the About page explains too
 
 
 def test_a_broken_bundle_is_listed_and_the_app_still_works(mixed_models, monkeypatch):
@@ -241,9 +243,11 @@ def test_triage_shows_the_result_heatmap_report_and_disclaimer(good_models, monk
     upload(at, "lesion.png", png(synthetic_lesion(2, 300)))
     assert metric_values(at)["Probability of melanoma"].endswith("%")
     verdicts = [e.value for kind in ("error", "success", "warning", "info") for e in getattr(at, kind)]
-    assert any(v.strip("*") in ("Refer to a dermatologist", "Low suspicion",
-                                "Indeterminate — see a dermatologist") for v in verdicts)
-    assert len(at.image) >= 2                     # original and Grad-CAM overlay
+    assert any(
+        v.strip("*") in ("Refer to a dermatologist", "Low suspicion", "Indeterminate — see a dermatologist")
+        for v in verdicts
+    )
+    assert len(at.image) >= 2  # original and Grad-CAM overlay
     assert any(DISCLAIMER in v for v in verdicts)
     assert [b.label for b in at.download_button] == ["Download case report (HTML)"]
 
@@ -274,8 +278,8 @@ def test_a_non_lesion_image_gets_no_probability(tmp_path, good_models, monkeypat
     warnings = [w.value for w in at.warning]
     assert any("does not look like a dermoscopic image" in w for w in warnings)
     assert any("Not recognised as a dermoscopic lesion image" in i.value for i in at.info)
-    assert len(at.image) == 1                            # no Grad-CAM for it
-    assert at.download_button                            # the report is still offered
+    assert len(at.image) == 1  # no Grad-CAM for it
+    assert at.download_button  # the report is still offered
 
 
 def test_borderline_just_above_the_threshold(good_models, monkeypatch):
@@ -293,7 +297,7 @@ def test_borderline_just_above_the_threshold(good_models, monkeypatch):
 
 def test_the_camera_is_behind_a_toggle(good_models, monkeypatch):
     at = start(good_models, monkeypatch)
-    assert not at.camera_input                           # no permission prompt on load
+    assert not at.camera_input  # no permission prompt on load
     at.toggle(key="triage_use_camera").set_value(True).run()
     assert not at.exception
     assert len(at.camera_input) == 1 and not at.file_uploader
@@ -326,10 +330,10 @@ def test_the_upload_survives_a_visit_to_another_page(good_models, monkeypatch):
     at = start(good_models, monkeypatch)
     upload(at, "lesion.png", png(synthetic_lesion(4)))
     goto(at, "pages/explainability.py")
-    assert len(at.image) >= 3                     # original, overlay, activation grid
+    assert len(at.image) >= 3  # original, overlay, activation grid
     assert sorted(s.label for s in at.selectbox) == ["Layer", "Layer", "Model"]
     short_list = at.selectbox(key="explain_layer_alpha_False").options
-    assert 2 <= len(short_list) <= 5                  # one layer per stage, in plain words
+    assert 2 <= len(short_list) <= 5  # one layer per stage, in plain words
     at.toggle(key="explain_every_layer").set_value(True).run()
     at.selectbox(key="explain_layer_alpha_True").set_value("block1_conv").run()
     assert not at.exception
@@ -345,12 +349,17 @@ def test_batch_triage_table_and_refusals(good_models, monkeypatch):
 
     calls = []
     original = predictor_module.Predictor.predict_batch
-    monkeypatch.setattr(predictor_module.Predictor, "predict_batch",
-                        lambda self, images, *a, **k: calls.append(1) or original(self, images, *a, **k))
+    monkeypatch.setattr(
+        predictor_module.Predictor,
+        "predict_batch",
+        lambda self, images, *a, **k: calls.append(1) or original(self, images, *a, **k),
+    )
     at = goto(start(good_models, monkeypatch), "pages/batch_triage.py")
-    files = [("b.png", png(synthetic_lesion(5)), "image/png"),
-             ("a.png", png(synthetic_lesion(6)), "image/png"),
-             ("broken.png", b"\x89PNG\r\n\x1a\nnope", "image/png")]
+    files = [
+        ("b.png", png(synthetic_lesion(5)), "image/png"),
+        ("a.png", png(synthetic_lesion(6)), "image/png"),
+        ("broken.png", b"\x89PNG\r\n\x1a\nnope", "image/png"),
+    ]
     at.file_uploader(key="batch_files").set_value(files).run()
     assert not at.exception, [e.value for e in at.exception]
     table = at.dataframe[0].value
@@ -358,11 +367,11 @@ def test_batch_triage_table_and_refusals(good_models, monkeypatch):
     probabilities = list(table["probability"])
     assert probabilities == sorted(probabilities, reverse=True)
     assert metric_values(at)["Refused files"] == "1"
-    refusals = [w.value.replace("\\", "") for w in at.warning]   # names are Markdown-escaped
+    refusals = [w.value.replace("\\", "") for w in at.warning]  # names are Markdown-escaped
     assert any("broken.png" in w and ("damaged" in w or "not an image" in w) for w in refusals)
     assert [b.label for b in at.download_button] == ["Download results (CSV)"]
     model_calls = len(calls)
-    threshold_field(at).set_value(0.01).run()             # re-judged, not re-run
+    threshold_field(at).set_value(0.01).run()  # re-judged, not re-run
     assert len(calls) == model_calls
     assert set(at.dataframe[0].value["decision"]) == {"Refer to a dermatologist"}
 

@@ -24,13 +24,14 @@ from medal_core.serving.prediction import DISCLAIMER, Prediction
 from medal_views import batch, catalog, charts, compare, explorer, images, model_card, report, results
 
 
-def prediction(probability=0.6, spread=(0.55, 0.65), threshold=0.5, ood_score=0.2,
-               warnings=()) -> Prediction:
+def prediction(probability=0.6, spread=(0.55, 0.65), threshold=0.5, ood_score=0.2, warnings=()) -> Prediction:
     views = np.linspace(spread[0], spread[1], 8)
-    quality = QualityReport(100.0, 120.0, 0.0, 0.0,
-                            tuple(QualityWarning(code, f"message {code}") for code in warnings))
-    return Prediction(probability, math.log(probability / (1 - probability)), threshold, views,
-                      ood_score, quality)
+    quality = QualityReport(
+        100.0, 120.0, 0.0, 0.0, tuple(QualityWarning(code, f"message {code}") for code in warnings)
+    )
+    return Prediction(
+        probability, math.log(probability / (1 - probability)), threshold, views, ood_score, quality
+    )
 
 
 @pytest.fixture(scope="module")
@@ -135,11 +136,11 @@ def test_operating_point_agrees_with_metrics(stored, threshold):
     expected = metrics.threshold_metrics(labels, probs, threshold)
     for name in ("sensitivity", "specificity", "ppv", "npv", "f1"):
         got, want = point.metrics[name], expected[name]
-        assert (got.value, got.low, got.high) == pytest.approx((want.value, want.low, want.high),
-                                                               nan_ok=True)
+        assert (got.value, got.low, got.high) == pytest.approx((want.value, want.low, want.high), nan_ok=True)
     assert point.referred == int((probs >= threshold).sum())
-    assert point.roc_point == pytest.approx((1 - expected["specificity"].value,
-                                             expected["sensitivity"].value))
+    assert point.roc_point == pytest.approx(
+        (1 - expected["specificity"].value, expected["sensitivity"].value)
+    )
 
 
 def test_presets(stored):
@@ -183,7 +184,7 @@ def test_metric_rows_and_formatting(stored):
     assert [r["metric"] for r in rows] == ["Sensitivity", "Specificity", "PPV", "NPV", "F1"]
     assert re.fullmatch(r"\d+/\d+", rows[0]["counts"]) and rows[-1]["counts"] == ""
     nothing_referred = explorer.metric_rows(explorer.at_threshold(labels, probs, 1.1))
-    assert nothing_referred[2]["value_text"] == "n/a"          # PPV with no referrals
+    assert nothing_referred[2]["value_text"] == "n/a"  # PPV with no referrals
     assert explorer.format_estimate(metrics.Estimate.of(9, 10)).startswith("90.0% (95% CI ")
     assert explorer.format_estimate(metrics.Estimate.of(0, 0)) == "n/a"
 
@@ -195,16 +196,17 @@ def test_results_wording():
     p = prediction(0.6, (0.55, 0.65), threshold=0.3)
     assert results.decision_label(p) == "Refer to a dermatologist"
     assert results.decision_label(results.with_threshold(p, 0.7)) == "Low suspicion"
-    assert results.decision_label(results.with_threshold(p, 0.6)) == \
-        "Borderline — see a dermatologist"
-    assert results.decision_label(prediction(ood_score=1.8)) == \
-        "No estimate — have a clinician look"
-    assert "Not recognised as a dermoscopic lesion image" in results.verdict_text(
-        prediction(ood_score=1.8))
+    assert results.decision_label(results.with_threshold(p, 0.6)) == "Borderline — see a dermatologist"
+    assert results.decision_label(prediction(ood_score=1.8)) == "No estimate — have a clinician look"
+    assert "Not recognised as a dermoscopic lesion image" in results.verdict_text(prediction(ood_score=1.8))
     with pytest.raises(ValueError):
         results.with_threshold(p, 1.5)
-    codes = [c for c, _ in results.prediction_warnings(
-        prediction(ood_score=1.8, warnings=("blurred", "low_resolution")))]
+    codes = [
+        c
+        for c, _ in results.prediction_warnings(
+            prediction(ood_score=1.8, warnings=("blurred", "low_resolution"))
+        )
+    ]
     assert codes == ["not_lesion", "blurred", "low_resolution"]
 
 
@@ -229,21 +231,29 @@ def test_images_helpers():
 
 
 def embedded_images(html_text: str) -> list[Image.Image]:
-    return [Image.open(io.BytesIO(base64.b64decode(data)))
-            for data in re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", html_text)]
+    return [
+        Image.open(io.BytesIO(base64.b64decode(data)))
+        for data in re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", html_text)
+    ]
 
 
 def test_report_holds_the_numbers_images_and_disclaimer():
     rgb = synthetic_lesion(1, 700)
     p = prediction(0.634, (0.52, 0.71), threshold=0.4, warnings=("blurred",))
-    text = report.case_report_html(original_rgb=rgb, overlay_rgb=rgb[::-1].copy(), prediction=p,
-                                   model_name="mobilenet", threshold=0.4, file_name="mole.jpg",
-                                   notes=("rotated per EXIF orientation",),
-                                   threshold_figures="sensitivity 95.0% [19/20], NPV 99.0%")
+    text = report.case_report_html(
+        original_rgb=rgb,
+        overlay_rgb=rgb[::-1].copy(),
+        prediction=p,
+        model_name="mobilenet",
+        threshold=0.4,
+        file_name="mole.jpg",
+        notes=("rotated per EXIF orientation",),
+        threshold_figures="sensitivity 95.0% [19/20], NPV 99.0%",
+    )
     assert "63.4%" in text and "52.0% – 71.0%" in text and "0.4000" in text
     assert "sensitivity 95.0% [19/20], NPV 99.0%" in text
     assert f"MedAL Triage {medal_core.__version__}" in text
-    assert "dermoscopic images" in text and "not a diagnosis" in text       # intended use
+    assert "dermoscopic images" in text and "not a diagnosis" in text  # intended use
     assert "(local time)" in text and "@media print" in text
     assert "Refer to a dermatologist" in text and "mobilenet" in text and "mole.jpg" in text
     assert "message blurred" in text and "rotated per EXIF orientation" in text
@@ -258,19 +268,30 @@ def test_report_holds_the_numbers_images_and_disclaimer():
 def test_report_escapes_every_text():
     hostile = "<script>alert('x')</script>&\"'"
     p = prediction(0.2, (0.1, 0.3), threshold=0.5, warnings=("blurred",))
-    text = report.case_report_html(original_rgb=synthetic_lesion(2, 128), prediction=p,
-                                   model_name=hostile, threshold=0.5, file_name=hostile,
-                                   notes=(hostile,))
+    text = report.case_report_html(
+        original_rgb=synthetic_lesion(2, 128),
+        prediction=p,
+        model_name=hostile,
+        threshold=0.5,
+        file_name=hostile,
+        notes=(hostile,),
+    )
     assert "<script>" not in text
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;&amp;&quot;&#x27;" in text
-    assert len(embedded_images(text)) == 1                       # no overlay given
+    assert len(embedded_images(text)) == 1  # no overlay given
 
 
 def test_report_for_a_non_lesion_gives_no_probability_and_no_heatmap():
     p = prediction(0.9, (0.85, 0.95), ood_score=10.0)
     rgb = synthetic_lesion(3, 128)
-    text = report.case_report_html(original_rgb=rgb, overlay_rgb=rgb, prediction=p,
-                                   model_name="m", threshold=0.5, threshold_figures="sens 95%")
+    text = report.case_report_html(
+        original_rgb=rgb,
+        overlay_rgb=rgb,
+        prediction=p,
+        model_name="m",
+        threshold=0.5,
+        threshold_figures="sens 95%",
+    )
     assert "90.0%" not in text and "not given" in text
     assert "Not recognised as a dermoscopic lesion image" in text and "clinician" in text
     assert len(embedded_images(text)) == 1 and "sens 95%" not in text
@@ -278,8 +299,9 @@ def test_report_for_a_non_lesion_gives_no_probability_and_no_heatmap():
 
 def test_borderline_report_says_so():
     p = prediction(0.5, (0.4, 0.6), threshold=0.5)
-    text = report.case_report_html(original_rgb=synthetic_lesion(3, 128), prediction=p,
-                                   model_name="m", threshold=0.5)
+    text = report.case_report_html(
+        original_rgb=synthetic_lesion(3, 128), prediction=p, model_name="m", threshold=0.5
+    )
     assert "Borderline — see a dermatologist" in text and "threshold itself is uncertain" in text
 
 
@@ -303,8 +325,11 @@ class StubPredictor:
         for rgb in rgbs:
             prob = float(np.clip(rgb.mean() / 255, 0.01, 0.99))
             views = np.full(8, prob)
-            out.append(Prediction(prob, 0.0, 0.5 if threshold is None else threshold, views,
-                                  0.2, assess_quality(rgb)))
+            out.append(
+                Prediction(
+                    prob, 0.0, 0.5 if threshold is None else threshold, views, 0.2, assess_quality(rgb)
+                )
+            )
         return out
 
     def predict(self, rgb, threshold=None):
@@ -319,15 +344,25 @@ def test_batch_rows_sorted_with_refusals_last():
     stub = StubPredictor()
     progress = []
     found = batch.predict_files(
-        stub, [("dark.png", flat_png(60)), ("junk.png", b"junk"), ("bright.png", flat_png(200)),
-               ("mid.png", flat_png(128))],
-        on_progress=lambda done, total: progress.append((done, total)), chunk_size=2)
+        stub,
+        [
+            ("dark.png", flat_png(60)),
+            ("junk.png", b"junk"),
+            ("bright.png", flat_png(200)),
+            ("mid.png", flat_png(128)),
+        ],
+        on_progress=lambda done, total: progress.append((done, total)),
+        chunk_size=2,
+    )
     assert [r.file for r in found] == ["dark.png", "junk.png", "bright.png", "mid.png"]
     assert progress[-1] == (4, 4) and stub.calls == 2
     rows = batch.batch_rows(found, threshold=0.4)
     assert [r.file for r in rows] == ["bright.png", "mid.png", "dark.png", "junk.png"]
-    assert [r.decision for r in rows[:3]] == ["Refer to a dermatologist", "Refer to a dermatologist",
-                                              "Low suspicion"]
+    assert [r.decision for r in rows[:3]] == [
+        "Refer to a dermatologist",
+        "Refer to a dermatologist",
+        "Low suspicion",
+    ]
     assert rows[-1].status == "refused" and "not an image" in rows[-1].error
     assert rows[0].thumbnail.startswith("data:image/png;base64,")
     # judging at another threshold needs no model call
@@ -338,26 +373,45 @@ def test_batch_rows_sorted_with_refusals_last():
 
 def test_no_estimate_rows_have_no_probability_sort_first_and_are_counted():
     p = prediction(0.9, (0.9, 0.9), ood_score=10.0)
-    rows = batch.batch_rows([batch.FileResult("mole.png", prediction(0.2, (0.2, 0.2)), None),
-                             batch.FileResult("cat.png", p, "data:image/png;base64,AA")], 0.5)
+    rows = batch.batch_rows(
+        [
+            batch.FileResult("mole.png", prediction(0.2, (0.2, 0.2)), None),
+            batch.FileResult("cat.png", p, "data:image/png;base64,AA"),
+        ],
+        0.5,
+    )
     assert [r.file for r in rows] == ["cat.png", "mole.png"]
     assert rows[0].probability is None and rows[0].verdict_code == "no_estimate"
     assert rows[0].decision == "No estimate — have a clinician look"
     assert rows[0].warnings == ("not_lesion",)
-    assert batch.summary_counts(rows) == {"triaged": 2, "onward": 0, "no_estimate": 1,
-                                          "low": 1, "refused": 0}
+    assert batch.summary_counts(rows) == {"triaged": 2, "onward": 0, "no_estimate": 1, "low": 1, "refused": 0}
 
 
 def test_batch_csv_columns_order_and_no_image_data():
     stub = StubPredictor()
-    found = batch.predict_files(stub, [("b.png", flat_png(90)), ("=cmd|' /C calc'!A0.png", flat_png(200)),
-                                       ("bad.png", b"")])
+    found = batch.predict_files(
+        stub, [("b.png", flat_png(90)), ("=cmd|' /C calc'!A0.png", flat_png(200)), ("bad.png", b"")]
+    )
     rows = batch.batch_rows(found, threshold=0.5)
     text = batch.to_csv(rows, threshold=0.5, model_name="mobilenet")
     parsed = list(csv.reader(io.StringIO(text)))
-    assert tuple(parsed[0]) == batch.CSV_COLUMNS == (
-        "file", "status", "probability", "decision", "verdict_code", "spread_low", "spread_high",
-        "warnings", "threshold", "model", "error")
+    assert (
+        tuple(parsed[0])
+        == batch.CSV_COLUMNS
+        == (
+            "file",
+            "status",
+            "probability",
+            "decision",
+            "verdict_code",
+            "spread_low",
+            "spread_high",
+            "warnings",
+            "threshold",
+            "model",
+            "error",
+        )
+    )
     assert len(parsed) == 4
     assert [row[0] for row in parsed[1:]] == ["'=cmd|' /C calc'!A0.png", "b.png", "bad.png"]
     assert float(parsed[1][2]) == pytest.approx(200 / 255, abs=1e-4)
@@ -367,8 +421,14 @@ def test_batch_csv_columns_order_and_no_image_data():
 
 
 def test_table_records_for_display():
-    rows = batch.batch_rows([batch.FileResult("a.png", prediction(0.25, (0.2, 0.3), warnings=("blurred",)),
-                                              "data:image/png;base64,AA")], 0.5)
+    rows = batch.batch_rows(
+        [
+            batch.FileResult(
+                "a.png", prediction(0.25, (0.2, 0.3), warnings=("blurred",)), "data:image/png;base64,AA"
+            )
+        ],
+        0.5,
+    )
     record = batch.table_records(rows)[0]
     assert record["probability"] == pytest.approx(25.0) and record["warnings"] == "blurred"
     assert record["thumbnail"].startswith("data:image/png")
@@ -423,17 +483,23 @@ def test_compare_summary_row(one_bundle):
 
 def test_measure_latency_is_the_median_of_timed_predictor_calls(monkeypatch):
     stub = StubPredictor()
-    clock = iter([0.0, 0.010, 1.0, 1.030, 2.0, 2.020])            # three calls: 10, 30, 20 ms
+    clock = iter([0.0, 0.010, 1.0, 1.030, 2.0, 2.020])  # three calls: 10, 30, 20 ms
     monkeypatch.setattr(compare.time, "perf_counter", lambda: next(clock))
     assert compare.measure_latency(stub, side=64, repeats=3) == pytest.approx(20.0)
-    assert stub.calls == 4                                      # one warm-up + 3 timed
+    assert stub.calls == 4  # one warm-up + 3 timed
 
 
 def test_model_card_sections(one_bundle):
     manifest = json.loads((one_bundle / "alpha" / "manifest.json").read_text())
     card = dict(model_card.model_card(manifest))
-    assert list(card) == ["Intended use and users", "Model", "Data", "Validation metrics",
-                          "Known limits", "Privacy"]
+    assert list(card) == [
+        "Intended use and users",
+        "Model",
+        "Data",
+        "Validation metrics",
+        "Known limits",
+        "Privacy",
+    ]
     assert "Codella" in card["Data"] and "CC-0" in card["Data"] and "CC-BY-NC" in card["Data"]
     auc = manifest["validation_metrics"]["roc_auc"]
     assert f"{auc['value']:.3f} (95% CI {auc['low']:.3f}–{auc['high']:.3f}" in card["Validation metrics"]
@@ -455,8 +521,9 @@ def test_threshold_note_names_the_set_the_default_and_the_range(one_bundle):
     assert "changed from the validated default" in changed and "outside the range" in changed
 
 
-@pytest.mark.parametrize("value, text", [(0.0004, "< 0.1%"), (0.001, "0.1%"), (0.256, "25.6%"),
-                                         (0.9995, "> 99.9%")])
+@pytest.mark.parametrize(
+    "value, text", [(0.0004, "< 0.1%"), (0.001, "0.1%"), (0.256, "25.6%"), (0.9995, "> 99.9%")]
+)
 def test_percent_never_reads_zero_or_certain(value, text):
     assert results.percent(value) == text
 
@@ -487,19 +554,36 @@ def test_batch_reads_decodes_and_predicts_chunk_by_chunk():
 
 
 def test_the_comparison_names_the_weaker_model_plainly():
-    rows = [{"model": "mobilenet", "AUC": 0.85, "AUC low": 0.83, "AUC high": 0.87,
-             "figures on": "report set, 1927 images"},
-            {"model": "custom_cnn", "AUC": 0.69, "AUC low": 0.65, "AUC high": 0.72,
-             "figures on": "report set, 1927 images"}]
+    rows = [
+        {
+            "model": "mobilenet",
+            "AUC": 0.85,
+            "AUC low": 0.83,
+            "AUC high": 0.87,
+            "figures on": "report set, 1927 images",
+        },
+        {
+            "model": "custom_cnn",
+            "AUC": 0.69,
+            "AUC low": 0.65,
+            "AUC high": 0.72,
+            "figures on": "report set, 1927 images",
+        },
+    ]
     text = compare.weakest_statement(rows)
     assert text.startswith("**custom_cnn is the weaker model**") and "do not overlap" in text
     assert compare.weakest_statement(rows[:1]) is None
 
 
 def test_guarantee_note_only_at_the_default_and_says_when_none_is_possible():
-    manifest = {"threshold": {"value": 0.05},
-                "decision": {"sensitivity_lower_bound": 0.854, "target_sensitivity": 0.95,
-                             "guaranteed": {"threshold": None, "target": 0.95}}}
+    manifest = {
+        "threshold": {"value": 0.05},
+        "decision": {
+            "sensitivity_lower_bound": 0.854,
+            "target_sensitivity": 0.95,
+            "guaranteed": {"threshold": None, "target": 0.95},
+        },
+    }
     note = explorer.guarantee_note(manifest, 0.05)
     assert "at least 85.4%" in note and "too few melanomas" in note
     assert explorer.guarantee_note(manifest, 0.06) is None

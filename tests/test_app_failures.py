@@ -63,10 +63,13 @@ def broken_models(tmp_path_factory) -> Path:
     (root / "no_predictions" / bundles.PREDICTIONS_FILE).unlink()
 
     good = bundles.load_bundle(root / "alpha", load_model=False)
-    manifest = {k: v for k, v in good.manifest.items()
-                if k not in ("format_version", "model_sha256", "ood")}
-    bundles.save_bundle(root / "zz_lambda", lambda_model(manifest["input_size"]),
-                        {**manifest, "name": "zz_lambda"}, good.predictions)
+    manifest = {k: v for k, v in good.manifest.items() if k not in ("format_version", "model_sha256", "ood")}
+    bundles.save_bundle(
+        root / "zz_lambda",
+        lambda_model(manifest["input_size"]),
+        {**manifest, "name": "zz_lambda"},
+        good.predictions,
+    )
     return root
 
 
@@ -89,9 +92,9 @@ def test_each_broken_bundle_is_listed_with_its_reason(broken_models, monkeypatch
     assert "missing field 'threshold'" in text
     assert "no_predictions" in text and "has no val_predictions.csv" in text
 
-    upload(at, "lesion.png", lesion_png())                  # the good bundle works
+    upload(at, "lesion.png", lesion_png())  # the good bundle works
     assert PROBABILITY in metric_values(at)
-    goto(at, "pages/threshold_explorer.py")                 # and so do the other pages
+    goto(at, "pages/threshold_explorer.py")  # and so do the other pages
     assert "Sensitivity" in metric_values(at)
     goto(at, "pages/compare_models.py")
     assert "missing field 'gradcam_layer'" in all_text(at)
@@ -107,9 +110,9 @@ def test_a_lambda_model_is_refused_on_load_and_the_session_goes_on(broken_models
     assert "could not be loaded safely" in errors and "Lambda" in errors
     assert PROBABILITY not in metric_values(at)
 
-    at.selectbox(key="sidebar_bundle").set_value("alpha").run()   # back to a good one
+    at.selectbox(key="sidebar_bundle").set_value("alpha").run()  # back to a good one
     assert not at.exception, [e.value for e in at.exception]
-    assert PROBABILITY in metric_values(at)                       # the same upload, now triaged
+    assert PROBABILITY in metric_values(at)  # the same upload, now triaged
     assert not any("could not be loaded" in e.value for e in at.error)
 
 
@@ -119,14 +122,14 @@ def test_a_lambda_model_is_refused_on_load_and_the_session_goes_on(broken_models
 def test_a_damaged_upload_then_a_good_one(broken_models, monkeypatch):
     at = start(broken_models, monkeypatch)
     good = lesion_png(3)
-    upload(at, "cut.png", good[:len(good) // 2])                  # a PNG cut in half
+    upload(at, "cut.png", good[: len(good) // 2])  # a PNG cut in half
     assert any("damaged or incomplete" in e.value for e in at.error), [e.value for e in at.error]
     assert PROBABILITY not in metric_values(at)
 
     upload(at, "lesion.png", good)
     assert PROBABILITY in metric_values(at)
     assert not any("damaged" in e.value for e in at.error)
-    assert len(at.image) >= 2                                     # image and Grad-CAM
+    assert len(at.image) >= 2  # image and Grad-CAM
 
 
 def test_an_upload_over_the_size_limit(broken_models, monkeypatch):
@@ -141,12 +144,13 @@ def test_an_upload_over_the_size_limit(broken_models, monkeypatch):
     assert any("above the 20 MB limit" in e and "smaller photo" in e for e in errors), errors
     assert PROBABILITY not in metric_values(at)
 
-    upload(at, "lesion.png", lesion_png(5))                       # the session goes on
+    upload(at, "lesion.png", lesion_png(5))  # the session goes on
     assert PROBABILITY in metric_values(at)
 
-    goto(at, "pages/batch_triage.py")                             # batch: one refused, one done
+    goto(at, "pages/batch_triage.py")  # batch: one refused, one done
     at.file_uploader(key="batch_files").set_value(
-        [("huge.png", oversized, "image/png"), ("ok.png", lesion_png(6), "image/png")]).run()
+        [("huge.png", oversized, "image/png"), ("ok.png", lesion_png(6), "image/png")]
+    ).run()
     assert not at.exception, [e.value for e in at.exception]
     assert list(at.dataframe[0].value["file"]) == ["ok.png"]
     assert metric_values(at)["Refused files"] == "1"

@@ -51,10 +51,12 @@ def test_a_manifest_without_a_path_column_is_refused_by_name(tmp_path):
 
 
 def test_bad_arguments_are_refused_before_ray_starts(tmp_path, image_folder, capsys):
-    for argv in (["--input", str(image_folder), "--out", "o.csv", "--bundle", str(tmp_path)],
-                 ["--input", str(tmp_path / "nope"), "--out", "o.csv", "--bundle", "models/mobilenet"],
-                 ["--input", str(image_folder), "--out", "o.csv", "--workers", "0"],
-                 ["--input", str(image_folder), "--out", "o.csv", "--threshold", "2"]):
+    for argv in (
+        ["--input", str(image_folder), "--out", "o.csv", "--bundle", str(tmp_path)],
+        ["--input", str(tmp_path / "nope"), "--out", "o.csv", "--bundle", "models/mobilenet"],
+        ["--input", str(image_folder), "--out", "o.csv", "--workers", "0"],
+        ["--input", str(image_folder), "--out", "o.csv", "--threshold", "2"],
+    ):
         with pytest.raises(SystemExit):
             parse_args(argv)
     assert "error" in capsys.readouterr().err
@@ -66,17 +68,37 @@ def test_the_batch_command_scores_a_folder_on_ray_data(tmp_path, image_folder):
     out = tmp_path / "results.csv"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, "-m", "medal_core", "batch", "--input", str(image_folder), "--out", str(out),
-         "--bundle", str(bundle), "--workers", "1", "--batch-size", "2", "--threshold", "0.5"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=420)
+        [
+            sys.executable,
+            "-m",
+            "medal_core",
+            "batch",
+            "--input",
+            str(image_folder),
+            "--out",
+            str(out),
+            "--bundle",
+            str(bundle),
+            "--workers",
+            "1",
+            "--batch-size",
+            "2",
+            "--threshold",
+            "0.5",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     with out.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert tuple(rows[0]) == CSV_COLUMNS
     assert [r["file"] for r in rows] == ["a.png", "b.png", "clinic_b/c.png", "clinic_b/notes.png"]
     scored, refused = rows[:3], rows[3]
-    assert all(r["status"] == "ok" and r["threshold"] == "0.5000" and r["model"] == "alpha"
-               for r in scored)
+    assert all(r["status"] == "ok" and r["threshold"] == "0.5000" and r["model"] == "alpha" for r in scored)
     assert all(r["verdict_code"] in ("refer", "indeterminate", "low", "no_estimate") for r in scored)
     assert refused["status"] == "refused" and "not an image we can read" in refused["error"]
     assert "wrote 4 rows" in done.stderr

@@ -41,10 +41,9 @@ RUN_TIMEOUT_MS = 120_000
 
 if chromium_missing():
     pytest.skip(chromium_missing(), allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api",
-                               reason="the playwright package is not installed")
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 expect = sync_api.expect
-expect.set_options(timeout=RUN_TIMEOUT_MS)    # a first prediction loads the model
+expect.set_options(timeout=RUN_TIMEOUT_MS)  # a first prediction loads the model
 
 
 def accepted_seeds(models_dir: Path, wanted: int = 2, tries: int = 16) -> list[int]:
@@ -55,8 +54,7 @@ def accepted_seeds(models_dir: Path, wanted: int = 2, tries: int = 16) -> list[i
 
     found = scan(models_dir)
     predictor = Predictor.from_folder(found.bundles[found.default_name()].folder)
-    seeds = [seed for seed in range(tries)
-             if predictor.predict(synthetic_lesion(seed, 320)).has_estimate]
+    seeds = [seed for seed in range(tries) if predictor.predict(synthetic_lesion(seed, 320)).has_estimate]
     return seeds[:wanted]
 
 
@@ -158,14 +156,15 @@ def test_triage_explorer_and_batch(page, server, setup, screenshots, tmp_path):
     roc_after = page.locator(PLOTLY_CHART).nth(1).screenshot()
     page.screenshot(path=str(screenshots / "04_explorer_moved.png"))
     assert after_slider != after_preset or after_preset != before
-    assert (before["Sensitivity"], before["Specificity"]) != (after_slider["Sensitivity"],
-                                                            after_slider["Specificity"])
+    assert (before["Sensitivity"], before["Specificity"]) != (
+        after_slider["Sensitivity"],
+        after_slider["Specificity"],
+    )
     assert roc_before != roc_after
 
     # ---- Batch triage: three files, the table, the CSV
     open_page(page, "Batch triage")
-    page.locator(UPLOAD_INPUT).first.set_input_files(
-        [str(lesion), str(other), str(junk)])
+    page.locator(UPLOAD_INPUT).first.set_input_files([str(lesion), str(other), str(junk)])
     page.get_by_role("button", name="Download results (CSV)").wait_for()
     settle(page)
     assert page.locator('[data-testid="stDataFrame"]').count() == 1
@@ -179,15 +178,16 @@ def test_triage_explorer_and_batch(page, server, setup, screenshots, tmp_path):
     assert [r[1] for r in rows[1:]].count("refused") == 1
 
     # ---- the other pages, for the record
-    for link, heading, name in (("Explainability", None, "06_explainability.png"),
-                                ("Compare models", None, "07_compare.png"),
-                                ("About / model card", "About MedAL Triage", "08_about.png")):
+    for link, heading, name in (
+        ("Explainability", None, "06_explainability.png"),
+        ("Compare models", None, "07_compare.png"),
+        ("About / model card", "About MedAL Triage", "08_about.png"),
+    ):
         open_page(page, link, heading)
         page.screenshot(path=str(screenshots / name))
 
     # ---- privacy: the browser never talked to anything but this server
-    external = [url for url in page.requested
-                if not url.startswith((server, "data:", "blob:", "about:"))]
+    external = [url for url in page.requested if not url.startswith((server, "data:", "blob:", "about:"))]
     assert external == [], external
 
 
@@ -221,11 +221,12 @@ def test_random_threshold_changes_keep_the_field_and_the_figures_in_step(page, s
             presets.nth(rng.randrange(presets.count())).click()
         settle(page)
         shown = float(field.input_value())
-        in_use = float(THRESHOLD_IN_USE.search(
-            page.locator('[data-testid="stMain"]').inner_text()).group(1))
+        in_use = float(THRESHOLD_IN_USE.search(page.locator('[data-testid="stMain"]').inner_text()).group(1))
         assert shown == pytest.approx(in_use, abs=1e-9), (step, action)
         # The figures belong to that threshold (to within its 4 shown decimals).
-        points = [explorer.at_threshold(stored.labels, stored.probabilities, t, stored.no_estimate)
-                  for t in np.linspace(in_use - 5e-5, in_use + 5e-5, 11)]
+        points = [
+            explorer.at_threshold(stored.labels, stored.probabilities, t, stored.no_estimate)
+            for t in np.linspace(in_use - 5e-5, in_use + 5e-5, 11)
+        ]
         possible = {f"{point.metrics['sensitivity'].value:.1%}" for point in points}
         assert metrics_text(page)["Sensitivity"] in possible, (step, action, in_use)

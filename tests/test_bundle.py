@@ -23,9 +23,10 @@ def test_round_trip_keeps_model_manifest_and_predictions(tiny_bundle, tiny_keras
     loaded = bundle.load_bundle(tiny_bundle)
 
     images = np.random.default_rng(0).uniform(0, 255, (3, TINY_INPUT, TINY_INPUT, 3)).astype("float32")
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded.model(images)),
-                                  keras.ops.convert_to_numpy(tiny_keras_model(images)))
-    assert len(loaded.model.get_layer(TINY_GRADCAM_LAYER).output.shape) == 4   # a feature map
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(loaded.model(images)), keras.ops.convert_to_numpy(tiny_keras_model(images))
+    )
+    assert len(loaded.model.get_layer(TINY_GRADCAM_LAYER).output.shape) == 4  # a feature map
 
     manifest = loaded.manifest
     assert {k: manifest[k] for k in tiny_manifest()} == tiny_manifest()
@@ -86,11 +87,14 @@ def test_tampered_model_file_is_refused(tiny_bundle, tamper):
     assert "sha256" in str(error.value) and "do not use it" in str(error.value)
 
 
-@pytest.mark.parametrize("missing, message", [
-    (bundle.MODEL_FILE, "has no model.keras: the bundle is incomplete"),
-    (bundle.MANIFEST_FILE, "has no manifest.json: the bundle is incomplete"),
-    (bundle.PREDICTIONS_FILE, "has no val_predictions.csv: the bundle is incomplete"),
-])
+@pytest.mark.parametrize(
+    "missing, message",
+    [
+        (bundle.MODEL_FILE, "has no model.keras: the bundle is incomplete"),
+        (bundle.MANIFEST_FILE, "has no manifest.json: the bundle is incomplete"),
+        (bundle.PREDICTIONS_FILE, "has no val_predictions.csv: the bundle is incomplete"),
+    ],
+)
 def test_missing_file_is_refused(tiny_bundle, missing, message):
     (tiny_bundle / missing).unlink()
     with pytest.raises(BundleError, match=message):
@@ -119,11 +123,15 @@ def test_manifest_missing_or_mistyped_fields_are_listed(tiny_bundle):
         del manifest["temperature"]
         del manifest["gradcam_layer"]
         manifest["input_size"] = "32"
+
     edit_manifest(tiny_bundle, change)
     with pytest.raises(BundleError, match="is malformed") as error:
         bundle.load_bundle(tiny_bundle)
-    for problem in ("missing field 'temperature'", "missing field 'gradcam_layer'",
-                    "field 'input_size' has the wrong type (str)"):
+    for problem in (
+        "missing field 'temperature'",
+        "missing field 'gradcam_layer'",
+        "field 'input_size' has the wrong type (str)",
+    ):
         assert problem in str(error.value)
 
 
@@ -193,5 +201,4 @@ def test_calibration_removes_the_class_weighting_offset_then_applies_the_tempera
 def test_a_manifest_without_an_offset_means_no_offset(tiny_bundle):
     loaded = bundle.load_bundle(tiny_bundle, load_model=False)
     assert "logit_offset" not in loaded.manifest and loaded.logit_offset == 0.0
-    np.testing.assert_allclose(loaded.calibrate(loaded.predictions.logits),
-                               loaded.predictions.probabilities)
+    np.testing.assert_allclose(loaded.calibrate(loaded.predictions.logits), loaded.predictions.probabilities)

@@ -31,8 +31,11 @@ def test_isic_layout_reads_labels_csv_with_splits(tmp_path):
     ]
     for row in rows:
         write_image(tmp_path / row[-1])
-    write_csv(tmp_path / "labels.csv",
-              ["image_id", "split", "melanoma", "seborrheic_keratosis", "label", "path"], rows)
+    write_csv(
+        tmp_path / "labels.csv",
+        ["image_id", "split", "melanoma", "seborrheic_keratosis", "label", "path"],
+        rows,
+    )
 
     dataset = data.load_dataset(tmp_path)
 
@@ -74,9 +77,16 @@ def test_csv_manifest_with_isic_label_names(tmp_path):
     names = ["a.jpg", "b.jpg", "c.png", "d.jpg"]
     for name in names:
         write_image(tmp_path / "images" / name)
-    manifest = write_csv(tmp_path / "manifest.csv", ["filepath", "label"], [
-        ("images/a.jpg", "nevus"), ("images/b.jpg", "seborrheic_keratosis"),
-        ("images/c.png", "melanoma"), ("images/d.jpg", "Melanoma")])
+    manifest = write_csv(
+        tmp_path / "manifest.csv",
+        ["filepath", "label"],
+        [
+            ("images/a.jpg", "nevus"),
+            ("images/b.jpg", "seborrheic_keratosis"),
+            ("images/c.png", "melanoma"),
+            ("images/d.jpg", "Melanoma"),
+        ],
+    )
 
     dataset = data.load_dataset(tmp_path, manifest=manifest)
 
@@ -88,11 +98,11 @@ def test_csv_manifest_with_isic_label_names(tmp_path):
 def test_csv_manifest_with_custom_label_map_and_absolute_paths(tmp_path):
     a = write_image(tmp_path / "x" / "a.jpg")
     b = write_image(tmp_path / "x" / "b.jpg")
-    manifest = write_csv(tmp_path / "m.csv", ["filepath", "label", "split"],
-                         [(str(a), "NV", "train"), (str(b), "mel", "test")])
+    manifest = write_csv(
+        tmp_path / "m.csv", ["filepath", "label", "split"], [(str(a), "NV", "train"), (str(b), "mel", "test")]
+    )
 
-    dataset = data.load_dataset(tmp_path, manifest=manifest,
-                                label_map={"nv": "benign", "MEL": "malignant"})
+    dataset = data.load_dataset(tmp_path, manifest=manifest, label_map={"nv": "benign", "MEL": "malignant"})
 
     assert list(dataset.labels) == [0, 1]
     assert list(dataset.paths) == [str(a), str(b)]
@@ -147,8 +157,11 @@ def test_truncated_image_is_refused(tmp_path):
 def test_label_outside_the_mapping_names_line_and_label(tmp_path):
     for name in ("a.jpg", "b.jpg", "c.jpg"):
         write_image(tmp_path / name)
-    manifest = write_csv(tmp_path / "m.csv", ["filepath", "label"],
-                         [("a.jpg", "nevus"), ("b.jpg", "melanoma"), ("c.jpg", "basal_cell")])
+    manifest = write_csv(
+        tmp_path / "m.csv",
+        ["filepath", "label"],
+        [("a.jpg", "nevus"), ("b.jpg", "melanoma"), ("c.jpg", "basal_cell")],
+    )
     with pytest.raises(DatasetError, match=r"line 4: label 'basal_cell' is not in the label mapping"):
         data.load_dataset(tmp_path, manifest=manifest)
 
@@ -162,8 +175,9 @@ def test_label_map_to_an_unknown_class_is_refused(tmp_path):
 
 def test_listed_file_that_does_not_exist_is_refused(tmp_path):
     write_image(tmp_path / "a.jpg")
-    manifest = write_csv(tmp_path / "m.csv", ["filepath", "label"],
-                         [("a.jpg", "nevus"), ("gone.jpg", "melanoma")])
+    manifest = write_csv(
+        tmp_path / "m.csv", ["filepath", "label"], [("a.jpg", "nevus"), ("gone.jpg", "melanoma")]
+    )
     with pytest.raises(DatasetError, match="image listed but not found: .*gone.jpg"):
         data.load_dataset(tmp_path, manifest=manifest)
 
@@ -199,25 +213,26 @@ def test_training_decodes_like_the_app(tmp_path):
 
     rgba = np.zeros((80, 80, 4), np.uint8)
     rgba[..., 0] = 200
-    rgba[20:60, 20:60, 3] = 255                                # opaque red square, clear edges
-    deep = (np.arange(80 * 80, dtype=np.uint16).reshape(80, 80) * 10)
-    for name, image in (("rgba.png", Image.fromarray(rgba, "RGBA")),
-                        ("deep.png", Image.fromarray(deep))):
+    rgba[20:60, 20:60, 3] = 255  # opaque red square, clear edges
+    deep = np.arange(80 * 80, dtype=np.uint16).reshape(80, 80) * 10
+    for name, image in (("rgba.png", Image.fromarray(rgba, "RGBA")), ("deep.png", Image.fromarray(deep))):
         path = tmp_path / name
         image.save(path)
         app = data.resize_for_model(np.asarray(read_upload(path.read_bytes()).rgb), 64)
         np.testing.assert_array_equal(data.load_image(path, 64), app)
     corner = data.load_image(tmp_path / "rgba.png", 80)[0, 0]
     assert tuple(corner) == TRANSPARENT_FILL
-    assert data.load_image(tmp_path / "deep.png", 80).max() > 200      # 63,990 of 65,535
+    assert data.load_image(tmp_path / "deep.png", 80).max() > 200  # 63,990 of 65,535
 
 
 def test_isic_2017_diagnoses_come_from_its_label_columns(tmp_path):
     for name in ("a.jpg", "b.jpg", "c.jpg"):
         write_image(tmp_path / name)
-    manifest = write_csv(tmp_path / "labels.csv", ["path", "label", "melanoma", "seborrheic_keratosis"],
-                         [("a.jpg", "malignant", "1", "0"), ("b.jpg", "benign", "0", "1"),
-                          ("c.jpg", "benign", "0", "0")])
+    manifest = write_csv(
+        tmp_path / "labels.csv",
+        ["path", "label", "melanoma", "seborrheic_keratosis"],
+        [("a.jpg", "malignant", "1", "0"), ("b.jpg", "benign", "0", "1"), ("c.jpg", "benign", "0", "0")],
+    )
     dataset = data.read_csv_manifest(manifest)
     assert list(dataset.diagnoses) == ["melanoma", "seborrheic keratosis", "nevus"]
 

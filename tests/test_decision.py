@@ -21,7 +21,7 @@ from medal_core.evaluation.decision import (
 
 def test_each_verdict_and_its_reason():
     assert decide(0.01, 0.1) == Verdict(LOW)
-    assert decide(0.1, 0.1, 1.5) == Verdict(INDETERMINATE)          # on the threshold: onward
+    assert decide(0.1, 0.1, 1.5) == Verdict(INDETERMINATE)  # on the threshold: onward
     assert decide(0.5, 0.1, 1.5) == Verdict(REFER)
     assert decide(None, 0.1, looks_like_lesion=False) == Verdict(NO_ESTIMATE, NOT_LESION)
     assert decide(0.9, 0.1, looks_dermoscopic=False) == Verdict(NO_ESTIMATE, NOT_DERMOSCOPIC)
@@ -31,9 +31,9 @@ def test_each_verdict_and_its_reason():
 
 
 def test_band_upper_scales_the_odds():
-    upper = decision.band_upper(0.2, 2.0)             # odds 0.25 -> 0.5
+    upper = decision.band_upper(0.2, 2.0)  # odds 0.25 -> 0.5
     assert upper == pytest.approx(1 / 3)
-    assert decision.band_upper(0.2, 1.0) == pytest.approx(0.2)       # no band
+    assert decision.band_upper(0.2, 1.0) == pytest.approx(0.2)  # no band
     assert decision.band_upper(1.0, 3.0) == 1.0
     with pytest.raises(ValueError):
         decision.band_upper(0.2, 0.5)
@@ -108,7 +108,7 @@ def test_the_guarantee_holds_on_new_cases_about_as_often_as_promised():
     """Simulated calibration sets from one distribution: the guaranteed threshold's true
     sensitivity is >= the target in at least ~95% of them."""
     rng = np.random.default_rng(4)
-    true_scores = rng.beta(5, 2, 200_000)                 # melanoma scores of the population
+    true_scores = rng.beta(5, 2, 200_000)  # melanoma scores of the population
     held = []
     for _ in range(200):
         labels = np.array([1] * 120 + [0] * 10)

@@ -166,8 +166,7 @@ def test_overlay_colours_are_rgb():
     # channel 0 of an RGB image, not channel 2 as OpenCV's BGR would put it.
     assert hot[0, 0].tolist() == [128, 0, 0]
     assert cold[0, 0].tolist() == [0, 0, 128]
-    viridis = overlay.overlay_heatmap(rgb, np.ones((4, 4)), opacity=1.0,
-                                      colormap=cv2.COLORMAP_VIRIDIS)
+    viridis = overlay.overlay_heatmap(rgb, np.ones((4, 4)), opacity=1.0, colormap=cv2.COLORMAP_VIRIDIS)
     assert viridis[0, 0, 0] > viridis[0, 0, 2]  # viridis ends yellow
 
 

@@ -25,9 +25,14 @@ def randomise_batch_norms(model: keras.Model, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     for layer in model.layers:
         if isinstance(layer, layers.BatchNormalization):
-            layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") if "variance" in w.path
-                               or "gamma" in w.path else rng.normal(0, 0.2, w.shape).astype("float32")
-                               for w in layer.weights])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, w.shape).astype("float32")
+                    if "variance" in w.path or "gamma" in w.path
+                    else rng.normal(0, 0.2, w.shape).astype("float32")
+                    for w in layer.weights
+                ]
+            )
 
 
 def outputs(model: keras.Model, images: np.ndarray, layer_name: str | None = None) -> np.ndarray:
@@ -66,8 +71,9 @@ def test_folded_model_computes_the_same_function(built, arch):
     folded = fold_batch_norm(model)
     images = random_images(3)
     for name in (models.LOGIT_LAYER, models.FEATURE_LAYER, models.ARCHITECTURES[arch].gradcam_layer):
-        np.testing.assert_allclose(outputs(folded, images, name), outputs(model, images, name),
-                                   rtol=1e-4, atol=1e-4, err_msg=name)
+        np.testing.assert_allclose(
+            outputs(folded, images, name), outputs(model, images, name), rtol=1e-4, atol=1e-4, err_msg=name
+        )
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -102,15 +108,27 @@ def small_model(build) -> keras.Model:
     return model
 
 
-@pytest.mark.parametrize("norm", [
-    dict(), dict(center=False), dict(scale=False), dict(center=False, scale=False), dict(epsilon=0.1),
-], ids=["default", "no-beta", "no-gamma", "neither", "epsilon-0.1"])
-@pytest.mark.parametrize("conv", [
-    lambda: layers.Conv2D(4, 3, padding="same", use_bias=False),
-    lambda: layers.Conv2D(4, 3, strides=2, use_bias=True),
-    lambda: layers.DepthwiseConv2D(3, padding="same", use_bias=False),
-    lambda: layers.DepthwiseConv2D(3, depth_multiplier=2, use_bias=True),
-], ids=["conv", "conv-strided-bias", "depthwise", "depthwise-x2-bias"])
+@pytest.mark.parametrize(
+    "norm",
+    [
+        dict(),
+        dict(center=False),
+        dict(scale=False),
+        dict(center=False, scale=False),
+        dict(epsilon=0.1),
+    ],
+    ids=["default", "no-beta", "no-gamma", "neither", "epsilon-0.1"],
+)
+@pytest.mark.parametrize(
+    "conv",
+    [
+        lambda: layers.Conv2D(4, 3, padding="same", use_bias=False),
+        lambda: layers.Conv2D(4, 3, strides=2, use_bias=True),
+        lambda: layers.DepthwiseConv2D(3, padding="same", use_bias=False),
+        lambda: layers.DepthwiseConv2D(3, depth_multiplier=2, use_bias=True),
+    ],
+    ids=["conv", "conv-strided-bias", "depthwise", "depthwise-x2-bias"],
+)
 def test_each_convolution_and_batch_norm_variant_folds_exactly(conv, norm):
     model = small_model(lambda x: layers.ReLU()(layers.BatchNormalization(**norm)(conv()(x))))
     folded = fold_batch_norm(model)
@@ -124,15 +142,26 @@ def branching(x):
     return layers.Add()([layers.BatchNormalization()(conv), conv])  # conv output read twice
 
 
-@pytest.mark.parametrize("build, why", [
-    (lambda x: layers.BatchNormalization()(layers.Conv2D(4, 3, activation="relu")(x)),
-     "the convolution has an activation before the norm"),
-    (branching, "the convolution's output is also read elsewhere"),
-    (lambda x: layers.BatchNormalization()(layers.Dense(4)(x)), "not a convolution"),
-    (lambda x: layers.BatchNormalization(axis=1)(layers.Conv2D(4, 3)(x)), "normalises rows, not channels"),
-    (lambda x: layers.BatchNormalization()(layers.MaxPooling2D()(layers.Conv2D(4, 3)(x))),
-     "a pooling layer sits between"),
-], ids=["activation", "branch", "dense", "axis-1", "pooling"])
+@pytest.mark.parametrize(
+    "build, why",
+    [
+        (
+            lambda x: layers.BatchNormalization()(layers.Conv2D(4, 3, activation="relu")(x)),
+            "the convolution has an activation before the norm",
+        ),
+        (branching, "the convolution's output is also read elsewhere"),
+        (lambda x: layers.BatchNormalization()(layers.Dense(4)(x)), "not a convolution"),
+        (
+            lambda x: layers.BatchNormalization(axis=1)(layers.Conv2D(4, 3)(x)),
+            "normalises rows, not channels",
+        ),
+        (
+            lambda x: layers.BatchNormalization()(layers.MaxPooling2D()(layers.Conv2D(4, 3)(x))),
+            "a pooling layer sits between",
+        ),
+    ],
+    ids=["activation", "branch", "dense", "axis-1", "pooling"],
+)
 def test_pairs_that_cannot_be_merged_exactly_are_left_alone(build, why):
     model = small_model(build)
     assert foldable_pairs(model) == {}, why

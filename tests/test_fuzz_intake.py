@@ -36,8 +36,9 @@ from medal_core.serving.predictor import Predictor
 
 def fuzz(examples: int) -> settings:
     """Hypothesis settings: `examples` cases, no deadline, no example database."""
-    return settings(max_examples=examples, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+    return settings(
+        max_examples=examples, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+    )
 
 
 BOMB_SECONDS = 2.0
@@ -81,8 +82,7 @@ def check_upload(upload: UploadedImage) -> None:
 
 def check_quality(rgb: np.ndarray) -> None:
     report = assess_quality(rgb)
-    for value in (report.sharpness, report.brightness, report.dark_fraction,
-                  report.clipped_fraction):
+    for value in (report.sharpness, report.brightness, report.dark_fraction, report.clipped_fraction):
         assert math.isfinite(value)
     assert 0 <= report.brightness <= 255
     assert 0 <= report.dark_fraction <= 1 and 0 <= report.clipped_fraction <= 1
@@ -104,6 +104,7 @@ def measured(function, *args):
     Pillow allocates pixel memory with malloc, which only the RSS peak shows. CPU time
     is what the limits are checked on: this machine's other jobs stretch wall time.
     """
+
     def call():
         try:
             return function(*args)
@@ -125,8 +126,14 @@ def measured(function, *args):
     return result, cpu, wall, traced_peak, rss_growth
 
 
-def within_limits(cpu: float, wall: float, traced_peak: int, rss_growth: int | None,
-                  seconds: float = BOMB_SECONDS, memory: int = BOMB_BYTES) -> None:
+def within_limits(
+    cpu: float,
+    wall: float,
+    traced_peak: int,
+    rss_growth: int | None,
+    seconds: float = BOMB_SECONDS,
+    memory: int = BOMB_BYTES,
+) -> None:
     assert cpu < seconds, f"{cpu:.2f} s of CPU"
     assert wall < 5 * seconds, f"{wall:.2f} s"
     assert traced_peak < memory, f"tracemalloc peak {traced_peak / 2**20:.0f} MB"
@@ -151,9 +158,20 @@ def test_arbitrary_bytes_are_accepted_or_refused_clearly(data):
     outcome(data)
 
 
-MAGICS = (b"\x89PNG\r\n\x1a\n", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", b"\xff\xd8\xff\xe0",
-          b"\xff\xd8\xff\xc0", b"GIF89a", b"GIF87a", b"II*\0\x08\0\0\0", b"MM\0*\0\0\0\x08",
-          b"BM", b"RIFF\0\0\0\0WEBPVP8L", b"RIFF\0\0\0\0WEBPVP8X", b"%!PS-Adobe-3.0")
+MAGICS = (
+    b"\x89PNG\r\n\x1a\n",
+    b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR",
+    b"\xff\xd8\xff\xe0",
+    b"\xff\xd8\xff\xc0",
+    b"GIF89a",
+    b"GIF87a",
+    b"II*\0\x08\0\0\0",
+    b"MM\0*\0\0\0\x08",
+    b"BM",
+    b"RIFF\0\0\0\0WEBPVP8L",
+    b"RIFF\0\0\0\0WEBPVP8X",
+    b"%!PS-Adobe-3.0",
+)
 
 
 @fuzz(100)
@@ -166,8 +184,12 @@ def test_random_bytes_behind_a_magic_number(magic, tail):
 
 
 @fuzz(250)
-@given(name=st.sampled_from(sorted(SEEDS)), strategy=st.sampled_from(fc.MUTATIONS),
-       rng=st.randoms(use_true_random=False), rounds=st.integers(1, 3))
+@given(
+    name=st.sampled_from(sorted(SEEDS)),
+    strategy=st.sampled_from(fc.MUTATIONS),
+    rng=st.randoms(use_true_random=False),
+    rounds=st.integers(1, 3),
+)
 def test_damaged_files_are_accepted_or_refused_clearly(name, strategy, rng, rounds):
     data = SEEDS[name]
     for round_ in range(rounds):
@@ -199,7 +221,10 @@ def test_bombs_are_refused_for_their_size_quickly_and_without_allocating(name, d
 
 
 BOMB_MAKERS = {
-    "png": fc.bomb_png, "jpeg": fc.bomb_jpeg, "tiff": fc.bomb_tiff, "bmp": fc.bomb_bmp,
+    "png": fc.bomb_png,
+    "jpeg": fc.bomb_jpeg,
+    "tiff": fc.bomb_tiff,
+    "bmp": fc.bomb_bmp,
     "gif": fc.bomb_gif,
     "bmp_topdown": lambda w, h: fc.bomb_bmp(w, h, top_down=True),
     "tiff_lzw": lambda w, h: fc.bomb_tiff(w, h, "tiff_lzw"),
@@ -208,12 +233,12 @@ BOMB_MAKERS = {
 
 
 @fuzz(60)
-@given(kind=st.sampled_from(sorted(BOMB_MAKERS)), width=st.integers(2500, 65535),
-       height=st.integers(2500, 65535))
+@given(
+    kind=st.sampled_from(sorted(BOMB_MAKERS)), width=st.integers(2500, 65535), height=st.integers(2500, 65535)
+)
 def test_any_declared_size_above_the_limit_is_refused_for_its_size(kind, width, height):
     data = BOMB_MAKERS[kind](width, height)
-    declared = (min(width, 16384) * min(height, 16384) if kind.startswith("webp")
-                else width * height)
+    declared = min(width, 16384) * min(height, 16384) if kind.startswith("webp") else width * height
     if declared > MAX_PIXELS:
         assert_refused_for_size(data)
     else:
@@ -396,8 +421,7 @@ def test_predictions_on_edge_images_are_finite(predictor, case):
     if case == "seeds":
         datas = list(SEEDS.values())
     elif case == "strips":
-        datas = [fc.extreme_aspect(64, 20000), fc.extreme_aspect(20000, 64),
-                 fc.extreme_aspect(64, 64)]
+        datas = [fc.extreme_aspect(64, 20000), fc.extreme_aspect(20000, 64), fc.extreme_aspect(64, 64)]
     elif case == "nan":
         datas = [fc.nan_tiff(kind) for kind in fc.NAN_KINDS if not kind.startswith("all")]
     else:
@@ -413,8 +437,7 @@ def check_prediction(prediction) -> None:
     views = prediction.view_probabilities
     assert views.shape == (8,) and np.all(np.isfinite(views))
     assert np.all((views >= 0) & (views <= 1))
-    assert prediction.ood_score is None or (math.isfinite(prediction.ood_score)
-                                            and prediction.ood_score >= 0)
+    assert prediction.ood_score is None or (math.isfinite(prediction.ood_score) and prediction.ood_score >= 0)
     assert prediction.verdict_code in VERDICT_CODES
     for value in (prediction.quality.sharpness, prediction.quality.brightness):
         assert math.isfinite(value)

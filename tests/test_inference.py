@@ -19,8 +19,9 @@ def numpy_views(images: np.ndarray) -> list[np.ndarray]:
     k counter-clockwise quarter turns of the image (views 0–3), then of its horizontal
     mirror (views 4–7)."""
     mirrored = images[:, :, ::-1]
-    return ([np.rot90(images, k, axes=(1, 2)) for k in range(4)]
-            + [np.rot90(mirrored, k, axes=(1, 2)) for k in range(4)])
+    return [np.rot90(images, k, axes=(1, 2)) for k in range(4)] + [
+        np.rot90(mirrored, k, axes=(1, 2)) for k in range(4)
+    ]
 
 
 def asymmetric_images(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
@@ -42,9 +43,9 @@ def test_dihedral_views_are_the_eight_symmetries_of_the_square_view_major():
     assert views.shape == (DIHEDRAL_VIEWS * 3, 8, 8, 3)
     expected = numpy_views(images)
     for k in range(DIHEDRAL_VIEWS):
-        np.testing.assert_array_equal(views[k * 3:(k + 1) * 3], expected[k], err_msg=f"view {k}")
-    np.testing.assert_array_equal(views[:3], images)                      # view 0: identity
-    np.testing.assert_array_equal(views[4 * 3:5 * 3], images[:, :, ::-1])  # view 4: mirror
+        np.testing.assert_array_equal(views[k * 3 : (k + 1) * 3], expected[k], err_msg=f"view {k}")
+    np.testing.assert_array_equal(views[:3], images)  # view 0: identity
+    np.testing.assert_array_equal(views[4 * 3 : 5 * 3], images[:, :, ::-1])  # view 4: mirror
 
 
 def test_dihedral_views_are_pairwise_distinct_and_closed_under_the_group():
@@ -56,7 +57,7 @@ def test_dihedral_views_are_pairwise_distinct_and_closed_under_the_group():
     assert len(as_set) == DIHEDRAL_VIEWS
     # Closed: the views of any view are the same 8 pictures again (a group, not just 8 maps).
     for k in range(DIHEDRAL_VIEWS):
-        again = dihedral_views(tf.constant(views[k:k + 1])).numpy()
+        again = dihedral_views(tf.constant(views[k : k + 1])).numpy()
         assert {v.tobytes() for v in again} == as_set, f"views of view {k}"
 
 
@@ -71,8 +72,9 @@ def test_one_view_agrees_with_the_raw_model(runner, tiny_keras_model):
     np.testing.assert_allclose(logits, expected_logits, atol=ATOL)
     probabilities = tiny_keras_model(images).numpy().reshape(-1)
     np.testing.assert_allclose(sigmoid(logits), probabilities, atol=ATOL)
-    pooled = keras.Model(tiny_keras_model.inputs,
-                            tiny_keras_model.get_layer(FEATURE_LAYER).output)([images]).numpy()
+    pooled = keras.Model(tiny_keras_model.inputs, tiny_keras_model.get_layer(FEATURE_LAYER).output)(
+        [images]
+    ).numpy()
     assert features.shape == pooled.shape == (4, 16)
     np.testing.assert_allclose(features, pooled, atol=ATOL)
 
@@ -91,8 +93,9 @@ def test_eight_views_give_one_logit_per_view(runner, tiny_keras_model):
     np.testing.assert_allclose(features, one_features, atol=ATOL)  # features of view 0
     raw = logit_model(tiny_keras_model)
     for k, view in enumerate(numpy_views(images)):
-        np.testing.assert_allclose(view_logits[:, k], raw([np.ascontiguousarray(view)]).numpy()[:, 0],
-                                   atol=ATOL, err_msg=f"view {k}")
+        np.testing.assert_allclose(
+            view_logits[:, k], raw([np.ascontiguousarray(view)]).numpy()[:, 0], atol=ATOL, err_msg=f"view {k}"
+        )
     # An asymmetric image and a random network: the views really are different inputs.
     assert np.ptp(view_logits, axis=1).min() > 0
 
@@ -107,8 +110,9 @@ def test_batched_matches_one_call(runner):
         runner.batched(images[:0])
 
 
-@pytest.mark.parametrize("shape", [(1, 33, 33, 3), (1, 32, 32, 1), (1, 32, 32, 4), (32, 32, 3),
-                                   (1, 32, 16, 3)])
+@pytest.mark.parametrize(
+    "shape", [(1, 33, 33, 3), (1, 32, 32, 1), (1, 32, 32, 4), (32, 32, 3), (1, 32, 16, 3)]
+)
 def test_wrong_input_shape_is_refused(runner, shape):
     with pytest.raises(ValueError, match="expected images of shape"):
         runner(np.zeros(shape, np.float32))

@@ -75,12 +75,15 @@ def test_output_is_read_only():
         rgb[0, 0] = 0
 
 
-@pytest.mark.parametrize("fmt, options", [
-    ("TIFF", {}),
-    ("GIF", {"duration": 100, "loop": 0}),
-    ("PNG", {"duration": 100}),            # animated PNG
-    ("WEBP", {"duration": 100, "lossless": True}),
-])
+@pytest.mark.parametrize(
+    "fmt, options",
+    [
+        ("TIFF", {}),
+        ("GIF", {"duration": 100, "loop": 0}),
+        ("PNG", {"duration": 100}),  # animated PNG
+        ("WEBP", {"duration": 100, "lossless": True}),
+    ],
+)
 def test_multi_frame_files_use_the_first_frame(fmt, options):
     first, second = solid(RED), solid(BLUE)
     data = encode(first, fmt, save_all=True, append_images=[second], **options)
@@ -238,10 +241,13 @@ def is_red(patch: np.ndarray) -> bool:
     return r > 200 and g < 60 and b < 60
 
 
-@pytest.mark.parametrize("orientation, corner", [
-    (6, (slice(0, 16), slice(-16, None))),   # rotate 90 clockwise: top-left -> top-right
-    (8, (slice(-16, None), slice(0, 16))),   # rotate 90 anticlockwise: -> bottom-left
-])
+@pytest.mark.parametrize(
+    "orientation, corner",
+    [
+        (6, (slice(0, 16), slice(-16, None))),  # rotate 90 clockwise: top-left -> top-right
+        (8, (slice(-16, None), slice(0, 16))),  # rotate 90 anticlockwise: -> bottom-left
+    ],
+)
 def test_exif_orientation_is_applied(orientation, corner):
     upload = read_upload(marked_jpeg(orientation))
     assert upload.original_size == (120, 80)
@@ -257,7 +263,8 @@ def jpeg_with_raw_exif(entries: list[tuple[int, int, bytes]]) -> bytes:
     image = Image.new("RGB", (120, 80), (128, 128, 128))
     image.paste(RED, (0, 0, 24, 24))
     ifd = struct.pack("<H", len(entries)) + b"".join(
-        struct.pack("<HHI", tag, kind, 1) + value.ljust(4, b"\0") for tag, kind, value in entries)
+        struct.pack("<HHI", tag, kind, 1) + value.ljust(4, b"\0") for tag, kind, value in entries
+    )
     exif = b"Exif\0\0" + b"II*\0" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0)
     return encode(image, "JPEG", exif=exif, quality=95)
 
@@ -266,19 +273,25 @@ def test_orientation_is_applied_when_other_exif_tags_are_malformed():
     # Found by the intake fuzz test: an ImageDescription (an ASCII tag) stored as a FLOAT
     # beside orientation 8 made `ImageOps.exif_transpose` raise AttributeError while it
     # rewrote the EXIF block, and the upload was refused as "damaged".
-    data = jpeg_with_raw_exif([(0x010E, 11, struct.pack("<f", 8.4e-45)),
-                               (0x0112, 3, struct.pack("<H", 8))])
+    data = jpeg_with_raw_exif([(0x010E, 11, struct.pack("<f", 8.4e-45)), (0x0112, 3, struct.pack("<H", 8))])
     upload = read_upload(data)
     assert upload.rgb.shape == (120, 80, 3)
     assert is_red(upload.rgb[-16:, :16])  # rotated 90 anticlockwise, as for a clean tag
     assert "rotated per EXIF orientation" in upload.notes
 
 
-@pytest.mark.parametrize("orientation, upright", [
-    (2, np.fliplr), (3, lambda a: np.rot90(a, 2)), (4, np.flipud),
-    (5, lambda a: np.transpose(a, (1, 0, 2))), (6, lambda a: np.rot90(a, -1)),
-    (7, lambda a: np.rot90(np.transpose(a, (1, 0, 2)), 2)), (8, np.rot90),
-])
+@pytest.mark.parametrize(
+    "orientation, upright",
+    [
+        (2, np.fliplr),
+        (3, lambda a: np.rot90(a, 2)),
+        (4, np.flipud),
+        (5, lambda a: np.transpose(a, (1, 0, 2))),
+        (6, lambda a: np.rot90(a, -1)),
+        (7, lambda a: np.rot90(np.transpose(a, (1, 0, 2)), 2)),
+        (8, np.rot90),
+    ],
+)
 def test_every_exif_orientation_matches_the_standard_transform(orientation, upright):
     stored = read_upload(marked_jpeg(1)).rgb
     turned = read_upload(marked_jpeg(orientation)).rgb

@@ -46,12 +46,14 @@ def test_the_views_import_no_streamlit_and_nothing_above_them(path):
     assert not imported_modules(path) & UI_LIBRARIES
 
 
-@pytest.mark.parametrize("module", ["medal_core.evaluation.decision", "medal_core.serving.prediction",
-                                    "medal_views.results"])
+@pytest.mark.parametrize(
+    "module", ["medal_core.evaluation.decision", "medal_core.serving.prediction", "medal_views.results"]
+)
 def test_results_and_the_decision_policy_need_no_tensorflow(module):
-    code = (f"import sys, {module}; "
-            "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]; "
-            "print(heavy); sys.exit(1 if heavy else 0)")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    code = (
+        f"import sys, {module}; "
+        "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]; "
+        "print(heavy); sys.exit(1 if heavy else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"{module} pulls in {done.stdout.strip()}"

@@ -21,8 +21,11 @@ def random_case(seed: int, n: int = 200, ties: bool = False):
     return y, (np.round(scores, 1) if ties else scores)
 
 
-CASES = [pytest.param(seed, ties, id=f"seed{seed}{'-ties' if ties else ''}")
-         for seed in SEEDS for ties in (False, True)]
+CASES = [
+    pytest.param(seed, ties, id=f"seed{seed}{'-ties' if ties else ''}")
+    for seed in SEEDS
+    for ties in (False, True)
+]
 
 
 # ---------------------------------------------------------------- against scikit-learn
@@ -66,9 +69,14 @@ def test_confusion_at_agrees_with_sklearn(seed, ties):
 def test_per_class_report_matches_classification_report(seed):
     y, s = random_case(seed)
     rows = metrics.per_class_report(y, s, 0.5)
-    expected = sk.classification_report(y, (s >= 0.5).astype(int), labels=[0, 1],
-                                        target_names=["benign", "malignant"], output_dict=True,
-                                        zero_division=0)
+    expected = sk.classification_report(
+        y,
+        (s >= 0.5).astype(int),
+        labels=[0, 1],
+        target_names=["benign", "malignant"],
+        output_dict=True,
+        zero_division=0,
+    )
     assert [row["class"] for row in rows] == ["benign", "malignant"]
     for row in rows:
         theirs = expected[row["class"]]
@@ -99,12 +107,15 @@ def test_f1_at_agrees_with_sklearn():
 # ---------------------------------------------------------------- hand-worked cases
 
 
-@pytest.mark.parametrize("successes, total, expected", [
-    (0, 10, (0.0, 0.2775)),
-    (10, 10, (0.7225, 1.0)),
-    (5, 10, (0.2366, 0.7634)),
-    (81, 100, (0.7222, 0.8749)),
-])
+@pytest.mark.parametrize(
+    "successes, total, expected",
+    [
+        (0, 10, (0.0, 0.2775)),
+        (10, 10, (0.7225, 1.0)),
+        (5, 10, (0.2366, 0.7634)),
+        (81, 100, (0.7222, 0.8749)),
+    ],
+)
 def test_wilson_interval_known_values(successes, total, expected):
     low, high = metrics.wilson_interval(successes, total)
     assert (low, high) == pytest.approx(expected, abs=1e-4)
@@ -127,8 +138,13 @@ def test_threshold_metrics_on_a_hand_made_example():
     # called (fp 1), five others not (tn 5).
     assert metrics.confusion_at(HAND_Y, HAND_S, 0.5) == metrics.Confusion(tp=3, fp=1, tn=5, fn=1)
     result = metrics.threshold_metrics(HAND_Y, HAND_S, 0.5)
-    expected = {"sensitivity": (3, 4), "specificity": (5, 6), "ppv": (3, 4), "npv": (5, 6),
-                "accuracy": (8, 10)}
+    expected = {
+        "sensitivity": (3, 4),
+        "specificity": (5, 6),
+        "ppv": (3, 4),
+        "npv": (5, 6),
+        "accuracy": (8, 10),
+    }
     for name, (successes, total) in expected.items():
         estimate = result[name]
         assert (estimate.successes, estimate.total) == (successes, total), name
@@ -150,19 +166,34 @@ def test_predictive_values_and_natural_frequencies_hand_worked():
     assert ppv == pytest.approx(0.09 / (0.09 + 0.18)) and ppv == pytest.approx(1 / 3)
     assert npv == pytest.approx(0.72 / (0.72 + 0.01))
     freq = metrics.natural_frequencies(0.9, 0.8, 0.1, patients=1000)
-    assert freq.as_dict() == pytest.approx({
-        "patients": 1000, "with_melanoma": 100, "referred": 270, "melanomas_caught": 90,
-        "melanomas_missed": 10, "benign_referred": 180, "benign_reassured": 720})
+    assert freq.as_dict() == pytest.approx(
+        {
+            "patients": 1000,
+            "with_melanoma": 100,
+            "referred": 270,
+            "melanomas_caught": 90,
+            "melanomas_missed": 10,
+            "benign_referred": 180,
+            "benign_reassured": 720,
+        }
+    )
     assert freq.melanomas_caught / freq.referred == pytest.approx(ppv)
     with pytest.raises(ValueError, match="prevalence must be in"):
         metrics.predictive_values(0.9, 0.8, 1.5)
 
 
-@pytest.mark.parametrize("sensitivity, specificity, prevalence", [
-    (0.95, 0.40, 0.01), (0.5, 0.5, 0.191), (0.953, 0.368, 0.191), (0.99, 0.9, 0.003),
-    (1.0, 0.0, 0.5), (0.0, 1.0, 0.05)])
-def test_natural_frequencies_are_whole_people_whose_parts_add_up(sensitivity, specificity,
-                                                                 prevalence):
+@pytest.mark.parametrize(
+    "sensitivity, specificity, prevalence",
+    [
+        (0.95, 0.40, 0.01),
+        (0.5, 0.5, 0.191),
+        (0.953, 0.368, 0.191),
+        (0.99, 0.9, 0.003),
+        (1.0, 0.0, 0.5),
+        (0.0, 1.0, 0.05),
+    ],
+)
+def test_natural_frequencies_are_whole_people_whose_parts_add_up(sensitivity, specificity, prevalence):
     f = metrics.natural_frequencies(sensitivity, specificity, prevalence)
     values = f.as_dict()
     assert all(isinstance(v, int) for v in values.values())
@@ -174,8 +205,7 @@ def test_natural_frequencies_are_whole_people_whose_parts_add_up(sensitivity, sp
 def test_natural_frequencies_grow_the_group_rather_than_round_half_a_person_away():
     # 10 melanomas per 1,000 at 95% sensitivity: 9.5 caught, 0.5 missed.
     f = metrics.natural_frequencies(0.95, 0.4, 0.01)
-    assert (f.patients, f.with_melanoma, f.melanomas_caught, f.melanomas_missed) == \
-        (10_000, 100, 95, 5)
+    assert (f.patients, f.with_melanoma, f.melanomas_caught, f.melanomas_missed) == (10_000, 100, 95, 5)
     assert metrics.natural_frequencies(0.9, 0.8, 0.1).patients == 1000
 
 
@@ -187,6 +217,7 @@ def test_natural_frequencies_grow_the_group_rather_than_round_half_a_person_away
 def test_threshold_for_sensitivity_is_the_highest_meeting_the_target(seed, ties, target):
     y, s = random_case(seed, ties=ties)
     threshold = metrics.threshold_for_sensitivity(y, s, target)
+
     def sensitivity(t):
         return np.mean(s[y == 1] >= t)
 
@@ -242,7 +273,8 @@ def test_temperature_scaling_undoes_over_confidence():
     after = metrics.log_loss(y, metrics.sigmoid(overconfident / temperature))
     assert after < before - 0.1
     assert metrics.roc_auc(y, metrics.sigmoid(overconfident / temperature)) == pytest.approx(
-        metrics.roc_auc(y, overconfident), abs=1e-12)
+        metrics.roc_auc(y, overconfident), abs=1e-12
+    )
 
 
 def test_temperature_of_calibrated_logits_is_about_one():
@@ -284,15 +316,18 @@ def test_bootstrap_ci_contains_the_auc_and_is_deterministic():
 # ---------------------------------------------------------------- input validation
 
 
-@pytest.mark.parametrize("y, s, message", [
-    ([0, 1, 1], [0.1, 0.2], "y_true has 3 entries but y_score has 2"),
-    ([0, 1, 2], [0.1, 0.2, 0.3], r"y_true must contain only 0 and 1; found \[0 1 2\]"),
-    ([0, 1, 1], [0.1, float("nan"), 0.3], "y_score contains NaN or infinite values"),
-    ([0, 1, 1], [0.1, float("inf"), 0.3], "y_score contains NaN or infinite values"),
-    ([1, 1, 1], [0.1, 0.2, 0.3], "y_true must contain both classes for this metric"),
-    ([], [], "no samples given"),
-    ([[0, 1]], [[0.1, 0.2]], "must be 1-D"),
-])
+@pytest.mark.parametrize(
+    "y, s, message",
+    [
+        ([0, 1, 1], [0.1, 0.2], "y_true has 3 entries but y_score has 2"),
+        ([0, 1, 2], [0.1, 0.2, 0.3], r"y_true must contain only 0 and 1; found \[0 1 2\]"),
+        ([0, 1, 1], [0.1, float("nan"), 0.3], "y_score contains NaN or infinite values"),
+        ([0, 1, 1], [0.1, float("inf"), 0.3], "y_score contains NaN or infinite values"),
+        ([1, 1, 1], [0.1, 0.2, 0.3], "y_true must contain both classes for this metric"),
+        ([], [], "no samples given"),
+        ([[0, 1]], [[0.1, 0.2]], "must be 1-D"),
+    ],
+)
 def test_invalid_inputs_are_refused_precisely(y, s, message):
     with pytest.raises(ValueError, match=message):
         metrics.roc_auc(y, s)

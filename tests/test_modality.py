@@ -24,17 +24,19 @@ def fitted():
     derm_f = rng.normal(0, 1, (300, 8))
     clin_f = rng.normal(1.5, 1, (300, 8))
     keep_f = rng.normal(0, 1, (400, 8))
-    check = fit_modality_check((derm_f, images_like("dermoscopic", 300, rng)),
-                               (clin_f, images_like("clinical", 300, rng)),
-                               keep_f, images_like("dermoscopic", 400, rng))
+    check = fit_modality_check(
+        (derm_f, images_like("dermoscopic", 300, rng)),
+        (clin_f, images_like("clinical", 300, rng)),
+        keep_f,
+        images_like("dermoscopic", 400, rng),
+    )
     return check, keep_f, rng
 
 
 def test_the_limit_keeps_the_share_of_dermoscopic_images_and_refuses_clinical_ones(fitted):
     check, keep_f, rng = fitted
     keep_images = images_like("dermoscopic", 400, np.random.default_rng(0))
-    new_clinical = check.looks_dermoscopic(rng.normal(1.5, 1, (200, 8)),
-                                           images_like("clinical", 200, rng))
+    new_clinical = check.looks_dermoscopic(rng.normal(1.5, 1, (200, 8)), images_like("clinical", 200, rng))
     assert np.mean(check.looks_dermoscopic(keep_f, keep_images)) >= 0.98
     assert np.mean(new_clinical) < 0.05
     scores = check.score(keep_f, keep_images)

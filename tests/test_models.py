@@ -12,8 +12,12 @@ SIZE = 64
 ARCHS = sorted(models.ARCHITECTURES)
 pytestmark = pytest.mark.filterwarnings("ignore:The structure of `inputs`:UserWarning")
 
-WEIGHTS_FILE = (Path(__file__).resolve().parents[1].parent / "shared" / "weights"
-                / "mobilenet_0.75_224_no_top_imagenet.weights.h5")
+WEIGHTS_FILE = (
+    Path(__file__).resolve().parents[1].parent
+    / "shared"
+    / "weights"
+    / "mobilenet_0.75_224_no_top_imagenet.weights.h5"
+)
 
 
 @pytest.fixture
@@ -88,8 +92,9 @@ def test_save_and_reload_in_safe_mode_gives_identical_predictions(built, arch, t
     for original, restored in zip(model.variables, reloaded.variables):
         if "seed_generator" in original.path:  # dropout's RNG state is not a weight
             continue
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(restored),
-                                      keras.ops.convert_to_numpy(original), err_msg=original.path)
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(restored), keras.ops.convert_to_numpy(original), err_msg=original.path
+        )
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -100,10 +105,14 @@ def test_one_training_step_changes_the_weights(built, arch):
     logit_before = keras.ops.convert_to_numpy(model.get_layer("logit").kernel).copy()
 
     # Eager: tracing the backward graph of EfficientNet would cost ~20 s on two cores.
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy",
-                  run_eagerly=True)
-    history = model.fit(random_images(4, seed=2), np.array([[0], [1], [0], [1]], np.float32),
-                        batch_size=4, epochs=1, verbose=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy", run_eagerly=True)
+    history = model.fit(
+        random_images(4, seed=2),
+        np.array([[0], [1], [0], [1]], np.float32),
+        batch_size=4,
+        epochs=1,
+        verbose=0,
+    )
 
     assert np.isfinite(history.history["loss"][0])
     assert not np.allclose(keras.ops.convert_to_numpy(first_conv.kernel), kernel_before)
@@ -115,8 +124,11 @@ def test_backbone_freezing_keeps_batch_norm_frozen(built, arch):
     model = built[arch]
     head = {"logit"}
     batch_norm = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    convs = [layer for layer in model.layers
-             if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))]
+    convs = [
+        layer
+        for layer in model.layers
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
+    ]
     assert batch_norm and convs
     try:
         models.set_backbone_trainable(model, False)
@@ -148,12 +160,15 @@ def test_unknown_architecture_is_refused():
 @pytest.mark.skipif(not WEIGHTS_FILE.is_file(), reason=f"no local MobileNet weights at {WEIGHTS_FILE}")
 def test_mobilenet_loads_a_local_weights_file():
     model = models.build_model("mobilenet", 128, weights=str(WEIGHTS_FILE))
-    reference = keras.applications.MobileNet(alpha=0.75, include_top=False,
-                                             input_shape=(224, 224, 3), weights=str(WEIGHTS_FILE))
+    reference = keras.applications.MobileNet(
+        alpha=0.75, include_top=False, input_shape=(224, 224, 3), weights=str(WEIGHTS_FILE)
+    )
     for name in ("conv1", "conv_pw_13"):
         ours = keras.ops.convert_to_numpy(model.get_layer(name).kernel)
         theirs = keras.ops.convert_to_numpy(reference.get_layer(name).kernel)
         np.testing.assert_array_equal(ours, theirs)
     random_init = models.build_model("mobilenet", 128, weights=None)
-    assert not np.allclose(keras.ops.convert_to_numpy(random_init.get_layer("conv1").kernel),
-                           keras.ops.convert_to_numpy(model.get_layer("conv1").kernel))
+    assert not np.allclose(
+        keras.ops.convert_to_numpy(random_init.get_layer("conv1").kernel),
+        keras.ops.convert_to_numpy(model.get_layer("conv1").kernel),
+    )

@@ -55,7 +55,7 @@ def test_distance_is_small_in_distribution_and_large_when_shifted():
     assert inside.shape == shifted.shape == (500,)
     assert np.all(inside >= 0)
     # Squared Mahalanobis distances of in-distribution samples follow chi²(d): mean d.
-    assert np.mean(inside ** 2) == pytest.approx(6, rel=0.15)
+    assert np.mean(inside**2) == pytest.approx(6, rel=0.15)
     assert np.median(inside) < np.median(shifted)
     assert np.quantile(inside, 0.95) < np.quantile(shifted, 0.05)
     # Close to the distance under the true covariance (shrinkage is mild at n >> d).
@@ -113,12 +113,14 @@ def lesions(seeds, size: int = 64) -> np.ndarray:
 
 def test_image_statistics_are_nine_finite_figures_per_image():
     rng = np.random.default_rng(0)
-    images = np.concatenate([
-        lesions(range(3)),
-        np.zeros((1, 64, 64, 3), np.uint8),                      # black: no contrast at all
-        np.full((1, 64, 64, 3), 255, np.uint8),                  # white
-        rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8),    # noise
-    ])
+    images = np.concatenate(
+        [
+            lesions(range(3)),
+            np.zeros((1, 64, 64, 3), np.uint8),  # black: no contrast at all
+            np.full((1, 64, 64, 3), 255, np.uint8),  # white
+            rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8),  # noise
+        ]
+    )
     statistics = image_statistics(images)
     assert statistics.shape == (7, 9) and statistics.dtype == np.float32
     assert np.all(np.isfinite(statistics))
@@ -137,9 +139,11 @@ def test_flat_images_and_noise_have_statistics_far_from_textured_lesions():
     distribution = FeatureDistribution.fit(image_statistics(lesions(range(80))))
     held_out = distribution.distance(image_statistics(lesions(range(100, 140))))
     rng = np.random.default_rng(0)
-    strangers = {"flat_skin": np.full((64, 64, 3), (224, 172, 140), np.uint8),
-                 "flat_grey": np.full((64, 64, 3), 128, np.uint8),
-                 "noise_uniform": rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)}
+    strangers = {
+        "flat_skin": np.full((64, 64, 3), (224, 172, 140), np.uint8),
+        "flat_grey": np.full((64, 64, 3), 128, np.uint8),
+        "noise_uniform": rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),
+    }
     far = distribution.distance(image_statistics(np.stack(list(strangers.values()))))
     # Unseen lesions stay near (a few units); the others are more than ten times farther.
     assert held_out.max() < 10
@@ -153,25 +157,31 @@ def hand_made_detector(feature_limit: float = 2.0, statistics_limit: float = 4.0
     """Identity precisions: the distances are Euclidean, from zero features and from the
     statistics of a flat mid-grey image."""
     grey_statistics = image_statistics(np.full((1, 16, 16, 3), 128, np.uint8))[0]
-    return OODDetector(FeatureDistribution(np.zeros(3, np.float32), np.eye(3, dtype=np.float32)),
-                       FeatureDistribution(grey_statistics, np.eye(9, dtype=np.float32)),
-                       feature_limit, statistics_limit)
+    return OODDetector(
+        FeatureDistribution(np.zeros(3, np.float32), np.eye(3, dtype=np.float32)),
+        FeatureDistribution(grey_statistics, np.eye(9, dtype=np.float32)),
+        feature_limit,
+        statistics_limit,
+    )
 
 
 def test_detector_score_is_the_larger_of_the_two_distance_ratios():
     detector = hand_made_detector(feature_limit=2.0, statistics_limit=4.0)
     rng = np.random.default_rng(3)
-    images = np.concatenate([np.full((2, 16, 16, 3), 128, np.uint8),          # statistics at 0
-                             rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)])
-    features = np.array([[0, 0, 0], [6, 0, 0], [0, 0, 0], [0.5, 0, 0], [30, 40, 0], [0, 0, 0]],
-                        np.float32)
+    images = np.concatenate(
+        [
+            np.full((2, 16, 16, 3), 128, np.uint8),  # statistics at 0
+            rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8),
+        ]
+    )
+    features = np.array([[0, 0, 0], [6, 0, 0], [0, 0, 0], [0.5, 0, 0], [30, 40, 0], [0, 0, 0]], np.float32)
     scores = detector.score(features, images)
     by_features = np.linalg.norm(features, axis=1) / 2.0
     by_statistics = np.linalg.norm(image_statistics(images) - detector.statistics.mean, axis=1) / 4.0
     assert scores.shape == (6,)
     np.testing.assert_allclose(scores, np.maximum(by_features, by_statistics), rtol=1e-5, atol=1e-6)
-    assert scores[0] == pytest.approx(0.0, abs=1e-6)                # at both means
-    assert scores[1] == pytest.approx(3.0, rel=1e-5)                # features alone decide
+    assert scores[0] == pytest.approx(0.0, abs=1e-6)  # at both means
+    assert scores[1] == pytest.approx(3.0, rel=1e-5)  # features alone decide
     assert by_statistics[3] > by_features[3] and scores[3] == pytest.approx(by_statistics[3], rel=1e-5)
     assert by_features[4] > by_statistics[4] and scores[4] == pytest.approx(25.0, rel=1e-5)
     # Each limit scales its own ratio only.
@@ -180,9 +190,12 @@ def test_detector_score_is_the_larger_of_the_two_distance_ratios():
 
 
 def test_detector_save_and_load_round_trip(tmp_path):
-    detector = OODDetector(FeatureDistribution.fit(gaussian(100)[0]),
-                           FeatureDistribution.fit(image_statistics(lesions(range(30), 32))),
-                           3.25, 4.5)
+    detector = OODDetector(
+        FeatureDistribution.fit(gaussian(100)[0]),
+        FeatureDistribution.fit(image_statistics(lesions(range(30), 32))),
+        3.25,
+        4.5,
+    )
     detector.save(tmp_path / ood.OOD_FILE)
     loaded = OODDetector.load(tmp_path / ood.OOD_FILE)
     for part in ("features", "statistics"):
@@ -191,8 +204,9 @@ def test_detector_save_and_load_round_trip(tmp_path):
     assert (loaded.feature_limit, loaded.statistics_limit) == (3.25, 4.5)
     assert isinstance(loaded.feature_limit, float) and isinstance(loaded.statistics_limit, float)
     probe_features, probe_images = gaussian(7, seed=3)[0], lesions(range(200, 207), 32)
-    np.testing.assert_array_equal(loaded.score(probe_features, probe_images),
-                                  detector.score(probe_features, probe_images))
+    np.testing.assert_array_equal(
+        loaded.score(probe_features, probe_images), detector.score(probe_features, probe_images)
+    )
 
 
 # ---------------------------------------------------------------- non-lesion images
@@ -231,25 +245,38 @@ def indifferent(d: int) -> FeatureDistribution:
 
 
 def test_rejection_report_counts_images_scored_above_one():
-    images = {"near": np.full((20, 10, 3), 1, np.uint8), "edge": np.full((8, 8, 3), 2, np.uint8),
-              "far": np.full((8, 8, 3), 200, np.uint8)}
+    images = {
+        "near": np.full((20, 10, 3), 1, np.uint8),
+        "edge": np.full((8, 8, 3), 2, np.uint8),
+        "far": np.full((8, 8, 3), 200, np.uint8),
+    }
     # Features only (the statistics' distance is always 0): "edge" sits exactly on the limit.
-    by_features = OODDetector(FeatureDistribution(np.zeros(3, np.float32), np.eye(3, dtype=np.float32)),
-                              indifferent(9), float(np.sqrt(np.float32(12))), 1.0)
+    by_features = OODDetector(
+        FeatureDistribution(np.zeros(3, np.float32), np.eye(3, dtype=np.float32)),
+        indifferent(9),
+        float(np.sqrt(np.float32(12))),
+        1.0,
+    )
     report = rejection_report(FixedRunner(), by_features, images)
-    assert report == {"images": 3, "rejected": 1, "share_rejected": pytest.approx(1 / 3),
-                      "missed": ["near", "edge"]}
+    assert report == {
+        "images": 3,
+        "rejected": 1,
+        "share_rejected": pytest.approx(1 / 3),
+        "missed": ["near", "edge"],
+    }
 
 
 def test_rejection_report_applies_the_image_statistics_check_too():
     rng = np.random.default_rng(0)
-    images = {"flat": np.full((20, 10, 3), 120, np.uint8),
-              "noise": rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)}
+    images = {
+        "flat": np.full((20, 10, 3), 120, np.uint8),
+        "noise": rng.integers(0, 256, (30, 30, 3), dtype=np.uint8),
+    }
     flat_statistics = image_statistics(np.full((1, 8, 8, 3), 120, np.uint8))[0]
     # Features never count here; the statistics (of the 8 px images the runner gets) do.
-    by_statistics = OODDetector(indifferent(3), FeatureDistribution(flat_statistics,
-                                                                     np.eye(9, dtype=np.float32)),
-                                1.0, 0.5)
+    by_statistics = OODDetector(
+        indifferent(3), FeatureDistribution(flat_statistics, np.eye(9, dtype=np.float32)), 1.0, 0.5
+    )
     report = rejection_report(FixedRunner(), by_statistics, images)
     assert report == {"images": 2, "rejected": 1, "share_rejected": 0.5, "missed": ["flat"]}
 
@@ -262,10 +289,12 @@ def test_fit_bundle_ood_keeps_the_share_of_validation_images(tiny_keras_model):
     assert entry["file"] == ood.OOD_FILE and entry["train_images"] == 40
     assert entry["threshold"] == 1.0 and entry["keep_each"] == ood.KEEP_EACH
     # Both distributions are fitted on the training images.
-    np.testing.assert_allclose(detector.features.mean, runner.batched(train)[1].mean(axis=0),
-                               rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(detector.statistics.mean, image_statistics(train).mean(axis=0),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        detector.features.mean, runner.batched(train)[1].mean(axis=0), rtol=1e-4, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        detector.statistics.mean, image_statistics(train).mean(axis=0), rtol=1e-4, atol=1e-5
+    )
     # Each limit keeps KEEP_EACH of its own validation distances, and no more than needed.
     val_features = runner.batched(val)[1]
     feature_distances = detector.features.distance(val_features)
@@ -315,11 +344,14 @@ def test_an_old_format_ood_file_is_refused_with_the_refit_command(trained_tiny_b
     threshold in the manifest). Its sha256 matches, but this version cannot use it."""
     folder = Path(shutil.copytree(trained_tiny_bundle, tmp_path / "old"))
     stored = OODDetector.load(folder / ood.OOD_FILE)
-    np.savez_compressed(folder / ood.OOD_FILE, mean=stored.features.mean,
-                        precision=stored.features.precision)
+    np.savez_compressed(folder / ood.OOD_FILE, mean=stored.features.mean, precision=stored.features.precision)
     manifest = json.loads((folder / bundle.MANIFEST_FILE).read_text())
-    manifest["ood"] = {"file": ood.OOD_FILE, "threshold": 17.5, "validation_kept": 0.975,
-                       "sha256": bundle.sha256_file(folder / ood.OOD_FILE)}
+    manifest["ood"] = {
+        "file": ood.OOD_FILE,
+        "threshold": 17.5,
+        "validation_kept": 0.975,
+        "sha256": bundle.sha256_file(folder / ood.OOD_FILE),
+    }
     (folder / bundle.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
     with pytest.raises(BundleError, match=r"python -m medal_core fit-ood") as refused:
         load_bundle(folder)
@@ -380,9 +412,12 @@ def test_the_real_bundle_keeps_real_calibration_lesions(real_runner):
     scores = loaded.ood.score(runner.batched(images)[1], images)
     rejected = int(np.sum(scores > 1.0))
     n, p = len(chosen), 1 - ood.KEEP_SHARE
+
     def tail(k):
-        return sum(math.comb(n, j) * p ** j * (1 - p) ** (n - j) for j in range(k, n + 1))
+        return sum(math.comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(k, n + 1))
 
     allowed = max(k for k in range(n + 1) if tail(k) >= 0.01)
-    assert rejected <= allowed, (f"{rejected} of {n} real calibration lesions rejected "
-                                 f"(kept {1 - rejected / n:.1%}); allowed {allowed}")
+    assert rejected <= allowed, (
+        f"{rejected} of {n} real calibration lesions rejected "
+        f"(kept {1 - rejected / n:.1%}); allowed {allowed}"
+    )

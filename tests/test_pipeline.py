@@ -18,10 +18,15 @@ def as_arrays(tf_dataset):
 @pytest.fixture
 def non_square_dataset(tmp_path):
     """Five distinct noise images of 40×24 and 24×40 pixels, PNG and JPEG."""
-    paths = [write_image(tmp_path / f"img{i}{'.png' if i % 2 else '.jpg'}",
-                         size=(40, 24) if i % 2 else (24, 40), seed=i) for i in range(5)]
-    return data.Dataset(np.array([str(p) for p in paths]), np.array([0, 1, 0, 1, 1], np.int32),
-                        np.array([""] * 5))
+    paths = [
+        write_image(
+            tmp_path / f"img{i}{'.png' if i % 2 else '.jpg'}", size=(40, 24) if i % 2 else (24, 40), seed=i
+        )
+        for i in range(5)
+    ]
+    return data.Dataset(
+        np.array([str(p) for p in paths]), np.array([0, 1, 0, 1, 1], np.int32), np.array([""] * 5)
+    )
 
 
 @pytest.fixture
@@ -29,8 +34,7 @@ def identical_images_dataset(tmp_path):
     """Four copies of one asymmetric image: any difference between passes is augmentation,
     not shuffling."""
     path = write_image(tmp_path / "same.png", size=(32, 32), seed=42)
-    return data.Dataset(np.array([str(path)] * 4), np.array([0, 1, 0, 1], np.int32),
-                        np.array([""] * 4))
+    return data.Dataset(np.array([str(path)] * 4), np.array([0, 1, 0, 1], np.int32), np.array([""] * 4))
 
 
 def test_evaluation_batches_have_the_documented_shapes_and_dtypes(non_square_dataset):
@@ -58,8 +62,7 @@ def test_evaluation_pipeline_is_deterministic(non_square_dataset):
 
 def test_training_batches_are_augmented_and_stay_in_range(identical_images_dataset):
     plain, _ = as_arrays(pipeline.make_pipeline(identical_images_dataset, SIZE, batch_size=4))
-    training = pipeline.make_pipeline(identical_images_dataset, SIZE, batch_size=4,
-                                      training=True, seed=1)
+    training = pipeline.make_pipeline(identical_images_dataset, SIZE, batch_size=4, training=True, seed=1)
     first, labels = as_arrays(training)
     second, _ = as_arrays(training)
 
@@ -85,24 +88,32 @@ def test_each_image_draws_its_own_view_among_all_eight():
     dihedral views itself, all of them about equally often."""
     import tensorflow as tf
 
-    image = np.arange(6 * 6 * 3, dtype=np.uint8).reshape(6, 6, 3)   # no symmetry
-    expected = {np.ascontiguousarray(v).tobytes() for k in range(4)
-                for v in (np.rot90(image, k), np.fliplr(np.rot90(image, k)))}
+    image = np.arange(6 * 6 * 3, dtype=np.uint8).reshape(6, 6, 3)  # no symmetry
+    expected = {
+        np.ascontiguousarray(v).tobytes()
+        for k in range(4)
+        for v in (np.rot90(image, k), np.fliplr(np.rot90(image, k)))
+    }
     assert len(expected) == 8
     rng = tf.random.Generator.from_seed(7)
-    views = [v.numpy().tobytes() for v in tf.data.Dataset.from_tensors(image).repeat(800).map(
-        lambda x: pipeline.random_dihedral(x, rng))]
+    views = [
+        v.numpy().tobytes()
+        for v in tf.data.Dataset.from_tensors(image)
+        .repeat(800)
+        .map(lambda x: pipeline.random_dihedral(x, rng))
+    ]
     counts = {view: views.count(view) for view in set(views)}
     assert set(counts) == expected
-    assert min(counts.values()) > 60        # ~100 each; under 61 has p < 1e-4
+    assert min(counts.values()) > 60  # ~100 each; under 61 has p < 1e-4
 
 
 def test_a_training_batch_mixes_orientations(identical_images_dataset):
     """Within one batch, copies of the same image come out in different views."""
-    training = pipeline.make_pipeline(identical_images_dataset, SIZE, batch_size=4,
-                                      training=True, seed=3)
-    distinct = [len({np.round(x, 0).tobytes() for x in batch.numpy()}) for batch, _ in
-                (next(iter(training)) for _ in range(5))]
+    training = pipeline.make_pipeline(identical_images_dataset, SIZE, batch_size=4, training=True, seed=3)
+    distinct = [
+        len({np.round(x, 0).tobytes() for x in batch.numpy()})
+        for batch, _ in (next(iter(training)) for _ in range(5))
+    ]
     assert max(distinct) > 1
 
 
@@ -110,16 +121,16 @@ def test_draw_probability_thins_a_source_per_epoch(tmp_path):
     paths = [str(write_image(tmp_path / f"{i}.png", value=i * 2)) for i in range(100)]
     dataset = data.Dataset(np.array(paths), np.array([0, 1] * 50, np.int32), np.array([""] * 100))
     draw = np.where(np.arange(100) < 50, 1.0, 0.2)
-    training = pipeline.make_pipeline(dataset, 8, batch_size=100, training=True, seed=0,
-                                      draw_probability=draw)
+    training = pipeline.make_pipeline(
+        dataset, 8, batch_size=100, training=True, seed=0, draw_probability=draw
+    )
     sizes = [len(labels) for _ in range(10) for _, labels in training]
-    assert 50 + 3 <= np.mean(sizes) <= 50 + 17       # 50 always + ~10 of the other 50
+    assert 50 + 3 <= np.mean(sizes) <= 50 + 17  # 50 always + ~10 of the other 50
     assert pipeline.expected_batches(draw, 32) == 2  # 60 images on average
 
 
 def test_sample_weights_ride_along_as_a_third_element(non_square_dataset):
     weights = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
-    batches = list(pipeline.make_pipeline(non_square_dataset, SIZE, batch_size=5,
-                                          sample_weights=weights))
-    (_, labels, got), = batches
+    batches = list(pipeline.make_pipeline(non_square_dataset, SIZE, batch_size=5, sample_weights=weights))
+    ((_, labels, got),) = batches
     np.testing.assert_array_equal(got.numpy(), weights)

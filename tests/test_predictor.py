@@ -42,39 +42,56 @@ def independent_probability(predictor: Predictor, rgb: np.ndarray):
     resized = resize_for_model(rgb, size)[None]
     image = resized.astype(np.float32)
     mirrored = image[:, :, ::-1]
-    views = ([np.rot90(image, k, axes=(1, 2)) for k in range(4)]
-             + [np.rot90(mirrored, k, axes=(1, 2)) for k in range(4)])
+    views = [np.rot90(image, k, axes=(1, 2)) for k in range(4)] + [
+        np.rot90(mirrored, k, axes=(1, 2)) for k in range(4)
+    ]
     raw = logit_model(bundle.model)
     logits = np.array([raw([np.ascontiguousarray(v)]).numpy()[0, 0] for v in views])
     temperature = bundle.manifest["temperature"]
-    logits = logits - bundle.manifest.get("logit_offset", 0.0)   # the class-weighting shift
+    logits = logits - bundle.manifest.get("logit_offset", 0.0)  # the class-weighting shift
     pooled = keras.Model(bundle.model.inputs, bundle.model.get_layer(FEATURE_LAYER).output)
     features = pooled([image]).numpy()
-    return (float(sigmoid(logits.mean() / temperature)), float(logits.mean() + bundle.logit_offset),
-            sigmoid(logits / temperature), features, resized)
+    return (
+        float(sigmoid(logits.mean() / temperature)),
+        float(logits.mean() + bundle.logit_offset),
+        sigmoid(logits / temperature),
+        features,
+        resized,
+    )
 
 
 # ---------------------------------------------------------------- Prediction logic
 
 
-def made(probability=0.5, threshold=0.4, views=(0.3, 0.6), ood_score=None, band_ratio=1.5,
-         clinical_score=None):
+def made(
+    probability=0.5, threshold=0.4, views=(0.3, 0.6), ood_score=None, band_ratio=1.5, clinical_score=None
+):
     """A hand-made Prediction; `views` are the view probabilities (only min/max matter)."""
-    return Prediction(probability=probability, logit=0.0, threshold=threshold,
-                      view_probabilities=np.array(views, dtype=float), ood_score=ood_score,
-                      quality=assess_quality(photo(256, 256)), band_ratio=band_ratio,
-                      clinical_score=clinical_score, clinical_limit=0.5)
+    return Prediction(
+        probability=probability,
+        logit=0.0,
+        threshold=threshold,
+        view_probabilities=np.array(views, dtype=float),
+        ood_score=ood_score,
+        quality=assess_quality(photo(256, 256)),
+        band_ratio=band_ratio,
+        clinical_score=clinical_score,
+        clinical_limit=0.5,
+    )
 
 
 # threshold 0.4 (odds 2/3); band ratio 1.5 -> band up to odds 1, i.e. probability 0.5.
-@pytest.mark.parametrize("probability, views, onward, code", [
-    (0.10, (0.05, 0.20), False, "low"),
-    (0.399, (0.20, 0.60), False, "low"),          # views straddle: the estimate decides
-    (0.40, (0.40, 0.40), True, "indeterminate"),  # on the threshold: onward, borderline
-    (0.49, (0.30, 0.60), True, "indeterminate"),
-    (0.50, (0.45, 0.55), True, "refer"),          # top of the band
-    (0.80, (0.60, 0.90), True, "refer"),
-])
+@pytest.mark.parametrize(
+    "probability, views, onward, code",
+    [
+        (0.10, (0.05, 0.20), False, "low"),
+        (0.399, (0.20, 0.60), False, "low"),  # views straddle: the estimate decides
+        (0.40, (0.40, 0.40), True, "indeterminate"),  # on the threshold: onward, borderline
+        (0.49, (0.30, 0.60), True, "indeterminate"),
+        (0.50, (0.45, 0.55), True, "refer"),  # top of the band
+        (0.80, (0.60, 0.90), True, "refer"),
+    ],
+)
 def test_the_verdict_is_the_decision_policys(probability, views, onward, code):
     p = made(probability, 0.4, views)
     assert p.spread == (min(views), max(views))
@@ -84,8 +101,9 @@ def test_the_verdict_is_the_decision_policys(probability, views, onward, code):
     assert verdict_text(p) == VERDICTS[code]
 
 
-@pytest.mark.parametrize("score, lesion", [(None, True), (0.0, True), (0.5, True), (1.0, True),
-                                            (1.005, False), (40.0, False)])
+@pytest.mark.parametrize(
+    "score, lesion", [(None, True), (0.0, True), (0.5, True), (1.0, True), (1.005, False), (40.0, False)]
+)
 def test_no_estimate_when_the_ood_score_exceeds_one(score, lesion):
     for probability, views in ((0.9, (0.8, 0.95)), (0.45, (0.2, 0.5)), (0.1, (0.05, 0.2))):
         p = made(probability, 0.4, views, ood_score=score)
@@ -128,8 +146,9 @@ def test_probability_is_the_calibrated_mean_over_the_eight_views(predictor, heig
     assert isinstance(result, Prediction)
     assert result.probability == pytest.approx(expected, abs=ATOL)
     assert result.logit == pytest.approx(mean_logit, abs=ATOL)
-    assert sigmoid((result.logit - predictor.bundle.logit_offset) / predictor.bundle.temperature) \
-        == pytest.approx(result.probability)
+    assert sigmoid(
+        (result.logit - predictor.bundle.logit_offset) / predictor.bundle.temperature
+    ) == pytest.approx(result.probability)
     assert result.view_probabilities.shape == (DIHEDRAL_VIEWS,)
     np.testing.assert_allclose(result.view_probabilities, view_probabilities, atol=ATOL)
     assert np.all((result.view_probabilities >= 0) & (result.view_probabilities <= 1))
@@ -140,8 +159,9 @@ def test_probability_is_the_calibrated_mean_over_the_eight_views(predictor, heig
     # model-size image.
     assert isinstance(result.ood_score, float) and np.isfinite(result.ood_score)
     assert result.ood_score >= 0
-    assert result.ood_score == pytest.approx(float(predictor.bundle.ood.score(features, image)[0]),
-                                             rel=1e-4, abs=1e-4)
+    assert result.ood_score == pytest.approx(
+        float(predictor.bundle.ood.score(features, image)[0]), rel=1e-4, abs=1e-4
+    )
     assert result.looks_like_lesion is (result.ood_score <= 1.0)
 
 
@@ -149,9 +169,12 @@ def test_the_verdict_follows_the_estimate_and_the_band_not_the_views(predictor):
     rgb = photo(64, 64, seed=5)
     result = predictor.predict(rgb)
     p, ratio = result.probability, predictor.band_ratio
-    odds_below_band = p / (1 - p) / (ratio * 1.01)       # a threshold whose band ends below p
-    cases = [(min(1.0, p + 1e-3), "low"), (p, "indeterminate"),
-             (odds_below_band / (1 + odds_below_band), "refer")]
+    odds_below_band = p / (1 - p) / (ratio * 1.01)  # a threshold whose band ends below p
+    cases = [
+        (min(1.0, p + 1e-3), "low"),
+        (p, "indeterminate"),
+        (odds_below_band / (1 + odds_below_band), "refer"),
+    ]
     for threshold, expected in cases:
         judged = predictor.predict(rgb, threshold)
         assert judged.spread == result.spread and judged.probability == result.probability
@@ -170,7 +193,8 @@ def test_a_custom_threshold_changes_the_decision_not_the_probability(predictor):
     assert above.verdict_code == ("low" if default.has_estimate else "no_estimate")
     assert predictor.predict(rgb, threshold=0.0).onward
     assert predictor.predict(rgb, threshold=1).onward is (
-        default.probability >= 1 or not default.has_estimate)
+        default.probability >= 1 or not default.has_estimate
+    )
 
 
 @pytest.mark.parametrize("threshold", [-0.01, 1.01, 5, float("nan")])
@@ -182,8 +206,9 @@ def test_threshold_outside_zero_one_is_refused(predictor, threshold):
 
 
 def test_predict_batch_equals_predict_one_by_one(predictor):
-    images = [photo(h, w, seed=i) for i, (h, w) in
-              enumerate([(32, 32), (64, 48), (20, 90), (256, 256), (33, 31)])]
+    images = [
+        photo(h, w, seed=i) for i, (h, w) in enumerate([(32, 32), (64, 48), (20, 90), (256, 256), (33, 31)])
+    ]
     batch = predictor.predict_batch(images, threshold=0.3, batch_size=2)
     assert len(batch) == len(images)
     for rgb, together in zip(images, batch):

@@ -60,8 +60,7 @@ pytestmark = pytest.mark.browser
 
 if chromium_missing():
     pytest.skip(chromium_missing(), allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api",
-                               reason="the playwright package is not installed")
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 
 SYSTEM_TMP = Path(tempfile.gettempdir()).resolve()
 TIMEOUT_MS = 60_000
@@ -77,8 +76,8 @@ EXPECTED = {
     "repo:logs/*": "training logs of a concurrent `medal_core.stages.train` run (git-ignored)",
     "repo:models/*/checkpoints/*": "checkpoints of a concurrent training run (git-ignored)",
     "server_tmp:__autograph_generated_file*.py": "TensorFlow AutoGraph writes the code it "
-                                                 "generates for the model's tf.functions "
-                                                 "(no data; removed when the server stops)",
+    "generates for the model's tf.functions "
+    "(no data; removed when the server stops)",
     "server_home:.keras/keras.json": "Keras writes its default settings on first import",
 }
 
@@ -111,7 +110,7 @@ def encodings(data: bytes) -> list[bytes]:
     found = [data, data.hex().encode(), data.hex().upper().encode()]
     for shift in range(3):
         encoded = base64.b64encode(b"\0" * shift + data)
-        core = encoded[4 if shift else 0:len(encoded) - 4]
+        core = encoded[4 if shift else 0 : len(encoded) - 4]
         found += [core, core.replace(b"+", b"-").replace(b"/", b"_")]
     return found
 
@@ -150,8 +149,9 @@ def changed(before: dict, after: dict) -> list[str]:
 OTHER_PROCESSES = "elsewhere in the system temp directory (searched for markers only)"
 
 
-def expectation(path: str, browser_dir: Path, server_tmp: Path, server_home: Path,
-                patterns: dict[str, str]) -> str | None:
+def expectation(
+    path: str, browser_dir: Path, server_tmp: Path, server_home: Path, patterns: dict[str, str]
+) -> str | None:
     """Why a new or changed file is fine, or None."""
     if path.startswith(str(browser_dir) + os.sep):
         return "the headless browser's own profile and temporary files"
@@ -159,7 +159,7 @@ def expectation(path: str, browser_dir: Path, server_tmp: Path, server_home: Pat
         if path.startswith(str(root) + os.sep):
             relative = os.path.relpath(path, root)
             for pattern, reason in patterns.items():
-                if pattern.startswith(area + ":") and fnmatch.fnmatch(relative, pattern[len(area) + 1:]):
+                if pattern.startswith(area + ":") and fnmatch.fnmatch(relative, pattern[len(area) + 1 :]):
                     return reason
             return None
     return OTHER_PROCESSES
@@ -182,7 +182,7 @@ def files_containing(paths, needles: list[bytes]) -> list[str]:
 
 def test_uploads_stay_in_memory_and_on_this_server(tmp_path, monkeypatch):
     token = uuid.uuid4().hex[:10]
-    uploads = []   # (file name, bytes, marker)
+    uploads = []  # (file name, bytes, marker)
     for i, seed in enumerate((11, 12, 13)):
         marker = f"MEDAL-PRIVACY-{uuid.uuid4()}"
         uploads.append((f"privacy_{token}_{i}.png", marked_png(seed, marker), marker))
@@ -191,20 +191,21 @@ def test_uploads_stay_in_memory_and_on_this_server(tmp_path, monkeypatch):
     names = [name for name, _, _ in uploads]
 
     models_dir = _models_dir(tmp_path)
-    server_tmp = tmp_path / "server_tmp"        # the server's TMPDIR
-    server_home = tmp_path / "server_home"      # the server's HOME
-    downloads = tmp_path / "downloads"          # the browser's downloads (exempt)
+    server_tmp = tmp_path / "server_tmp"  # the server's TMPDIR
+    server_home = tmp_path / "server_home"  # the server's HOME
+    downloads = tmp_path / "downloads"  # the browser's downloads (exempt)
     for folder in (server_tmp, server_home, downloads):
         folder.mkdir()
     roots = [ROOT, SYSTEM_TMP]
-    if not tmp_path.resolve().is_relative_to(SYSTEM_TMP):   # pytest --basetemp elsewhere
+    if not tmp_path.resolve().is_relative_to(SYSTEM_TMP):  # pytest --basetemp elsewhere
         roots.append(tmp_path)
     before = snapshot(roots, skip=[downloads])
     # Playwright's TMPDIR (Chromium's profile and sockets); short, as Chromium refuses
     # socket paths over 107 characters.
     browser_dir = Path(tempfile.mkdtemp(prefix="medal_pw_", dir=SYSTEM_TMP))
-    server = StreamlitServer(models_dir, env={"TMPDIR": server_tmp, "TEMP": None, "TMP": None,
-                                              "HOME": server_home})
+    server = StreamlitServer(
+        models_dir, env={"TMPDIR": server_tmp, "TEMP": None, "TMP": None, "HOME": server_home}
+    )
     requests: list[str] = []
     sockets: list[str] = []
     playwright = None
@@ -213,7 +214,7 @@ def test_uploads_stay_in_memory_and_on_this_server(tmp_path, monkeypatch):
             server.start()
         except ServerError as error:
             pytest.fail(str(error))
-        monkeypatch.setenv("TMPDIR", str(browser_dir))   # for Playwright's driver only
+        monkeypatch.setenv("TMPDIR", str(browser_dir))  # for Playwright's driver only
         playwright = sync_api.sync_playwright().start()
         monkeypatch.undo()
         browser = playwright.chromium.launch(**launch_options(downloads_path=str(downloads)))
@@ -234,8 +235,15 @@ def test_uploads_stay_in_memory_and_on_this_server(tmp_path, monkeypatch):
         after = changed(before, snapshot(roots, skip=[downloads]))
         hits += files_containing(after, needles)
         # (a) disk
-        _check_disk(sorted(set(during) | set(after)), sorted(set(hits)), browser_dir,
-                    server_tmp, server_home, downloads, needles)
+        _check_disk(
+            sorted(set(during) | set(after)),
+            sorted(set(hits)),
+            browser_dir,
+            server_tmp,
+            server_home,
+            downloads,
+            needles,
+        )
     finally:
         if playwright is not None:
             playwright.stop()
@@ -249,8 +257,7 @@ def test_uploads_stay_in_memory_and_on_this_server(tmp_path, monkeypatch):
     assert [n for n in names if n.encode() in output] == []
 
     # (c) network: only this server
-    external = [url for url in requests
-                if not url.startswith((server.url + "/", "data:", "blob:", "about:"))]
+    external = [url for url in requests if not url.startswith((server.url + "/", "data:", "blob:", "about:"))]
     assert requests and external == [], external
     assert sockets and all(url.startswith(f"ws://127.0.0.1:{server.port}/") for url in sockets), sockets
 
@@ -259,12 +266,20 @@ def _triage_and_batch(page, uploads) -> None:
     """Triage: upload, result, case report; Batch triage: two uploads, the CSV."""
     name, data, _ = uploads[0]
     page.locator(UPLOAD_INPUT).first.set_input_files(
-        files=[{"name": name, "mimeType": "image/png", "buffer": data}])
+        files=[{"name": name, "mimeType": "image/png", "buffer": data}]
+    )
     report_button = page.get_by_role("button", name="Download case report (HTML)")
     report_button.wait_for()
     settle(page)
-    assert page.get_by_text(re.compile(r"Probability of melanoma|Not recognised as a "
-                                       r"dermoscopic")).count() >= 1
+    assert (
+        page.get_by_text(
+            re.compile(
+                r"Probability of melanoma|Not recognised as a "
+                r"dermoscopic"
+            )
+        ).count()
+        >= 1
+    )
     with page.expect_download() as report_info:
         report_button.click()
     report = Path(report_info.value.path()).read_text()
@@ -272,7 +287,8 @@ def _triage_and_batch(page, uploads) -> None:
 
     open_page(page, "Batch triage")
     page.locator(UPLOAD_INPUT).first.set_input_files(
-        files=[{"name": n, "mimeType": "image/png", "buffer": d} for n, d, _ in uploads[1:]])
+        files=[{"name": n, "mimeType": "image/png", "buffer": d} for n, d, _ in uploads[1:]]
+    )
     csv_button = page.get_by_role("button", name="Download results (CSV)")
     csv_button.wait_for()
     settle(page)
@@ -282,13 +298,19 @@ def _triage_and_batch(page, uploads) -> None:
     assert sorted(r[0] for r in rows[1:]) == sorted(n for n, _, _ in uploads[1:])
 
 
-def _check_disk(written: list[str], hits: list[str], browser_dir: Path, server_tmp: Path,
-                server_home: Path, downloads: Path, needles: list[bytes]) -> None:
+def _check_disk(
+    written: list[str],
+    hits: list[str],
+    browser_dir: Path,
+    server_tmp: Path,
+    server_home: Path,
+    downloads: Path,
+    needles: list[bytes],
+) -> None:
     """(a): nothing unexpected written, the server's TMPDIR empty, no marker anywhere
     (`hits`: the written files that hold one)."""
     patterns = {**EXPECTED, **_extra_expected()}
-    reasons = {p: expectation(p, browser_dir, server_tmp, server_home, patterns)
-               for p in written}
+    reasons = {p: expectation(p, browser_dir, server_tmp, server_home, patterns) for p in written}
     print(f"\n{len(written)} files new or changed during the flow:")
     for reason in sorted(set(map(str, reasons.values()))):
         print(f"  {sum(str(r) == reason for r in reasons.values()):5d}  {reason}")
@@ -297,8 +319,8 @@ def _check_disk(written: list[str], hits: list[str], browser_dir: Path, server_t
     assert unexpected == [], f"files written during the flow that nobody expects: {unexpected}"
     assert sorted(server_tmp.rglob("*")) == [], "the server left files in its TMPDIR"
     downloaded = [p for p in downloads.rglob("*") if p.is_file()]
-    assert len(downloaded) == 2, downloaded                # the report and the CSV
-    assert files_containing(downloaded, needles) == []     # they hold re-encoded images only
+    assert len(downloaded) == 2, downloaded  # the report and the CSV
+    assert files_containing(downloaded, needles) == []  # they hold re-encoded images only
 
 
 def _models_dir(tmp_path: Path) -> Path:

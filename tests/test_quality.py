@@ -94,12 +94,15 @@ def test_every_warning_says_what_to_do():
     assert warning == QualityWarning("blurred", quality.MESSAGES["blurred"])
 
 
-@pytest.mark.parametrize("bad", [
-    np.zeros((64, 64), np.uint8),
-    np.zeros((64, 64, 4), np.uint8),
-    np.zeros((64, 64, 3), np.float32),
-    np.zeros((0, 64, 3), np.uint8),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((64, 64), np.uint8),
+        np.zeros((64, 64, 4), np.uint8),
+        np.zeros((64, 64, 3), np.float32),
+        np.zeros((0, 64, 3), np.uint8),
+    ],
+)
 def test_rejects_arrays_that_are_not_rgb_uint8(bad):
     with pytest.raises(ValueError):
         assess_quality(bad)
@@ -109,8 +112,11 @@ def test_rejects_arrays_that_are_not_rgb_uint8(bad):
 def test_real_validation_images_pass_intake_and_quality():
     if not ISIC_DIR.is_dir():
         pytest.skip(f"ISIC images not found at {ISIC_DIR}")
-    paths = [path for label in ("benign", "malignant")
-             for path in sorted((ISIC_DIR / "val" / label).glob("*.jpg"))[:15]]
+    paths = [
+        path
+        for label in ("benign", "malignant")
+        for path in sorted((ISIC_DIR / "val" / label).glob("*.jpg"))[:15]
+    ]
     if len(paths) < 30:
         pytest.skip(f"expected 30 val images under {ISIC_DIR / 'val'}, found {len(paths)}")
     reports = [assess_quality(read_upload(path.read_bytes()).rgb) for path in paths]

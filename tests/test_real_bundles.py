@@ -17,8 +17,11 @@ BUNDLES = bundle.find_bundles(MODELS_DIR)
 MAX_BUNDLE_BYTES = 40 * 1024 * 1024
 
 if not BUNDLES:
-    pytest.skip(f"no trained bundles yet ({MODELS_DIR}/*/manifest.json not found); "
-                "they are checked here once written", allow_module_level=True)
+    pytest.skip(
+        f"no trained bundles yet ({MODELS_DIR}/*/manifest.json not found); "
+        "they are checked here once written",
+        allow_module_level=True,
+    )
 
 
 @pytest.fixture(scope="module", params=BUNDLES, ids=[b.name for b in BUNDLES])
@@ -45,22 +48,23 @@ def test_bundle_loads_with_its_model_and_checks(loaded):
 
 def test_stored_predictions_match_the_roles_and_the_temperature(loaded):
     roles = loaded.manifest["data"]["roles"]
-    for predictions, role in ((loaded.predictions, "calibration"),
-                              (loaded.report_predictions, "report")):
+    for predictions, role in ((loaded.predictions, "calibration"), (loaded.report_predictions, "report")):
         assert len(predictions.labels) == roles[role]["images"]
         assert int(predictions.labels.sum()) == roles[role]["malignant"]
-        np.testing.assert_allclose(predictions.probabilities, loaded.calibrate(predictions.logits),
-                                   atol=1e-6)
+        np.testing.assert_allclose(predictions.probabilities, loaded.calibrate(predictions.logits), atol=1e-6)
     # No image plays two roles.
     assert not set(loaded.predictions.image_ids) & set(loaded.report_predictions.image_ids)
 
 
 def test_stored_predictions_reproduce_the_manifests_aucs(loaded):
-    for predictions, key in ((loaded.predictions, "validation_metrics"),
-                             (loaded.report_predictions, "report_metrics")):
+    for predictions, key in (
+        (loaded.predictions, "validation_metrics"),
+        (loaded.report_predictions, "report_metrics"),
+    ):
         recorded = loaded.manifest[key]["roc_auc"]["value"]
-        assert metrics.roc_auc(predictions.labels, predictions.probabilities) == \
-            pytest.approx(recorded, abs=1e-9)
+        assert metrics.roc_auc(predictions.labels, predictions.probabilities) == pytest.approx(
+            recorded, abs=1e-9
+        )
 
 
 def test_the_app_rule_meets_the_target_where_the_threshold_was_chosen(loaded):
@@ -71,10 +75,10 @@ def test_the_app_rule_meets_the_target_where_the_threshold_was_chosen(loaded):
     target = loaded.manifest["threshold"]["target_sensitivity"]
     sources = loaded.manifest["decision"]["threshold_set"]["sources"]
     p = loaded.predictions
-    chosen = (np.isin(p.sources, sources) if isinstance(sources, list)
-              else np.ones(len(p.labels), bool))
-    subset = dataclasses.replace(p, labels=p.labels[chosen], probabilities=p.probabilities[chosen],
-                                 no_estimate=p.no_estimate[chosen])
+    chosen = np.isin(p.sources, sources) if isinstance(sources, list) else np.ones(len(p.labels), bool)
+    subset = dataclasses.replace(
+        p, labels=p.labels[chosen], probabilities=p.probabilities[chosen], no_estimate=p.no_estimate[chosen]
+    )
     caught, positives = onward(subset, loaded.threshold)
     assert caught / positives >= target
     assert positives == loaded.manifest["decision"]["threshold_set"]["melanomas"]
@@ -85,8 +89,9 @@ def test_the_app_rule_meets_the_target_where_the_threshold_was_chosen(loaded):
 def test_the_report_rule_figures_reproduce_from_the_stored_predictions(loaded):
     p = loaded.report_predictions
     entry = loaded.manifest["decision"]
-    counts = decision.rule_counts(p.labels, p.probabilities, loaded.threshold,
-                                  entry["band_ratio"], p.no_estimate)
+    counts = decision.rule_counts(
+        p.labels, p.probabilities, loaded.threshold, entry["band_ratio"], p.no_estimate
+    )
     for key in ("verdicts", "melanomas_onward", "benign_reassured"):
         recorded = entry["rule"]["report"][key]
         got = counts[key]
@@ -97,8 +102,7 @@ def test_the_report_rule_figures_reproduce_from_the_stored_predictions(loaded):
 
 
 def test_no_case_sits_on_the_threshold(loaded):
-    assert not np.any(np.isclose(loaded.predictions.probabilities, loaded.threshold,
-                                 rtol=0, atol=1e-9))
+    assert not np.any(np.isclose(loaded.predictions.probabilities, loaded.threshold, rtol=0, atol=1e-9))
 
 
 @pytest.mark.real_data
@@ -122,16 +126,24 @@ def test_the_compiled_pass_reproduces_the_stored_predictions(loaded):
     logits, _ = runner(images, views=loaded.manifest["test_time_views"])
     logits = logits if logits.ndim == 1 else logits.mean(axis=1)
     np.testing.assert_allclose(logits, p.logits[chosen], atol=1e-4)
-    np.testing.assert_array_equal(loaded.calibrate(logits) >= loaded.threshold,
-                                  p.probabilities[chosen] >= loaded.threshold)
+    np.testing.assert_array_equal(
+        loaded.calibrate(logits) >= loaded.threshold, p.probabilities[chosen] >= loaded.threshold
+    )
 
 
 def test_bundle_folder_is_small_enough_to_commit(loaded):
     # checkpoints/ is git-ignored: only the bundle's own files are committed.
-    files = [f for f in loaded.folder.rglob("*")
-             if f.is_file() and "checkpoints" not in f.relative_to(loaded.folder).parts]
+    files = [
+        f
+        for f in loaded.folder.rglob("*")
+        if f.is_file() and "checkpoints" not in f.relative_to(loaded.folder).parts
+    ]
     names = {f.name for f in files}
-    assert {bundle.MODEL_FILE, bundle.MANIFEST_FILE, bundle.PREDICTIONS_FILE,
-            bundle.REPORT_PREDICTIONS_FILE} <= names
+    assert {
+        bundle.MODEL_FILE,
+        bundle.MANIFEST_FILE,
+        bundle.PREDICTIONS_FILE,
+        bundle.REPORT_PREDICTIONS_FILE,
+    } <= names
     total = sum(f.stat().st_size for f in files)
     assert total < MAX_BUNDLE_BYTES, f"{loaded.folder} holds {total / 2**20:.1f} MiB"

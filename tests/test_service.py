@@ -78,7 +78,7 @@ def test_predict_answers_as_the_predictor_does(client, predictor, lesion):
     assert body["bundle"] == "alpha" and "triage aid" in body["disclaimer"]
     assert body["warnings"] == expected.warnings()
     sensitivity = body["sensitivity_at_threshold"]
-    assert sensitivity["set"] == "calibration"           # make_bundle stores no report set
+    assert sensitivity["set"] == "calibration"  # make_bundle stores no report set
     assert 0 <= sensitivity["low"] <= sensitivity["value"] <= sensitivity["high"] <= 1
     assert Prediction.from_dict(body["detail"]).probability == pytest.approx(body["probability"])
 
@@ -90,8 +90,10 @@ def test_a_threshold_override_changes_the_verdict_not_the_probability(client, pr
         expected = Prediction.from_dict(base["detail"]).at_threshold(threshold)
         assert body["threshold"] == threshold and body["verdict"] == expected.verdict_code
         assert body["probability"] == base["probability"]
-    assert client.post("/v1/predict?threshold=0", content=png(lesion), headers=AUTH).json()[
-        "verdict"] in ("refer", "indeterminate")
+    assert client.post("/v1/predict?threshold=0", content=png(lesion), headers=AUTH).json()["verdict"] in (
+        "refer",
+        "indeterminate",
+    )
 
 
 @pytest.mark.parametrize("threshold", ["abc", "1.5", "-0.1", "nan"])
@@ -101,8 +103,9 @@ def test_a_bad_threshold_is_a_422_with_a_message(client, lesion, threshold):
     assert "threshold must be a number in [0, 1]" in answer.json()["error"]
 
 
-@pytest.mark.parametrize("body", [b"", b"this is not an image", b"\x89PNG\r\n\x1a\nbroken",
-                                  bytes(range(256)) * 4])
+@pytest.mark.parametrize(
+    "body", [b"", b"this is not an image", b"\x89PNG\r\n\x1a\nbroken", bytes(range(256)) * 4]
+)
 def test_a_refused_file_is_a_422_with_the_intakes_message(client, body):
     with pytest.raises(IntakeError) as refused:
         read_upload(body)
@@ -116,7 +119,7 @@ def test_a_file_over_the_limit_is_a_413_declared_or_streamed(client):
     huge = b"\xff\xd8" + bytes(2_100_000)
     assert client.post("/v1/predict", content=huge, headers=AUTH).status_code == 413
 
-    def chunks():          # no Content-Length: the body is counted as it arrives
+    def chunks():  # no Content-Length: the body is counted as it arrives
         for _ in range(30):
             yield bytes(100_000)
 
@@ -126,13 +129,12 @@ def test_a_file_over_the_limit_is_a_413_declared_or_streamed(client):
 
 def test_too_many_pixels_is_a_422_not_a_crash(client):
     buffer = io.BytesIO()
-    Image.new("L", (9000, 9000)).save(buffer, format="PNG")      # 81 MP, small file
+    Image.new("L", (9000, 9000)).save(buffer, format="PNG")  # 81 MP, small file
     answer = client.post("/v1/predict", content=buffer.getvalue(), headers=AUTH)
     assert answer.status_code == 422 and "megapixels" in answer.json()["error"]
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"},
-                                     {"Authorization": TOKEN}])
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}])
 def test_a_missing_or_wrong_token_is_a_401(client, lesion, headers):
     for route in ("/v1/predict", "/v1/explain"):
         answer = client.post(route, content=png(lesion), headers=headers)
@@ -150,14 +152,16 @@ def test_explain_returns_the_overlay_or_the_map_as_png(client, predictor, lesion
     assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
     overlay = np.asarray(Image.open(io.BytesIO(answer.content)))
     assert overlay.shape == lesion.shape and overlay.dtype == np.uint8
-    assert not np.array_equal(overlay, lesion)                  # something was drawn
+    assert not np.array_equal(overlay, lesion)  # something was drawn
     bare = client.post("/v1/explain?output=heatmap&direction=benign", content=png(lesion), headers=AUTH)
     heat = np.asarray(Image.open(io.BytesIO(bare.content)))
     assert heat.shape == (predictor.input_size, predictor.input_size)
 
 
-@pytest.mark.parametrize("query, word", [("direction=up", "direction"), ("output=jpeg", "output"),
-                                         ("layer=no_such_layer", "no_such_layer")])
+@pytest.mark.parametrize(
+    "query, word",
+    [("direction=up", "direction"), ("output=jpeg", "output"), ("layer=no_such_layer", "no_such_layer")],
+)
 def test_bad_explain_parameters_are_a_422(client, lesion, query, word):
     answer = client.post(f"/v1/explain?{query}", content=png(lesion), headers=AUTH)
     assert answer.status_code == 422 and word in answer.json()["error"]
@@ -186,8 +190,13 @@ def server(predictor):
     import uvicorn
 
     port = _free_port()
-    config = uvicorn.Config(create_app(LocalBackend(predictor), token=TOKEN), host="127.0.0.1",
-                            port=port, log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        create_app(LocalBackend(predictor), token=TOKEN),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+    )
     running = uvicorn.Server(config)
     thread = threading.Thread(target=running.run, daemon=True)
     thread.start()
@@ -217,7 +226,8 @@ def test_the_remote_gradcam_gives_both_maps(server, predictor, lesion):
     layer = predictor.bundle.manifest["gradcam_layer"]
     there = RemoteGradCAM(ServiceClient(server, TOKEN), layer).explain_file(png(lesion))
     here = GradCAM(predictor.bundle.model, layer).explain_estimate(
-        resize_for_model(lesion, predictor.input_size))
+        resize_for_model(lesion, predictor.input_size)
+    )
     for direction in ("malignant", "benign"):
         assert there[direction].shape == (predictor.input_size,) * 2
         np.testing.assert_allclose(there[direction], here[direction], atol=1 / 255 + 1e-6)
@@ -255,8 +265,7 @@ def _app(models_dir: Path, monkeypatch, url: str):
     monkeypatch.setenv("MEDAL_MODELS_DIR", str(models_dir))
     monkeypatch.setenv("MEDAL_SERVICE_URL", url)
     monkeypatch.setenv("MEDAL_API_TOKEN", TOKEN)
-    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "streamlit_app.py"),
-                           default_timeout=180)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "streamlit_app.py"), default_timeout=180)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -268,7 +277,7 @@ def test_the_app_triages_through_the_service(server, service_bundle, monkeypatch
     assert not at.exception, [e.value for e in at.exception]
     shown = {m.label: m.value for m in at.metric}
     assert shown["Probability of melanoma"].endswith("%")
-    assert len(at.image) >= 2                       # original and the service's Grad-CAM
+    assert len(at.image) >= 2  # original and the service's Grad-CAM
 
 
 def test_an_unreachable_service_is_a_clear_message_not_a_traceback(service_bundle, monkeypatch, lesion):

@@ -26,9 +26,15 @@ def dataset_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def config(dataset_dir, tmp_path_factory) -> TrainConfig:
-    return TrainConfig(arch="custom_cnn", data=[str(dataset_dir)],
-                       out=str(tmp_path_factory.mktemp("models") / "b"),
-                       input_size=32, epochs=2, batch_size=8, patience=5)
+    return TrainConfig(
+        arch="custom_cnn",
+        data=[str(dataset_dir)],
+        out=str(tmp_path_factory.mktemp("models") / "b"),
+        input_size=32,
+        epochs=2,
+        batch_size=8,
+        patience=5,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +50,10 @@ def test_training_writes_a_bundle_that_loads(trained, config, dataset_dir):
     assert folder == bundle.find_bundles(folder.parent)[0]
     assert (manifest["name"], manifest["architecture"], manifest["input_size"]) == ("b", "custom_cnn", 32)
     assert manifest["training"]["config"] == asdict(config)
-    counts = {role: manifest["data"]["roles"][role]["images"] for role in
-              ("train", "selection", "calibration", "report")}
+    counts = {
+        role: manifest["data"]["roles"][role]["images"]
+        for role in ("train", "selection", "calibration", "report")
+    }
     # No official validation split: 70/10/10/10 of each class, by lesion (here by file).
     assert sum(counts.values()) == 40 and 27 <= counts["train"] <= 29
     assert all(3 <= counts[role] <= 5 for role in ("selection", "calibration", "report"))
@@ -65,17 +73,21 @@ def test_threshold_reaches_target_sensitivity_on_stored_predictions(trained):
     p = loaded.predictions
     threshold = loaded.manifest["threshold"]
     assert threshold["target_sensitivity"] == 0.95
-    rule = decision.rule_counts(p.labels, p.probabilities, loaded.threshold,
-                                loaded.manifest["decision"]["band_ratio"], p.no_estimate)
-    assert rule["melanomas_onward"]["share"] >= 0.95       # the app's own sensitivity
-    assert loaded.manifest["decision"]["rule"]["calibration"]["melanomas_onward"]["count"] == \
-        rule["melanomas_onward"]["count"]
+    rule = decision.rule_counts(
+        p.labels, p.probabilities, loaded.threshold, loaded.manifest["decision"]["band_ratio"], p.no_estimate
+    )
+    assert rule["melanomas_onward"]["share"] >= 0.95  # the app's own sensitivity
+    assert (
+        loaded.manifest["decision"]["rule"]["calibration"]["melanomas_onward"]["count"]
+        == rule["melanomas_onward"]["count"]
+    )
     assert p.no_estimate is not None and len(p.no_estimate) == len(p.labels)
     offset = loaded.manifest["logit_offset"]
-    assert offset == pytest.approx(0.0)     # the synthetic data is balanced: equal class weights
+    assert offset == pytest.approx(0.0)  # the synthetic data is balanced: equal class weights
     np.testing.assert_allclose(p.probabilities, metrics.sigmoid((p.logits - offset) / loaded.temperature))
     assert metrics.roc_auc(p.labels, p.probabilities) == pytest.approx(
-        loaded.manifest["validation_metrics"]["roc_auc"]["value"], abs=1e-12)
+        loaded.manifest["validation_metrics"]["roc_auc"]["value"], abs=1e-12
+    )
 
 
 def test_rerunning_the_same_command_resumes_instead_of_retraining(trained, config):
@@ -97,8 +109,7 @@ def test_rerunning_the_same_command_resumes_instead_of_retraining(trained, confi
 def test_evaluate_writes_a_json_report_matching_recomputed_metrics(trained, dataset_dir, tmp_path):
     folder = trained
     out = tmp_path / "report.json"
-    evaluate.main(["--bundle", str(folder), "--data", str(dataset_dir), "--split", "all",
-                   "--json", str(out)])
+    evaluate.main(["--bundle", str(folder), "--data", str(dataset_dir), "--split", "all", "--json", str(out)])
     report = json.loads(out.read_text())
     assert (report["n"], report["malignant"], report["split"]) == (40, 20, "all")
 
@@ -106,29 +117,33 @@ def test_evaluate_writes_a_json_report_matching_recomputed_metrics(trained, data
     dataset = data.load_dataset(dataset_dir)
     logits = evaluate.dataset_logits(loaded.model, dataset, views=loaded.manifest["test_time_views"])
     probabilities = metrics.sigmoid((logits - loaded.manifest["logit_offset"]) / loaded.temperature)
-    assert report["roc_auc"]["value"] == pytest.approx(metrics.roc_auc(dataset.labels, probabilities),
-                                                       abs=1e-9)
+    assert report["roc_auc"]["value"] == pytest.approx(
+        metrics.roc_auc(dataset.labels, probabilities), abs=1e-9
+    )
     assert report["roc_auc"]["low"] <= report["roc_auc"]["value"] <= report["roc_auc"]["high"]
     assert report["threshold"] == loaded.threshold
 
 
 def test_evaluate_on_the_bundles_roles_reproduces_the_manifest(trained, dataset_dir, tmp_path):
     folder = trained
-    report = evaluate.main(["--bundle", str(folder), "--data-root", ".",
-                            "--json", str(tmp_path / "roles.json")])
+    report = evaluate.main(
+        ["--bundle", str(folder), "--data-root", ".", "--json", str(tmp_path / "roles.json")]
+    )
     manifest = bundle.read_manifest(folder)
     for role, key in (("report", "report_metrics"), ("calibration", "validation_metrics")):
         figures = report["sets"][f"{role} (all)"]
         assert figures["n"] == manifest[key]["n"] == manifest["data"]["roles"][role]["images"]
-        assert figures["roc_auc"]["value"] == pytest.approx(manifest[key]["roc_auc"]["value"],
-                                                            abs=1e-6)
+        assert figures["roc_auc"]["value"] == pytest.approx(manifest[key]["roc_auc"]["value"], abs=1e-6)
 
 
 def test_resuming_with_another_configuration_is_refused(trained, config):
     from dataclasses import replace
 
-    with pytest.raises(TrainingError, match=r"another run \(seed: 42 -> 2; the train images "
-                                            r"differ; the selection images differ\)"):
+    with pytest.raises(
+        TrainingError,
+        match=r"another run \(seed: 42 -> 2; the train images "
+        r"differ; the selection images differ\)",
+    ):
         train(replace(config, seed=2))
     with pytest.raises(TrainingError, match=r"epochs: 2 -> 3"):
         train(replace(config, epochs=3))
@@ -155,24 +170,66 @@ def test_class_weights_average_one_and_favour_the_minority():
 
 def test_class_weights_follow_the_average_epoch_when_sources_are_thinned():
     labels = np.array([0] * 50 + [1] * 50)
-    draw = np.where(np.arange(100) < 50, 1.0, 0.5)       # malignant images drawn half as often
+    draw = np.where(np.arange(100) < 50, 1.0, 0.5)  # malignant images drawn half as often
     weights = class_weights(labels, draw)
     assert weights == pytest.approx({0: 0.75, 1: 1.5})
 
 
 def test_parse_args_maps_cli_flags_to_the_config():
-    config = parse_args(["--arch", "mobilenet", "--data", "d", "--data", "e", "--out", "models/m",
-                         "--weights", "w.weights.h5", "--input-size", "224", "--batch-size", "16",
-                         "--head-epochs", "2", "--epochs", "5", "--head-lr", "0.002",
-                         "--backbone-lr", "1e-4", "--patience", "3", "--label-smoothing", "0.1",
-                         "--max-minutes", "2.5", "--test-time-views", "1", "--seed", "7"])
-    assert config == TrainConfig(arch="mobilenet", data=["d", "e"], out="models/m",
-                                 weights="w.weights.h5", input_size=224, batch_size=16,
-                                 head_epochs=2, epochs=5, head_lr=0.002, backbone_lr=1e-4,
-                                 patience=3, label_smoothing=0.1, max_minutes=2.5,
-                                 test_time_views=1, seed=7)
-    recipe = parse_args(["--arch", "mobilenet", "--recipe", "r.json", "--data-root", "x",
-                         "--out", "o"])
+    config = parse_args(
+        [
+            "--arch",
+            "mobilenet",
+            "--data",
+            "d",
+            "--data",
+            "e",
+            "--out",
+            "models/m",
+            "--weights",
+            "w.weights.h5",
+            "--input-size",
+            "224",
+            "--batch-size",
+            "16",
+            "--head-epochs",
+            "2",
+            "--epochs",
+            "5",
+            "--head-lr",
+            "0.002",
+            "--backbone-lr",
+            "1e-4",
+            "--patience",
+            "3",
+            "--label-smoothing",
+            "0.1",
+            "--max-minutes",
+            "2.5",
+            "--test-time-views",
+            "1",
+            "--seed",
+            "7",
+        ]
+    )
+    assert config == TrainConfig(
+        arch="mobilenet",
+        data=["d", "e"],
+        out="models/m",
+        weights="w.weights.h5",
+        input_size=224,
+        batch_size=16,
+        head_epochs=2,
+        epochs=5,
+        head_lr=0.002,
+        backbone_lr=1e-4,
+        patience=3,
+        label_smoothing=0.1,
+        max_minutes=2.5,
+        test_time_views=1,
+        seed=7,
+    )
+    recipe = parse_args(["--arch", "mobilenet", "--recipe", "r.json", "--data-root", "x", "--out", "o"])
     assert (recipe.recipe, recipe.data_root, recipe.data) == ("r.json", "x", [])
 
 
@@ -184,7 +241,7 @@ def test_parse_args_defaults_and_refusals():
     with pytest.raises(SystemExit):
         parse_args(["--arch", "custom_cnn", "--data", "d"])
     with pytest.raises(SystemExit):
-        parse_args(["--arch", "custom_cnn", "--out", "o"])     # no data at all
+        parse_args(["--arch", "custom_cnn", "--out", "o"])  # no data at all
 
 
 def test_an_interrupted_two_rate_fit_resumes_both_optimizers(tmp_path):
@@ -217,18 +274,25 @@ def test_an_interrupted_two_rate_fit_resumes_both_optimizers(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         # Same backup folder, same epochs: the callback restores the state, trains no more.
-        resumed.fit(x, y, epochs=2, batch_size=4, verbose=0,
-                    callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))])
+        resumed.fit(
+            x,
+            y,
+            epochs=2,
+            batch_size=4,
+            verbose=0,
+            callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))],
+        )
     assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
-    for before, after in ((first.optimizer, resumed.optimizer),
-                          (first.backbone_optimizer, resumed.backbone_optimizer)):
+    for before, after in (
+        (first.optimizer, resumed.optimizer),
+        (first.backbone_optimizer, resumed.backbone_optimizer),
+    ):
         assert int(after.iterations.numpy()) == int(before.iterations.numpy()) == 4
         for a, b in zip(before.variables, after.variables):
             np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
-def test_the_threshold_can_be_chosen_on_one_source_of_the_calibration_set(trained, dataset_dir,
-                                                                          tmp_path):
+def test_the_threshold_can_be_chosen_on_one_source_of_the_calibration_set(trained, dataset_dir, tmp_path):
     import shutil
 
     from medal_core.data import roles

@@ -54,8 +54,8 @@ def test_the_app_path_loads_a_bundle_hashing_its_model_once(alpha, monkeypatch):
     hashed = []
     real = bundles.sha256_file
     monkeypatch.setattr(bundles, "sha256_file", lambda path: hashed.append(path.name) or real(path))
-    catalog.check_bundle(alpha)                  # the catalog lists it ...
-    Predictor.from_folder(alpha)                 # ... then the page loads its model
+    catalog.check_bundle(alpha)  # the catalog lists it ...
+    Predictor.from_folder(alpha)  # ... then the page loads its model
     assert hashed.count(bundles.MODEL_FILE) == 1
 
 
@@ -77,5 +77,5 @@ def test_a_bundles_signature_is_computed_once(alpha, monkeypatch):
     monkeypatch.setattr(catalog.json, "dumps", lambda *a, **k: pytest.fail("computed again"))
     assert catalog.signature(loaded) == first
     monkeypatch.undo()
-    other = bundles.load_bundle(alpha, load_model=False)    # another object: its own entry
+    other = bundles.load_bundle(alpha, load_model=False)  # another object: its own entry
     assert catalog.signature(other) == first

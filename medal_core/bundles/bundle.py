@@ -63,20 +63,25 @@ class Predictions:
     """Stored predictions on one set of images, each array of shape (n,)."""
 
     image_ids: np.ndarray
-    labels: np.ndarray          # 0 benign, 1 malignant
-    logits: np.ndarray          # raw model logits (mean over test-time views if used)
-    probabilities: np.ndarray   # Bundle.calibrate(logits)
-    sources: np.ndarray | None = None     # dataset of each image ("" unknown)
-    diagnoses: np.ndarray | None = None   # finer diagnosis, e.g. "nv", "bcc" ("" unknown)
+    labels: np.ndarray  # 0 benign, 1 malignant
+    logits: np.ndarray  # raw model logits (mean over test-time views if used)
+    probabilities: np.ndarray  # Bundle.calibrate(logits)
+    sources: np.ndarray | None = None  # dataset of each image ("" unknown)
+    diagnoses: np.ndarray | None = None  # finer diagnosis, e.g. "nv", "bcc" ("" unknown)
     no_estimate: np.ndarray | None = None  # bool: the app gives this image no estimate
 
     @classmethod
     def of(cls, dataset, logits, probabilities, no_estimate=None) -> "Predictions":
         """Predictions for the images of a `data.Dataset`, metadata kept."""
-        return cls(dataset.image_ids, dataset.labels, np.asarray(logits),
-                   np.asarray(probabilities), np.asarray(dataset.sources, dtype=str),
-                   np.asarray(dataset.diagnoses, dtype=str),
-                   None if no_estimate is None else np.asarray(no_estimate, bool))
+        return cls(
+            dataset.image_ids,
+            dataset.labels,
+            np.asarray(logits),
+            np.asarray(probabilities),
+            np.asarray(dataset.sources, dtype=str),
+            np.asarray(dataset.diagnoses, dtype=str),
+            None if no_estimate is None else np.asarray(no_estimate, bool),
+        )
 
     @property
     def estimated(self) -> np.ndarray:
@@ -91,10 +96,10 @@ class Bundle:
     folder: Path
     manifest: dict
     predictions: Predictions
-    model: object = None        # keras.Model, or None when loaded with load_model=False
-    ood: OODDetector | None = None   # None when the bundle has no OOD statistics
-    modality: ModalityCheck | None = None   # None when it has no dermoscopic check
-    report_predictions: Predictions | None = None   # on its report set, when it has one
+    model: object = None  # keras.Model, or None when loaded with load_model=False
+    ood: OODDetector | None = None  # None when the bundle has no OOD statistics
+    modality: ModalityCheck | None = None  # None when it has no dermoscopic check
+    report_predictions: Predictions | None = None  # on its report set, when it has one
 
     @property
     def name(self) -> str:
@@ -133,31 +138,49 @@ def sha256_file(path: str | Path) -> str:
 
 def write_predictions(path: Path, predictions: Predictions) -> None:
     n = len(predictions.image_ids)
-    extra = {name: values for name, values in (
-        ("source", predictions.sources), ("diagnosis", predictions.diagnoses),
-        ("no_estimate", None if predictions.no_estimate is None
-         else predictions.no_estimate.astype(int))) if values is not None}
+    extra = {
+        name: values
+        for name, values in (
+            ("source", predictions.sources),
+            ("diagnosis", predictions.diagnoses),
+            ("no_estimate", None if predictions.no_estimate is None else predictions.no_estimate.astype(int)),
+        )
+        if values is not None
+    }
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["image_id", "label", "logit", "probability", *extra])
         for i in range(n):
             # Shortest exact repr: the manifest's threshold is one of these probabilities,
             # and rounding could move that case below it when the file is read back.
-            writer.writerow([predictions.image_ids[i], int(predictions.labels[i]),
-                             repr(float(predictions.logits[i])),
-                             repr(float(predictions.probabilities[i])),
-                             *(values[i] for values in extra.values())])
+            writer.writerow(
+                [
+                    predictions.image_ids[i],
+                    int(predictions.labels[i]),
+                    repr(float(predictions.logits[i])),
+                    repr(float(predictions.probabilities[i])),
+                    *(values[i] for values in extra.values()),
+                ]
+            )
 
 
-def save_bundle(folder: str | Path, model, manifest: dict, predictions: Predictions,
-                history_csv: str | Path | None = None,
-                report_predictions: Predictions | None = None) -> Path:
+def save_bundle(
+    folder: str | Path,
+    model,
+    manifest: dict,
+    predictions: Predictions,
+    history_csv: str | Path | None = None,
+    report_predictions: Predictions | None = None,
+) -> Path:
     """Write a bundle; the manifest gets the model file's sha256 and the format version."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.save(folder / MODEL_FILE)
-    manifest = {**manifest, "format_version": FORMAT_VERSION,
-                "model_sha256": sha256_file(folder / MODEL_FILE)}
+    manifest = {
+        **manifest,
+        "format_version": FORMAT_VERSION,
+        "model_sha256": sha256_file(folder / MODEL_FILE),
+    }
     missing = validate_manifest(manifest)
     if missing:
         raise ValueError(f"manifest is incomplete: {missing}")
@@ -202,11 +225,15 @@ def read_manifest(folder: str | Path) -> dict:
     folder = Path(folder)
     path = folder / MANIFEST_FILE
     if not folder.is_dir():
-        raise BundleError(f"model bundle not found: {folder}. Train one with "
-                          f"`python -m medal_core train ... --out {folder}`.")
+        raise BundleError(
+            f"model bundle not found: {folder}. Train one with "
+            f"`python -m medal_core train ... --out {folder}`."
+        )
     if not path.is_file():
-        raise BundleError(f"{folder} has no {MANIFEST_FILE}: the bundle is incomplete. "
-                          "Re-run training or restore the folder from the repository.")
+        raise BundleError(
+            f"{folder} has no {MANIFEST_FILE}: the bundle is incomplete. "
+            "Re-run training or restore the folder from the repository."
+        )
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -221,6 +248,7 @@ def read_predictions(path: Path) -> Predictions:
     try:
         with path.open(newline="") as handle:
             rows = list(csv.DictReader(handle))
+
         def text(column: str) -> np.ndarray:
             return np.array([r.get(column, "") or "" for r in rows], dtype=str)
 
@@ -229,9 +257,14 @@ def read_predictions(path: Path) -> Predictions:
             np.array([int(r["label"]) for r in rows], dtype=np.int64),
             np.array([float(r["logit"]) for r in rows]),
             np.array([float(r["probability"]) for r in rows]),
-            sources=text("source"), diagnoses=text("diagnosis"),
-            no_estimate=(np.array([r["no_estimate"] == "1" for r in rows])
-                         if rows and "no_estimate" in rows[0] else None))
+            sources=text("source"),
+            diagnoses=text("diagnosis"),
+            no_estimate=(
+                np.array([r["no_estimate"] == "1" for r in rows])
+                if rows and "no_estimate" in rows[0]
+                else None
+            ),
+        )
     except (KeyError, ValueError, TypeError) as error:
         raise BundleError(f"{path} is malformed ({error!r}); restore it from the repository.") from error
     if len(rows) == 0 or len(set(predictions.labels.tolist())) < 2:
@@ -246,11 +279,16 @@ def load_bundle(folder: str | Path, load_model: bool = True, load_ood: bool = Tr
     manifest = read_manifest(folder)
     for required in (MODEL_FILE, PREDICTIONS_FILE):
         if not (folder / required).is_file():
-            raise BundleError(f"{folder} has no {required}: the bundle is incomplete. "
-                              "Re-run training or restore the folder from the repository.")
+            raise BundleError(
+                f"{folder} has no {required}: the bundle is incomplete. "
+                "Re-run training or restore the folder from the repository."
+            )
     predictions = read_predictions(folder / PREDICTIONS_FILE)
-    report = (read_predictions(folder / REPORT_PREDICTIONS_FILE)
-              if (folder / REPORT_PREDICTIONS_FILE).is_file() else None)
+    report = (
+        read_predictions(folder / REPORT_PREDICTIONS_FILE)
+        if (folder / REPORT_PREDICTIONS_FILE).is_file()
+        else None
+    )
     model = ood = modality = None
     if load_model:
         verify_sha256(folder / MODEL_FILE, manifest["model_sha256"])
@@ -262,8 +300,9 @@ def load_bundle(folder: str | Path, load_model: bool = True, load_ood: bool = Tr
             try:
                 model.get_layer(layer)
             except ValueError as error:
-                raise BundleError(f"{folder / MODEL_FILE} has no layer '{layer}' named in its "
-                                  "manifest.") from error
+                raise BundleError(
+                    f"{folder / MODEL_FILE} has no layer '{layer}' named in its manifest."
+                ) from error
     return Bundle(folder, manifest, predictions, model, ood, modality, report)
 
 
@@ -276,9 +315,11 @@ def _load_check(folder: Path, manifest: dict, key: str, file_name: str, load):
     try:
         return load(folder / file_name)
     except (KeyError, ValueError, OSError) as error:
-        raise BundleError(f"{folder / file_name} is not a check this version can read "
-                          f"({error}); refit it with `python -m medal_core fit-{key} --bundle "
-                          f"{folder} --data-root DATA`.") from error
+        raise BundleError(
+            f"{folder / file_name} is not a check this version can read "
+            f"({error}); refit it with `python -m medal_core fit-{key} --bundle "
+            f"{folder} --data-root DATA`."
+        ) from error
 
 
 # Files already hashed in this process, by (path, size, modification time, expected
@@ -300,9 +341,11 @@ def verify_sha256(path: Path, expected: str) -> None:
     if actual == expected:
         _verified.add(key)
     else:
-        raise BundleError(f"{path} does not match its manifest (sha256 {actual[:12]}… instead of "
-                          f"{expected[:12]}…): the file was changed or damaged. Restore it from "
-                          "the repository; do not use it.")
+        raise BundleError(
+            f"{path} does not match its manifest (sha256 {actual[:12]}… instead of "
+            f"{expected[:12]}…): the file was changed or damaged. Restore it from "
+            "the repository; do not use it."
+        )
 
 
 def _load_keras_model(path: Path):

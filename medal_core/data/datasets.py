@@ -61,10 +61,10 @@ class Dataset:
     labels: np.ndarray
     splits: np.ndarray
     # Given as None (or left out), each is filled with "" in __post_init__: never None after.
-    sources: np.ndarray = None      # type: ignore[assignment]
-    diagnoses: np.ndarray = None    # type: ignore[assignment]
-    lesion_ids: np.ndarray = None   # type: ignore[assignment]
-    folds: np.ndarray = None        # type: ignore[assignment]
+    sources: np.ndarray = None  # type: ignore[assignment]
+    diagnoses: np.ndarray = None  # type: ignore[assignment]
+    lesion_ids: np.ndarray = None  # type: ignore[assignment]
+    folds: np.ndarray = None  # type: ignore[assignment]
 
     def __post_init__(self):
         for name in METADATA_FIELDS:
@@ -82,8 +82,12 @@ class Dataset:
 
     def subset(self, mask: np.ndarray) -> "Dataset":
         """The images where `mask` (boolean or integer index array) selects."""
-        return Dataset(self.paths[mask], self.labels[mask], self.splits[mask],
-                       *(getattr(self, name)[mask] for name in METADATA_FIELDS))
+        return Dataset(
+            self.paths[mask],
+            self.labels[mask],
+            self.splits[mask],
+            *(getattr(self, name)[mask] for name in METADATA_FIELDS),
+        )
 
     def select_split(self, split: str) -> "Dataset":
         """The images of one split; `split="all"` keeps every image."""
@@ -109,8 +113,9 @@ class Dataset:
 # ---------------------------------------------------------------- layouts
 
 
-def load_dataset(root: str | Path, manifest: str | Path | None = None,
-                 label_map: dict[str, str] | None = None) -> Dataset:
+def load_dataset(
+    root: str | Path, manifest: str | Path | None = None, label_map: dict[str, str] | None = None
+) -> Dataset:
     """Read a dataset in any of the three layouts and check it is usable.
 
     `manifest` names a CSV manifest (relative paths in it are taken from `root`); without
@@ -148,12 +153,14 @@ def read_class_folders(root: Path) -> Dataset:
     if not paths:
         raise DatasetError(
             f"no images found in {root}: expected labels.csv, or images in "
-            f"{root}/benign and {root}/malignant (optionally below train/val/test)")
+            f"{root}/benign and {root}/malignant (optionally below train/val/test)"
+        )
     return _as_dataset(paths, labels, splits, sources=[root.name] * len(paths))
 
 
-def read_csv_manifest(csv_path: str | Path, root: str | Path | None = None,
-                      label_map: dict[str, str] | None = None) -> Dataset:
+def read_csv_manifest(
+    csv_path: str | Path, root: str | Path | None = None, label_map: dict[str, str] | None = None
+) -> Dataset:
     """A CSV with a path column (`filepath` or `path`), a `label` column and an
     optional `split` column. Labels go through `label_map` (default `ISIC_LABEL_MAP`)."""
     csv_path = Path(csv_path)
@@ -176,11 +183,13 @@ def read_csv_manifest(csv_path: str | Path, root: str | Path | None = None,
         if raw_label not in label_map:
             raise DatasetError(
                 f"{csv_path}, line {line}: label '{row['label']}' is not in the label mapping "
-                f"({', '.join(sorted(label_map))})")
+                f"({', '.join(sorted(label_map))})"
+            )
         class_name = label_map[raw_label]
         if class_name not in CLASS_NAMES:
-            raise DatasetError(f"label mapping sends '{raw_label}' to '{class_name}', "
-                               f"which is not one of {CLASS_NAMES}")
+            raise DatasetError(
+                f"label mapping sends '{raw_label}' to '{class_name}', which is not one of {CLASS_NAMES}"
+            )
         path = Path(row[path_key])
         paths.append(str(path if path.is_absolute() else base / path))
         labels.append(CLASS_NAMES.index(class_name))
@@ -216,8 +225,9 @@ def check_dataset(dataset: Dataset, root: Path) -> None:
 
 
 def _as_dataset(paths, labels, splits, **metadata) -> Dataset:
-    return Dataset(np.array(paths, dtype=str), np.array(labels, dtype=np.int32),
-                   np.array(splits, dtype=str), **metadata)
+    return Dataset(
+        np.array(paths, dtype=str), np.array(labels, dtype=np.int32), np.array(splits, dtype=str), **metadata
+    )
 
 
 # ---------------------------------------------------------------- decoding

@@ -86,8 +86,14 @@ _DECODER_ERRORS = (
 
 _ORIENTATION_TAG = ExifTags.Base.Orientation
 
-_DEPTH_WORDS = {"I;16": "16-bit", "I;16L": "16-bit", "I;16B": "16-bit", "I;16N": "16-bit",
-                "I": "32-bit", "F": "floating-point"}
+_DEPTH_WORDS = {
+    "I;16": "16-bit",
+    "I;16L": "16-bit",
+    "I;16B": "16-bit",
+    "I;16N": "16-bit",
+    "I": "32-bit",
+    "F": "floating-point",
+}
 
 
 class IntakeError(ValueError):
@@ -112,9 +118,13 @@ class UploadedImage:
     notes: tuple[str, ...]
 
 
-def read_upload(data: bytes | bytearray | memoryview | None, *,
-                max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS,
-                min_side: int = MIN_SIDE) -> UploadedImage:
+def read_upload(
+    data: bytes | bytearray | memoryview | None,
+    *,
+    max_bytes: int = MAX_BYTES,
+    max_pixels: int = MAX_PIXELS,
+    min_side: int = MIN_SIDE,
+) -> UploadedImage:
     """Decode uploaded file bytes into an `UploadedImage`, or raise `IntakeError`.
 
     Limits: `max_bytes` on the file size, `max_pixels` on width*height (checked from
@@ -129,7 +139,8 @@ def read_upload(data: bytes | bytearray | memoryview | None, *,
         raise IntakeError(
             f"The file is {len(data) / _MEGABYTE:.1f} MB, above the {max_bytes / _MEGABYTE:.0f} MB "
             "limit. Please upload a smaller photo (for example the phone's normal-size "
-            "photo, or a JPEG export).")
+            "photo, or a JPEG export)."
+        )
     try:
         # Pillow warns, then errors, on images above its own pixel limits; both become
         # refusals here. The filters apply to this block only (in other threads a
@@ -146,13 +157,14 @@ def read_upload(data: bytes | bytearray | memoryview | None, *,
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise IntakeError(
             f"The image has too many pixels to process safely (limit {max_pixels / 1e6:.0f} "
-            "megapixels). Please upload a smaller photo.") from error
+            "megapixels). Please upload a smaller photo."
+        ) from error
     except UnidentifiedImageError as error:
         raise _not_an_image() from error
     except MemoryError as error:
         raise IntakeError(
-            "The image is too large to process on this server. Please upload a smaller "
-            "photo.") from error
+            "The image is too large to process on this server. Please upload a smaller photo."
+        ) from error
     except _DECODER_ERRORS as error:
         raise _damaged() from error
     except Exception as error:  # noqa: BLE001 - any decoder failure is the file's fault
@@ -162,13 +174,15 @@ def read_upload(data: bytes | bytearray | memoryview | None, *,
 def _not_an_image() -> IntakeError:
     return IntakeError(
         f"This file is not an image we can read (supported: {SUPPORTED_TEXT}). "
-        "Please upload a photo in one of these formats.")
+        "Please upload a photo in one of these formats."
+    )
 
 
 def _damaged() -> IntakeError:
     return IntakeError(
         "The image file is damaged or incomplete and cannot be read. Please upload it "
-        "again, or export the photo again from its original source.")
+        "again, or export the photo again from its original source."
+    )
 
 
 def _decode(data: bytes, *, max_pixels: int, min_side: int) -> UploadedImage:
@@ -187,8 +201,7 @@ def _decode(data: bytes, *, max_pixels: int, min_side: int) -> UploadedImage:
             # A camera's MPO keeps previews or depth maps after the photo: nothing to
             # tell the user about.
             if image.format != "MPO":
-                notes.append("only the first frame of the animation or multi-page file "
-                             "was used")
+                notes.append("only the first frame of the animation or multi-page file was used")
             image.seek(0)
         image.load()
         upright, rotation_note = _apply_exif_orientation(image)
@@ -197,8 +210,13 @@ def _decode(data: bytes, *, max_pixels: int, min_side: int) -> UploadedImage:
         rgb, conversion_notes = _to_rgb_uint8(upright)
         notes.extend(conversion_notes)
     rgb.flags.writeable = False
-    return UploadedImage(rgb=rgb, format=file_format, original_size=(width, height),
-                         original_mode=original_mode, notes=tuple(notes))
+    return UploadedImage(
+        rgb=rgb,
+        format=file_format,
+        original_size=(width, height),
+        original_mode=original_mode,
+        notes=tuple(notes),
+    )
 
 
 def _check_dimensions(width: int, height: int, *, max_pixels: int, min_side: int) -> None:
@@ -207,11 +225,13 @@ def _check_dimensions(width: int, height: int, *, max_pixels: int, min_side: int
         raise IntakeError(
             f"The image is {width} x {height} pixels ({width * height / 1e6:.0f} megapixels), "
             f"above the {max_pixels / 1e6:.0f} megapixel limit. Please upload a smaller "
-            "photo (the phone's normal photo size is fine).")
+            "photo (the phone's normal photo size is fine)."
+        )
     if min(width, height) < min_side:
         raise IntakeError(
             f"The image is only {width} x {height} pixels; it must be at least {min_side} "
-            f"pixels on each side. Please upload the original photo, not a thumbnail.")
+            f"pixels on each side. Please upload the original photo, not a thumbnail."
+        )
 
 
 def _segment_count(data: bytes, limit: int) -> int:
@@ -223,10 +243,9 @@ def _segment_count(data: bytes, limit: int) -> int:
     count = 0
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         position = 8
-        while (position + 8 <= end and count <= limit
-               and data[position + 4:position + 8] != b"IEND"):
+        while position + 8 <= end and count <= limit and data[position + 4 : position + 8] != b"IEND":
             count += 1
-            position += 12 + int.from_bytes(data[position:position + 4], "big")
+            position += 12 + int.from_bytes(data[position : position + 4], "big")
     elif data.startswith(b"\xff\xd8"):
         position = 2
         while position + 1 < end and count <= limit:
@@ -246,7 +265,7 @@ def _segment_count(data: bytes, limit: int) -> int:
             if marker in (0x00, 0x01) or 0xD0 <= marker <= 0xD9:
                 position += 2
             else:
-                position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+                position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
     elif data[:6] in (b"GIF87a", b"GIF89a") and end >= 13:
         position = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
         images = 0
@@ -350,7 +369,8 @@ def _to_rgb_uint8(image: Image.Image) -> tuple[np.ndarray, list[str]]:
         except ValueError as error:
             raise IntakeError(
                 f"The image uses a colour format ({mode}) we cannot convert. Please save it "
-                "as an ordinary RGB JPEG or PNG and upload it again.") from error
+                "as an ordinary RGB JPEG or PNG and upload it again."
+            ) from error
     if mode in ("L", "1", "LA", "La"):
         notes.append("black-and-white image shown in colour format")
     return np.asarray(rgb_image), notes
@@ -371,7 +391,8 @@ def _high_depth_to_rgb(image: Image.Image) -> tuple[np.ndarray, list[str]]:
         if not finite.any():
             raise IntakeError(
                 "The image contains no valid pixel values (it may be a data file rather "
-                "than a photo). Please upload an ordinary JPEG or PNG photo.")
+                "than a photo). Please upload an ordinary JPEG or PNG photo."
+            )
         notes.append(f"{int((~finite).sum())} pixels had no value and are shown black")
     lowest = float(raw[finite].min())
     highest = float(raw[finite].max())
@@ -386,8 +407,10 @@ def _high_depth_to_rgb(image: Image.Image) -> tuple[np.ndarray, list[str]]:
         values -= lowest
         values *= scale
         grey = np.clip(np.rint(values, out=values), 0, 255, out=values).astype(np.uint8)
-        notes.append(f"{_DEPTH_WORDS.get(image.mode, image.mode)} image scaled from its "
-                     f"value range {lowest:g}-{highest:g} to 8 bits")
+        notes.append(
+            f"{_DEPTH_WORDS.get(image.mode, image.mode)} image scaled from its "
+            f"value range {lowest:g}-{highest:g} to 8 bits"
+        )
     else:
         # A flat image has no contrast to stretch; mid-grey says "no information".
         grey = np.where(finite, 128, 0).astype(np.uint8)

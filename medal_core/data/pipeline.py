@@ -74,10 +74,15 @@ def augment_image(image: tf.Tensor, size: int, rng: tf.random.Generator) -> tf.T
     return random_colour(image, rng)
 
 
-def make_pipeline(dataset: Dataset, image_size: int, batch_size: int = 32,
-                  training: bool = False, seed: int = 0,
-                  draw_probability: np.ndarray | None = None,
-                  sample_weights: np.ndarray | None = None) -> tf.data.Dataset:
+def make_pipeline(
+    dataset: Dataset,
+    image_size: int,
+    batch_size: int = 32,
+    training: bool = False,
+    seed: int = 0,
+    draw_probability: np.ndarray | None = None,
+    sample_weights: np.ndarray | None = None,
+) -> tf.data.Dataset:
     """Batches of (images float32 (n, s, s, 3) in 0–255, labels float32 (n, 1)[, weights (n,)]).
 
     Decoding goes through `data.load_image` (the app's decoder), cached in memory after
@@ -98,8 +103,11 @@ def make_pipeline(dataset: Dataset, image_size: int, batch_size: int = 32,
         return (image, *rest)
 
     labels = dataset.labels.astype(np.float32).reshape(-1, 1)
-    draw = (np.ones(len(dataset), np.float32) if draw_probability is None
-            else np.asarray(draw_probability, np.float32))
+    draw = (
+        np.ones(len(dataset), np.float32)
+        if draw_probability is None
+        else np.asarray(draw_probability, np.float32)
+    )
     columns = [dataset.paths, labels, draw]
     if sample_weights is not None:
         columns.append(np.asarray(sample_weights, np.float32))
@@ -114,10 +122,12 @@ def make_pipeline(dataset: Dataset, image_size: int, batch_size: int = 32,
         pipeline = pipeline.filter(lambda image, label, p, *w: rng.uniform([]) < p)
         pipeline = pipeline.map(
             lambda image, label, p, *w: (augment_image(image, image_size, rng), label, *w),
-            num_parallel_calls=AUTOTUNE)
+            num_parallel_calls=AUTOTUNE,
+        )
     else:
-        pipeline = pipeline.map(lambda image, label, p, *w: (tf.cast(image, tf.float32), label, *w),
-                                num_parallel_calls=AUTOTUNE)
+        pipeline = pipeline.map(
+            lambda image, label, p, *w: (tf.cast(image, tf.float32), label, *w), num_parallel_calls=AUTOTUNE
+        )
     return pipeline.batch(batch_size).prefetch(AUTOTUNE)
 
 

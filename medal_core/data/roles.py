@@ -56,9 +56,9 @@ class SourceRule:
     """One dataset of a recipe: where it is and how its images are shared out."""
 
     name: str
-    roles: dict                      # selector -> role, or {role: fraction}
-    train_weight: float = 1.0        # chance a training image is drawn in an epoch
-    exclude: str | None = None       # CSV of image ids (relative to the dataset folder)
+    roles: dict  # selector -> role, or {role: fraction}
+    train_weight: float = 1.0  # chance a training image is drawn in an epoch
+    exclude: str | None = None  # CSV of image ids (relative to the dataset folder)
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,11 @@ class Recipe:
     description: str = ""
 
     def as_dict(self) -> dict:
-        return {"seed": self.seed, "description": self.description,
-                "datasets": [vars(rule) for rule in self.sources]}
+        return {
+            "seed": self.seed,
+            "description": self.description,
+            "datasets": [vars(rule) for rule in self.sources],
+        }
 
 
 @dataclass(frozen=True)
@@ -77,10 +80,10 @@ class RoleAssignment:
     """The combined dataset, each image's role ("" = excluded) and training weight."""
 
     dataset: Dataset
-    roles: np.ndarray            # (n,) one of ROLES or EXCLUDED
-    train_weights: np.ndarray    # (n,) float, the source's train_weight
-    hashes: np.ndarray           # (n,) sha256 hex of each file
-    groups: np.ndarray           # (n,) int, lesion group
+    roles: np.ndarray  # (n,) one of ROLES or EXCLUDED
+    train_weights: np.ndarray  # (n,) float, the source's train_weight
+    hashes: np.ndarray  # (n,) sha256 hex of each file
+    groups: np.ndarray  # (n,) int, lesion group
     recipe: Recipe = field(repr=False)
 
     def role(self, name: str) -> Dataset:
@@ -103,10 +106,15 @@ class RoleAssignment:
 def default_recipe(names: list[str], seed: int = 42) -> Recipe:
     """What `--data A --data B` means: each dataset's official `val` split selects; the
     rest is split 70/10/10/10 into train/selection/calibration/report, by lesion."""
-    rule = {"split=val": "selection",
-            "*": {"train": 0.7, "selection": 0.1, "calibration": 0.1, "report": 0.1}}
-    return Recipe(tuple(SourceRule(name, dict(rule)) for name in names), seed,
-                  "each dataset: official val -> selection; the rest 70/10/10/10")
+    rule = {
+        "split=val": "selection",
+        "*": {"train": 0.7, "selection": 0.1, "calibration": 0.1, "report": 0.1},
+    }
+    return Recipe(
+        tuple(SourceRule(name, dict(rule)) for name in names),
+        seed,
+        "each dataset: official val -> selection; the rest 70/10/10/10",
+    )
 
 
 def read_recipe(path: str | Path) -> Recipe:
@@ -128,8 +136,9 @@ def read_recipe(path: str | Path) -> Recipe:
         unknown = set(entry) - {"name", "roles", "train_weight", "exclude"}
         if unknown:
             raise DatasetError(f"{where}: unknown keys {sorted(unknown)}")
-        rule = SourceRule(entry["name"], entry["roles"], float(entry.get("train_weight", 1.0)),
-                          entry.get("exclude"))
+        rule = SourceRule(
+            entry["name"], entry["roles"], float(entry.get("train_weight", 1.0)), entry.get("exclude")
+        )
         _check_rule(rule, where)
         sources.append(rule)
     names = [rule.name for rule in sources]
@@ -143,13 +152,14 @@ def _check_rule(rule: SourceRule, where: str) -> None:
         raise DatasetError(f"{where}: 'roles' must map selectors to roles")
     for selector, target in rule.roles.items():
         if selector != "*" and not selector.startswith(("split=", "fold=")):
-            raise DatasetError(f"{where}: selector '{selector}' is not '*', 'split=NAME' "
-                               "or 'fold=N'")
+            raise DatasetError(f"{where}: selector '{selector}' is not '*', 'split=NAME' or 'fold=N'")
         shares = {target: 1.0} if isinstance(target, str) else target
         if not isinstance(shares, dict) or set(shares) - set(ROLES):
             raise DatasetError(f"{where}: '{selector}' must name roles among {ROLES}")
-        if any(not 0 <= float(v) <= 1 for v in shares.values()) or \
-                abs(sum(float(v) for v in shares.values()) - 1) > 1e-6:
+        if (
+            any(not 0 <= float(v) <= 1 for v in shares.values())
+            or abs(sum(float(v) for v in shares.values()) - 1) > 1e-6
+        ):
             raise DatasetError(f"{where}: the fractions of '{selector}' must add up to 1")
     if not 0 < rule.train_weight <= 1:
         raise DatasetError(f"{where}: train_weight must be in (0, 1]")
@@ -157,16 +167,19 @@ def _check_rule(rule: SourceRule, where: str) -> None:
 
 def recipe_from_dict(raw: dict) -> Recipe:
     """The `Recipe` that `Recipe.as_dict` wrote (e.g. into a bundle's manifest)."""
-    return Recipe(tuple(SourceRule(**entry) for entry in raw["datasets"]), int(raw["seed"]),
-                  raw.get("description", ""))
+    return Recipe(
+        tuple(SourceRule(**entry) for entry in raw["datasets"]), int(raw["seed"]), raw.get("description", "")
+    )
 
 
 def bundle_roles(manifest: dict, data_root: str | Path) -> RoleAssignment:
     """A bundle's roles rebuilt from the recipe in its manifest, checked image for image
     against the ids it recorded (DatasetError if the data under `data_root` differ)."""
     if "recipe" not in manifest.get("data", {}):
-        raise DatasetError(f"bundle '{manifest.get('name')}' records no recipe: it predates "
-                           "data roles; retrain it with `python -m medal_core train`")
+        raise DatasetError(
+            f"bundle '{manifest.get('name')}' records no recipe: it predates "
+            "data roles; retrain it with `python -m medal_core train`"
+        )
     assignment = assign_roles(recipe_from_dict(manifest["data"]["recipe"]), data_root)
     recorded, rebuilt = manifest["data"]["roles"], assignment.summary()
     for role in ROLES:
@@ -174,7 +187,8 @@ def bundle_roles(manifest: dict, data_root: str | Path) -> RoleAssignment:
             raise DatasetError(
                 f"the {role} images under {data_root} are not the ones bundle "
                 f"'{manifest.get('name')}' recorded ({rebuilt[role]['images']} images, "
-                f"{recorded[role]['images']} recorded): another copy or version of the data?")
+                f"{recorded[role]['images']} recorded): another copy or version of the data?"
+            )
     return assignment
 
 
@@ -203,14 +217,14 @@ def assign_roles(recipe: Recipe, data_root: str | Path) -> RoleAssignment:
         roles[span] = _apply_rule(rule, part, roles[span], groups[span], rng)
         offset += len(part)
     roles = _keep_groups_whole(roles, groups)
-    assignment = RoleAssignment(combined, roles, np.concatenate(weight_parts), hashes, groups,
-                                recipe)
+    assignment = RoleAssignment(combined, roles, np.concatenate(weight_parts), hashes, groups, recipe)
     check_roles_disjoint(assignment)
     return assignment
 
 
-def _apply_rule(rule: SourceRule, dataset: Dataset, roles: np.ndarray, groups: np.ndarray,
-                rng: np.random.Generator) -> np.ndarray:
+def _apply_rule(
+    rule: SourceRule, dataset: Dataset, roles: np.ndarray, groups: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     roles = roles.copy()
     pending = roles == "?"
     for selector, target in rule.roles.items():
@@ -223,15 +237,17 @@ def _apply_rule(rule: SourceRule, dataset: Dataset, roles: np.ndarray, groups: n
         if isinstance(target, str):
             roles[matched] = target
         else:
-            roles[matched] = grouped_split(dataset.labels[matched], groups[matched],
-                                           {k: float(v) for k, v in target.items()}, rng)
+            roles[matched] = grouped_split(
+                dataset.labels[matched], groups[matched], {k: float(v) for k, v in target.items()}, rng
+            )
         pending &= ~matched
-    roles[pending] = EXCLUDED   # matched no rule: used for nothing
+    roles[pending] = EXCLUDED  # matched no rule: used for nothing
     return roles
 
 
-def grouped_split(labels: np.ndarray, groups: np.ndarray, fractions: dict[str, float],
-                  rng: np.random.Generator) -> np.ndarray:
+def grouped_split(
+    labels: np.ndarray, groups: np.ndarray, fractions: dict[str, float], rng: np.random.Generator
+) -> np.ndarray:
     """Share images between roles by `fractions` of the images, whole groups at a time,
     stratified by class (a group counts as malignant if any of its images is).
 
@@ -276,9 +292,12 @@ def check_roles_disjoint(assignment: RoleAssignment) -> None:
     keys = {
         "file content (sha256)": assignment.hashes,
         "lesion group": assignment.groups.astype(str),
-        "lesion_id": np.array([f"{s}/{lid}" if lid else f"{s}/#{i}" for i, (s, lid) in
-                               enumerate(zip(assignment.dataset.sources,
-                                             assignment.dataset.lesion_ids))]),
+        "lesion_id": np.array(
+            [
+                f"{s}/{lid}" if lid else f"{s}/#{i}"
+                for i, (s, lid) in enumerate(zip(assignment.dataset.sources, assignment.dataset.lesion_ids))
+            ]
+        ),
     }
     for what, values in keys.items():
         seen: dict[str, str] = {}
@@ -338,5 +357,8 @@ def role_summary(dataset: Dataset) -> dict:
     for source in sorted(set(dataset.sources)):
         part = dataset.subset(dataset.sources == source)
         per_source[source] = {"images": len(part), "malignant": int(part.labels.sum())}
-    return {**dataset.summary(), "sources": per_source,
-            "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()}
+    return {
+        **dataset.summary(),
+        "sources": per_source,
+        "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+    }

@@ -28,21 +28,24 @@ from dataclasses import dataclass
 import numpy as np
 
 REFER, INDETERMINATE, LOW, NO_ESTIMATE = "refer", "indeterminate", "low", "no_estimate"
-VERDICT_CODES = (NO_ESTIMATE, REFER, INDETERMINATE, LOW)   # most urgent first
-ONWARD = (NO_ESTIMATE, REFER, INDETERMINATE)               # a clinician should look
+VERDICT_CODES = (NO_ESTIMATE, REFER, INDETERMINATE, LOW)  # most urgent first
+ONWARD = (NO_ESTIMATE, REFER, INDETERMINATE)  # a clinician should look
 
 # Why no estimate was given.
 NOT_LESION, NOT_DERMOSCOPIC = "not_lesion", "not_dermoscopic"
 # What a person should do next when no estimate is given (the app and the service say it).
 NO_ESTIMATE_ADVICE = {
-    NOT_LESION: ("This does not look like a dermoscopic image of a skin lesion, so no "
-                 "melanoma estimate is given. Upload a close-up dermoscopy photo of the "
-                 "lesion; if you are worried about a mole, have a clinician look at it."),
+    NOT_LESION: (
+        "This does not look like a dermoscopic image of a skin lesion, so no "
+        "melanoma estimate is given. Upload a close-up dermoscopy photo of the "
+        "lesion; if you are worried about a mole, have a clinician look at it."
+    ),
     NOT_DERMOSCOPIC: (
         "This looks like an ordinary (clinical) photo of the skin, not a dermoscopic image. The "
         "model was only validated on dermoscopic images, so no melanoma estimate is given. Take "
         "the photo through a dermatoscope (a phone attachment works), or have a clinician look "
-        "at the mole."),
+        "at the mole."
+    ),
 }
 
 # The short label of each verdict, for tables and CSV files.
@@ -84,8 +87,14 @@ def band_upper(threshold: float, band_ratio: float) -> float:
     return odds / (1 + odds)
 
 
-def decide(probability: float | None, threshold: float, band_ratio: float = DEFAULT_BAND_RATIO,
-           *, looks_like_lesion: bool = True, looks_dermoscopic: bool = True) -> Verdict:
+def decide(
+    probability: float | None,
+    threshold: float,
+    band_ratio: float = DEFAULT_BAND_RATIO,
+    *,
+    looks_like_lesion: bool = True,
+    looks_dermoscopic: bool = True,
+) -> Verdict:
     """The verdict for one image. `probability` may be None only with a no-estimate reason."""
     if not looks_like_lesion:
         return Verdict(NO_ESTIMATE, NOT_LESION)
@@ -98,14 +107,18 @@ def decide(probability: float | None, threshold: float, band_ratio: float = DEFA
     return Verdict(INDETERMINATE if probability < band_upper(threshold, band_ratio) else REFER)
 
 
-def decide_many(probabilities: np.ndarray, threshold: float,
-                band_ratio: float = DEFAULT_BAND_RATIO,
-                no_estimate: np.ndarray | None = None) -> np.ndarray:
+def decide_many(
+    probabilities: np.ndarray,
+    threshold: float,
+    band_ratio: float = DEFAULT_BAND_RATIO,
+    no_estimate: np.ndarray | None = None,
+) -> np.ndarray:
     """(n,) verdict codes for (n,) probabilities; `no_estimate` (n,) bool marks images
     that get no estimate (their probability is ignored)."""
     p = np.asarray(probabilities, dtype=float)
-    codes = np.where(p < threshold, LOW,
-                     np.where(p < band_upper(threshold, band_ratio), INDETERMINATE, REFER))
+    codes = np.where(
+        p < threshold, LOW, np.where(p < band_upper(threshold, band_ratio), INDETERMINATE, REFER)
+    )
     if no_estimate is not None:
         codes = np.where(np.asarray(no_estimate, bool), NO_ESTIMATE, codes)
     return codes.astype(object)
@@ -121,10 +134,13 @@ def onward_scores(probabilities: np.ndarray, no_estimate: np.ndarray | None) -> 
     return p if no_estimate is None else np.where(np.asarray(no_estimate, bool), 1.0, p)
 
 
-
-def rule_counts(labels: np.ndarray, probabilities: np.ndarray, threshold: float,
-                band_ratio: float = DEFAULT_BAND_RATIO,
-                no_estimate: np.ndarray | None = None) -> dict:
+def rule_counts(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    threshold: float,
+    band_ratio: float = DEFAULT_BAND_RATIO,
+    no_estimate: np.ndarray | None = None,
+) -> dict:
     """How a labelled set fares under the app's rule.
 
     Returns per verdict the melanomas and benign lesions that land there, plus
@@ -135,24 +151,32 @@ def rule_counts(labels: np.ndarray, probabilities: np.ndarray, threshold: float,
     labels = np.asarray(labels).astype(int)
     codes = decide_many(probabilities, threshold, band_ratio, no_estimate)
     melanoma, benign = labels == 1, labels == 0
-    per_verdict = {code: {"melanoma": int(np.sum(melanoma & (codes == code))),
-                          "benign": int(np.sum(benign & (codes == code)))}
-                   for code in VERDICT_CODES}
+    per_verdict = {
+        code: {
+            "melanoma": int(np.sum(melanoma & (codes == code))),
+            "benign": int(np.sum(benign & (codes == code))),
+        }
+        for code in VERDICT_CODES
+    }
     onward = int(np.sum(melanoma & np.isin(codes, ONWARD)))
     reassured = int(np.sum(benign & (codes == LOW)))
     n_mel, n_ben = int(melanoma.sum()), int(benign.sum())
     return {
-        "threshold": float(threshold), "band_upper": band_upper(threshold, band_ratio),
+        "threshold": float(threshold),
+        "band_upper": band_upper(threshold, band_ratio),
         "verdicts": per_verdict,
-        "melanomas_onward": {"count": onward, "of": n_mel,
-                             "share": onward / n_mel if n_mel else math.nan},
-        "benign_reassured": {"count": reassured, "of": n_ben,
-                             "share": reassured / n_ben if n_ben else math.nan},
+        "melanomas_onward": {"count": onward, "of": n_mel, "share": onward / n_mel if n_mel else math.nan},
+        "benign_reassured": {
+            "count": reassured,
+            "of": n_ben,
+            "share": reassured / n_ben if n_ben else math.nan,
+        },
     }
 
 
-def app_threshold(labels: np.ndarray, probabilities: np.ndarray, target: float,
-                  no_estimate: np.ndarray | None = None) -> float:
+def app_threshold(
+    labels: np.ndarray, probabilities: np.ndarray, target: float, no_estimate: np.ndarray | None = None
+) -> float:
     """The highest threshold at which the app sends at least `target` of the melanomas
     onwards, counting those that get no estimate as sent onwards; midway between two
     scores so that no case sits on it."""
@@ -187,9 +211,13 @@ def sensitivity_lower_bound(caught: int, melanomas: int, confidence: float = 0.9
     return float(beta.ppf(1 - confidence, caught, melanomas - caught + 1))
 
 
-def guaranteed_threshold(labels: np.ndarray, probabilities: np.ndarray, target: float,
-                         confidence: float = 0.95,
-                         no_estimate: np.ndarray | None = None) -> float | None:
+def guaranteed_threshold(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    target: float,
+    confidence: float = 0.95,
+    no_estimate: np.ndarray | None = None,
+) -> float | None:
     """The highest threshold whose sensitivity on new cases from the same distribution
     is at least `target` with probability `confidence`, or None if the calibration set
     is too small to promise it.
@@ -204,14 +232,20 @@ def guaranteed_threshold(labels: np.ndarray, probabilities: np.ndarray, target: 
     n_mel = int(np.sum(labels == 1))
     always = int(np.sum(skip & (labels == 1)))
     scores = np.sort(p[(labels == 1) & ~skip])[::-1]
-    for k in range(1, len(scores) + 1):                     # catch the top k melanomas
+    for k in range(1, len(scores) + 1):  # catch the top k melanomas
         if sensitivity_lower_bound(always + k, n_mel, confidence) >= target:
             return _midway_below(scores[k - 1], p[~skip])
     return None
 
 
-def threshold_band_ratio(labels: np.ndarray, probabilities: np.ndarray, target: float,
-                         n_resamples: int = 1000, level: float = 0.95, seed: int = 0) -> float:
+def threshold_band_ratio(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    target: float,
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> float:
     """How far the threshold moves when it is re-chosen on resampled calibration data:
     the odds ratio between the upper `level` percentile of the bootstrap thresholds and
     the threshold itself (>= 1). The borderline band spans that much above the threshold."""

@@ -13,19 +13,25 @@ from medal_core.evaluation import metrics
 from medal_core.evaluation.decision import onward_scores
 
 TARGET_SENSITIVITY = 0.95
-DERMATOLOGIST_SENSITIVITY = 0.82   # dermatologists' sensitivity on ISIC 2017-like tests
-MEDAL_THRESHOLD = 0.37   # the operating point of the original MedAL app
+DERMATOLOGIST_SENSITIVITY = 0.82  # dermatologists' sensitivity on ISIC 2017-like tests
+MEDAL_THRESHOLD = 0.37  # the operating point of the original MedAL app
 
 
 def calibration_summary(y_true, logits, temperature: float, logit_offset: float = 0.0) -> dict:
     """NLL, Brier score and ECE of the raw sigmoid(logits), after removing the class-
     weighting offset, and after the offset and temperature scaling (what the app shows)."""
     summary: dict = {"temperature": temperature, "logit_offset": logit_offset}
-    for label, offset, t in (("uncalibrated", 0.0, 1.0), ("offset_only", logit_offset, 1.0),
-                             ("calibrated", logit_offset, temperature)):
+    for label, offset, t in (
+        ("uncalibrated", 0.0, 1.0),
+        ("offset_only", logit_offset, 1.0),
+        ("calibrated", logit_offset, temperature),
+    ):
         p = metrics.calibrated_probability(logits, offset, t)
-        summary[label] = {"nll": metrics.log_loss(y_true, p), "brier": metrics.brier_score(y_true, p),
-                          "ece": metrics.expected_calibration_error(y_true, p)}
+        summary[label] = {
+            "nll": metrics.log_loss(y_true, p),
+            "brier": metrics.brier_score(y_true, p),
+            "ece": metrics.expected_calibration_error(y_true, p),
+        }
     return summary
 
 
@@ -40,8 +46,9 @@ def operating_points(y_true, probabilities, target_sensitivity: float = TARGET_S
     }
 
 
-def evaluate_probabilities(y_true, probabilities, threshold: float, n_bootstrap: int = 2000,
-                           no_estimate=None) -> dict:
+def evaluate_probabilities(
+    y_true, probabilities, threshold: float, n_bootstrap: int = 2000, no_estimate=None
+) -> dict:
     """Everything the README and the app report, as a JSON-ready dict: the areas under
     the curves of the model's probabilities, and the figures at `threshold` of the app's
     rule (images with no estimate, `no_estimate` (n,) bool, count as sent onwards)."""
@@ -62,8 +69,9 @@ def evaluate_probabilities(y_true, probabilities, threshold: float, n_bootstrap:
     }
 
 
-def headline_figures(y_true, probabilities, threshold: float, n_bootstrap: int = 2000,
-                     no_estimate=None) -> dict:
+def headline_figures(
+    y_true, probabilities, threshold: float, n_bootstrap: int = 2000, no_estimate=None
+) -> dict:
     """The model table's figures for one set: ROC AUC (bootstrap 95% CI), specificity at
     sensitivity 0.95 and 0.82 (points of this set's ROC curve), ECE — all of the model's
     probabilities — and the app's sensitivity and specificity at the bundle's own
@@ -73,14 +81,17 @@ def headline_figures(y_true, probabilities, threshold: float, n_bootstrap: int =
     low, high = metrics.bootstrap_ci(y_true, probabilities, metrics.roc_auc, n_bootstrap)
     at = metrics.threshold_metrics(y_true, onward_scores(probabilities, no_estimate), threshold)
     return {
-        "n": int(len(y_true)), "malignant": int(y_true.sum()),
+        "n": int(len(y_true)),
+        "malignant": int(y_true.sum()),
         "roc_auc": {"value": metrics.roc_auc(y_true, probabilities), "low": low, "high": high},
         "specificity_at_sensitivity": {
             f"{target:.2f}": vars(metrics.specificity_at_sensitivity(y_true, probabilities, target))
-            for target in (TARGET_SENSITIVITY, DERMATOLOGIST_SENSITIVITY)},
+            for target in (TARGET_SENSITIVITY, DERMATOLOGIST_SENSITIVITY)
+        },
         "ece": metrics.expected_calibration_error(y_true, probabilities),
         "threshold": threshold,
-        "sensitivity": vars(at["sensitivity"]), "specificity": vars(at["specificity"]),
+        "sensitivity": vars(at["sensitivity"]),
+        "specificity": vars(at["specificity"]),
     }
 
 
@@ -95,20 +106,27 @@ def per_diagnosis(labels, probabilities, diagnoses, threshold: float, no_estimat
     for name in sorted(set(diagnoses.tolist()) - {""}):
         chosen = diagnoses == name
         above = int(np.sum(probabilities[chosen] >= threshold))
-        rows.append({"diagnosis": name, "melanoma": bool(labels[chosen].max() == 1),
-                     "images": int(chosen.sum()), "above_threshold": vars(
-                         metrics.Estimate.of(above, int(chosen.sum())))})
+        rows.append(
+            {
+                "diagnosis": name,
+                "melanoma": bool(labels[chosen].max() == 1),
+                "images": int(chosen.sum()),
+                "above_threshold": vars(metrics.Estimate.of(above, int(chosen.sum()))),
+            }
+        )
     return rows
 
 
 def format_headline(name: str, figures: dict) -> str:
     """One line of the model table."""
     auc, spec = figures["roc_auc"], figures["specificity_at_sensitivity"]
-    return (f"{name:<34} n={figures['n']:>5} mel={figures['malignant']:>4}  "
-            f"AUC {auc['value']:.3f} ({auc['low']:.3f}-{auc['high']:.3f})  "
-            f"spec@0.95 {spec['0.95']['value']:.3f}  spec@0.82 {spec['0.82']['value']:.3f}  "
-            f"ECE {figures['ece']:.3f}  at {figures['threshold']:.4f}: "
-            f"sens {figures['sensitivity']['value']:.3f} spec {figures['specificity']['value']:.3f}")
+    return (
+        f"{name:<34} n={figures['n']:>5} mel={figures['malignant']:>4}  "
+        f"AUC {auc['value']:.3f} ({auc['low']:.3f}-{auc['high']:.3f})  "
+        f"spec@0.95 {spec['0.95']['value']:.3f}  spec@0.82 {spec['0.82']['value']:.3f}  "
+        f"ECE {figures['ece']:.3f}  at {figures['threshold']:.4f}: "
+        f"sens {figures['sensitivity']['value']:.3f} spec {figures['specificity']['value']:.3f}"
+    )
 
 
 def format_report(report: dict, title: str = "") -> str:
@@ -125,18 +143,24 @@ def format_report(report: dict, title: str = "") -> str:
         counts = "" if name == "f1" else f"  [{est['successes']}/{est['total']}]"
         lines.append(f"  {name:<12} {est['value']:.3f}  (95% CI {est['low']:.3f}–{est['high']:.3f}){counts}")
     c = report["confusion"]
-    lines += ["confusion (rows true, columns decision):",
-              "               benign  malignant",
-              f"  benign     {c['tn']:>8} {c['fp']:>10}",
-              f"  malignant  {c['fn']:>8} {c['tp']:>10}",
-              "class        precision  recall    f1  support"]
+    lines += [
+        "confusion (rows true, columns decision):",
+        "               benign  malignant",
+        f"  benign     {c['tn']:>8} {c['fp']:>10}",
+        f"  malignant  {c['fn']:>8} {c['tp']:>10}",
+        "class        precision  recall    f1  support",
+    ]
     for row in report["per_class"]:
-        lines.append(f"  {row['class']:<10} {row['precision']:>9.3f} {row['recall']:>7.3f} "
-                     f"{row['f1']:>5.3f} {row['support']:>8}")
+        lines.append(
+            f"  {row['class']:<10} {row['precision']:>9.3f} {row['recall']:>7.3f} "
+            f"{row['f1']:>5.3f} {row['support']:>8}"
+        )
     if "calibration" in report:
         cal = report["calibration"]
-        lines.append(f"calibration (class-weight offset {cal.get('logit_offset', 0.0):.3f}, "
-                     f"temperature {cal['temperature']:.3f}):")
+        lines.append(
+            f"calibration (class-weight offset {cal.get('logit_offset', 0.0):.3f}, "
+            f"temperature {cal['temperature']:.3f}):"
+        )
         for label in ("uncalibrated", "offset_only", "calibrated"):
             m = cal[label]
             lines.append(f"  {label:<13} NLL {m['nll']:.4f}  Brier {m['brier']:.4f}  ECE {m['ece']:.4f}")

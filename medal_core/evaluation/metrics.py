@@ -81,8 +81,9 @@ def average_precision(y_true, y_score) -> float:
     return float(sklearn_metrics.average_precision_score(y_true, y_score))
 
 
-def bootstrap_ci(y_true, y_score, metric=roc_auc, n_resamples: int = 2000,
-                 level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    y_true, y_score, metric=roc_auc, n_resamples: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of `metric(y_true, y_score)`.
 
     Resamples are stratified: SciPy's bootstrap resamples the positives and the
@@ -96,9 +97,16 @@ def bootstrap_ci(y_true, y_score, metric=roc_auc, n_resamples: int = 2000,
     def statistic(resampled_positives, resampled_negatives):
         return metric(labels, np.r_[resampled_positives, resampled_negatives])
 
-    result = stats.bootstrap((positives, negatives), statistic, n_resamples=n_resamples,
-                             confidence_level=level, method="percentile", vectorized=False,
-                             paired=False, rng=np.random.default_rng(seed))
+    result = stats.bootstrap(
+        (positives, negatives),
+        statistic,
+        n_resamples=n_resamples,
+        confidence_level=level,
+        method="percentile",
+        vectorized=False,
+        paired=False,
+        rng=np.random.default_rng(seed),
+    )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
@@ -135,8 +143,12 @@ def confusion_at(y_true, y_score, threshold: float) -> Confusion:
     """Confusion counts when cases with `y_score >= threshold` are called malignant."""
     y_true, y_score = check_binary_inputs(y_true, y_score, need_both_classes=False)
     called = y_score >= threshold
-    return Confusion(tp=int(np.sum(called & (y_true == 1))), fp=int(np.sum(called & (y_true == 0))),
-                     tn=int(np.sum(~called & (y_true == 0))), fn=int(np.sum(~called & (y_true == 1))))
+    return Confusion(
+        tp=int(np.sum(called & (y_true == 1))),
+        fp=int(np.sum(called & (y_true == 0))),
+        tn=int(np.sum(~called & (y_true == 0))),
+        fn=int(np.sum(~called & (y_true == 1))),
+    )
 
 
 @dataclass(frozen=True)
@@ -170,8 +182,11 @@ def threshold_metrics(y_true, y_score, threshold: float) -> dict[str, Estimate]:
         "accuracy": Estimate.of(c.tp + c.tn, n),
     }
     f1 = f1_at(y_true, y_score, threshold)
-    low, high = (bootstrap_ci(y_true, y_score, lambda y, s: f1_at(y, s, threshold), 500)
-                 if len(np.unique(y_true)) == 2 else (math.nan, math.nan))
+    low, high = (
+        bootstrap_ci(y_true, y_score, lambda y, s: f1_at(y, s, threshold), 500)
+        if len(np.unique(y_true)) == 2
+        else (math.nan, math.nan)
+    )
     # F1 = 2·TP / (2·TP + FP + FN): those are its counts.
     result["f1"] = Estimate(f1, low, high, 2 * c.tp, 2 * c.tp + c.fp + c.fn)
     return result
@@ -180,19 +195,26 @@ def threshold_metrics(y_true, y_score, threshold: float) -> dict[str, Estimate]:
 def f1_at(y_true, y_score, threshold: float) -> float:
     """F1 of the malignant class at a threshold; 0 when nothing is called or present."""
     y_true, y_score = check_binary_inputs(y_true, y_score, need_both_classes=False)
-    return float(sklearn_metrics.f1_score(y_true, y_score >= threshold, labels=[0, 1],
-                                          zero_division=0))
+    return float(sklearn_metrics.f1_score(y_true, y_score >= threshold, labels=[0, 1], zero_division=0))
 
 
-def per_class_report(y_true, y_score, threshold: float,
-                     class_names=("benign", "malignant")) -> list[dict]:
+def per_class_report(y_true, y_score, threshold: float, class_names=("benign", "malignant")) -> list[dict]:
     """MedAL's table: precision, recall, F1 and support for each class at a threshold
     (scikit-learn's; 0 where a ratio has nothing to divide)."""
     y_true, y_score = check_binary_inputs(y_true, y_score, need_both_classes=False)
     precision, recall, f1, support = sklearn_metrics.precision_recall_fscore_support(
-        y_true, (y_score >= threshold).astype(np.int64), labels=[0, 1], zero_division=0)
-    return [{"class": name, "precision": float(precision[k]), "recall": float(recall[k]),
-             "f1": float(f1[k]), "support": int(support[k])} for k, name in enumerate(class_names)]
+        y_true, (y_score >= threshold).astype(np.int64), labels=[0, 1], zero_division=0
+    )
+    return [
+        {
+            "class": name,
+            "precision": float(precision[k]),
+            "recall": float(recall[k]),
+            "f1": float(f1[k]),
+            "support": int(support[k]),
+        }
+        for k, name in enumerate(class_names)
+    ]
 
 
 # ---------------------------------------------------------------- operating points
@@ -279,8 +301,9 @@ class NaturalFrequencies:
         return asdict(self)
 
 
-def natural_frequencies(sensitivity: float, specificity: float, prevalence: float,
-                        patients: int | None = None) -> NaturalFrequencies:
+def natural_frequencies(
+    sensitivity: float, specificity: float, prevalence: float, patients: int | None = None
+) -> NaturalFrequencies:
     """Expected counts per `patients` people (default: 1,000, or 10,000 when 1,000 would
     round an expected count between 0 and 1 to a whole person or to nobody, e.g. the 0.5
     missed melanomas of 10 at 95% sensitivity)."""
@@ -295,15 +318,26 @@ def natural_frequencies(sensitivity: float, specificity: float, prevalence: floa
     without = patients - with_melanoma
     caught = int(round(sensitivity * with_melanoma)) if with_melanoma else 0
     benign_referred = int(round((1 - specificity) * without)) if without else 0
-    return NaturalFrequencies(patients, with_melanoma, caught + benign_referred, caught,
-                              with_melanoma - caught, benign_referred, without - benign_referred)
+    return NaturalFrequencies(
+        patients,
+        with_melanoma,
+        caught + benign_referred,
+        caught,
+        with_melanoma - caught,
+        benign_referred,
+        without - benign_referred,
+    )
 
 
 def _frequency_cells(sensitivity, specificity, prevalence, patients) -> tuple[float, ...]:
     with_melanoma = prevalence * patients
     without = patients - with_melanoma
-    return (sensitivity * with_melanoma, (1 - sensitivity) * with_melanoma,
-            (1 - specificity) * without, specificity * without)
+    return (
+        sensitivity * with_melanoma,
+        (1 - sensitivity) * with_melanoma,
+        (1 - specificity) * without,
+        specificity * without,
+    )
 
 
 # ---------------------------------------------------------------- calibration
@@ -356,5 +390,7 @@ def fit_temperature(y_true, logits) -> float:
     y_true, logits = check_binary_inputs(y_true, logits)
     result = optimize.minimize_scalar(
         lambda log_t: log_loss(y_true, sigmoid(logits / np.exp(log_t))),
-        bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+        bounds=(np.log(0.05), np.log(20.0)),
+        method="bounded",
+    )
     return float(np.exp(result.x))

@@ -36,8 +36,12 @@ from medal_core.modeling.architectures import ARCHITECTURES, LOGIT_LAYER
 DIRECTIONS = ("malignant", "benign")
 
 # Layers with 4-D outputs that are not features: they only copy, rescale or pad pixels.
-_NOT_FEATURE_LAYERS = (keras.layers.InputLayer, keras.layers.Rescaling,
-                       keras.layers.Normalization, keras.layers.ZeroPadding2D)
+_NOT_FEATURE_LAYERS = (
+    keras.layers.InputLayer,
+    keras.layers.Rescaling,
+    keras.layers.Normalization,
+    keras.layers.ZeroPadding2D,
+)
 
 
 # --------------------------------------------------------------------------- layers
@@ -56,8 +60,9 @@ def conv_layer_names(model: keras.Model) -> list[str]:
     The input and pixel-level preprocessing (rescaling, normalisation, zero padding)
     are left out. Meant for a layer picker; any of these works with `GradCAM` and
     `activation_maps`."""
-    return [layer.name for layer in model.layers
-            if _is_4d(layer) and not isinstance(layer, _NOT_FEATURE_LAYERS)]
+    return [
+        layer.name for layer in model.layers if _is_4d(layer) and not isinstance(layer, _NOT_FEATURE_LAYERS)
+    ]
 
 
 def _feature_layer(model: keras.Model, layer_name: str) -> keras.layers.Layer:
@@ -68,8 +73,10 @@ def _feature_layer(model: keras.Model, layer_name: str) -> keras.layers.Layer:
         layer = None
     if layer is None or not _is_4d(layer):
         problem = "has no layer" if layer is None else "has no 4-D (n, h, w, c) layer"
-        raise ValueError(f"model '{model.name}' {problem} named '{layer_name}'; "
-                         f"convolutional layers: {conv_layer_names(model)}")
+        raise ValueError(
+            f"model '{model.name}' {problem} named '{layer_name}'; "
+            f"convolutional layers: {conv_layer_names(model)}"
+        )
     return layer
 
 
@@ -91,27 +98,42 @@ def layers_worth_looking_at(model: keras.Model) -> list[tuple[str, str]]:
     the last activation before each halving of the map size, and the architecture's
     Grad-CAM layer last. Early stages respond to edges and colours, middle ones to
     textures, the last to the lesion-level patterns the decision is read from."""
-    candidates = [layer for layer in model.layers if _is_4d(layer)
-                  and isinstance(layer, (keras.layers.Activation, keras.layers.ReLU))]
+    candidates = [
+        layer
+        for layer in model.layers
+        if _is_4d(layer) and isinstance(layer, (keras.layers.Activation, keras.layers.ReLU))
+    ]
     if not candidates:
         names = conv_layer_names(model)
         return [("last convolutional layer", names[-1])] if names else []
-    stage_ends = [layer for layer, following in zip(candidates, candidates[1:])
-                  if following.output.shape[1] is not None and layer.output.shape[1] is not None
-                  and following.output.shape[1] < layer.output.shape[1]]
+    stage_ends = [
+        layer
+        for layer, following in zip(candidates, candidates[1:])
+        if following.output.shape[1] is not None
+        and layer.output.shape[1] is not None
+        and following.output.shape[1] < layer.output.shape[1]
+    ]
     final = default_gradcam_layer(model)
     stage_ends = [layer.name for layer in stage_ends if layer.name != final]
-    if len(stage_ends) > 3:          # keep an early, a middle and a late stage
+    if len(stage_ends) > 3:  # keep an early, a middle and a late stage
         stage_ends = [stage_ends[0], stage_ends[len(stage_ends) // 2], stage_ends[-1]]
-    words = ["early: edges and colours", "middle: textures and shapes",
-             "late: larger structures"][-len(stage_ends):] if stage_ends else []
+    words = (
+        ["early: edges and colours", "middle: textures and shapes", "late: larger structures"][
+            -len(stage_ends) :
+        ]
+        if stage_ends
+        else []
+    )
     if len(stage_ends) == 1:
         words = ["early: edges, colours and textures"]
-    sized = [f"{label} ({int(model.get_layer(name).output.shape[1])} px maps)"
-             for label, name in zip(words, stage_ends)]
+    sized = [
+        f"{label} ({int(model.get_layer(name).output.shape[1])} px maps)"
+        for label, name in zip(words, stage_ends)
+    ]
     size = model.get_layer(final).output.shape[1]
     return list(zip(sized, stage_ends)) + [
-        (f"final: the patterns the estimate is read from ({size} px maps; default)", final)]
+        (f"final: the patterns the estimate is read from ({size} px maps; default)", final)
+    ]
 
 
 def layer_channels(model: keras.Model, layer_name: str) -> int:
@@ -137,21 +159,21 @@ class ActivationsAndLogit:
         # (h, w) of the model input; None entries for a model taking any size.
         self.input_size = tuple(model.inputs[0].shape[1:3])
         # Holds the layers, never `model` itself, so the cache cannot keep it alive.
-        self.model = keras.Model(model.inputs,
-                                 [layer.output, model.get_layer(LOGIT_LAYER).output],
-                                 name=f"{model.name}_{layer_name}_and_logit")
+        self.model = keras.Model(
+            model.inputs,
+            [layer.output, model.get_layer(LOGIT_LAYER).output],
+            name=f"{model.name}_{layer_name}_and_logit",
+        )
         spec = tf.TensorSpec((None, *self.input_size, 3), tf.float32)
         self.forward = tf.function(self._forward, input_signature=[spec])
-        self.gradients = tf.function(
-            self._gradients, input_signature=[spec, tf.TensorSpec((), tf.float32)])
+        self.gradients = tf.function(self._gradients, input_signature=[spec, tf.TensorSpec((), tf.float32)])
 
     def _forward(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """(activations (n, h, w, c), logits (n,)), both float32."""
         activations, logits = self.model(images, training=False)
         return tf.cast(activations, tf.float32), tf.reshape(tf.cast(logits, tf.float32), [-1])
 
-    def _gradients(self, images: tf.Tensor, sign: tf.Tensor
-                   ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def _gradients(self, images: tf.Tensor, sign: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """(activations, d(sign · logit)/d activations, logits). The logit, not the
         probability: the sigmoid saturates, and its near-zero gradients would blank
         the maps of confident predictions."""
@@ -170,8 +192,7 @@ class ActivationsAndLogit:
         return self.gradients.experimental_get_tracing_count()
 
 
-_CACHE: "weakref.WeakKeyDictionary[keras.Model, dict[str, ActivationsAndLogit]]" = \
-    weakref.WeakKeyDictionary()
+_CACHE: "weakref.WeakKeyDictionary[keras.Model, dict[str, ActivationsAndLogit]]" = weakref.WeakKeyDictionary()
 _CACHE_LOCK = threading.Lock()  # Streamlit serves sessions from several threads
 
 
@@ -193,12 +214,13 @@ def _as_batch(images: np.ndarray, input_size: tuple) -> tuple[np.ndarray, bool]:
     if single:
         images = images[None]
     if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"expected RGB images (n, h, w, 3) or one image (h, w, 3), "
-                         f"got shape {images.shape}")
+        raise ValueError(f"expected RGB images (n, h, w, 3) or one image (h, w, 3), got shape {images.shape}")
     for got, want in zip(images.shape[1:3], input_size):
         if want is not None and got != want:
-            raise ValueError(f"images are {images.shape[1]}×{images.shape[2]}, the model "
-                             f"takes {input_size[0]}×{input_size[1]}; resize them first")
+            raise ValueError(
+                f"images are {images.shape[1]}×{images.shape[2]}, the model "
+                f"takes {input_size[0]}×{input_size[1]}; resize them first"
+            )
     return images.astype(np.float32, copy=False), single
 
 
@@ -215,8 +237,9 @@ def _scale_to_unit(maps: np.ndarray, subtract_min: bool) -> np.ndarray:
 
 def _resize(maps: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bilinear resize of a (k, hs, ws) float32 stack to (k, height, width)."""
-    return np.stack([cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR)
-                     for m in maps]).astype(np.float32)
+    return np.stack([cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR) for m in maps]).astype(
+        np.float32
+    )
 
 
 # ------------------------------------------------------------------------ Grad-CAM
@@ -269,7 +292,6 @@ class BaseCAM:
         heatmaps = _scale_to_unit(_resize(cams, *batch.shape[1:3]), subtract_min=False)
         return heatmaps[0] if single else heatmaps
 
-
     def explain_estimate(self, image: np.ndarray) -> "CamPair":
         """Maps that explain the number the app shows: the estimate is the mean over 8
         rotated/mirrored copies of the image, so the map is the mean of their maps, each
@@ -294,8 +316,11 @@ class BaseCAM:
         scale = float(max(malignant.max(), benign.max()))
         if scale <= 0:
             return CamPair(np.zeros_like(malignant), np.zeros_like(benign), 0.0)
-        return CamPair(np.clip(malignant / scale, 0, 1).astype(np.float32),
-                       np.clip(benign / scale, 0, 1).astype(np.float32), scale)
+        return CamPair(
+            np.clip(malignant / scale, 0, 1).astype(np.float32),
+            np.clip(benign / scale, 0, 1).astype(np.float32),
+            scale,
+        )
 
 
 class GradCAM(BaseCAM):
@@ -321,15 +346,15 @@ class CamPair:
 def dihedral_stack(image: np.ndarray) -> np.ndarray:
     """(s, s, c) → (8, s, s, c) in the order of `inference.dihedral_views`: the image and
     its mirror image, each turned 0-3 quarter turns anticlockwise."""
-    return np.stack([np.rot90(mirrored, k) for mirrored in (image, image[:, ::-1])
-                     for k in range(4)])
+    return np.stack([np.rot90(mirrored, k) for mirrored in (image, image[:, ::-1]) for k in range(4)])
 
 
 def undo_dihedral(maps: np.ndarray) -> np.ndarray:
     """(8, s, s) maps of the `dihedral_stack` views, each turned back onto the original
     image's orientation."""
-    return np.stack([np.rot90(m, -(i % 4))[:, ::-1] if i >= 4 else np.rot90(m, -(i % 4))
-                     for i, m in enumerate(maps)])
+    return np.stack(
+        [np.rot90(m, -(i % 4))[:, ::-1] if i >= 4 else np.rot90(m, -(i % 4)) for i, m in enumerate(maps)]
+    )
 
 
 # ------------------------------------------------------------------------- drawing
@@ -338,8 +363,7 @@ def undo_dihedral(maps: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------- activation maps
 
 
-def activation_maps(model: keras.Model, layer_name: str, image: np.ndarray,
-                    max_maps: int = 16) -> np.ndarray:
+def activation_maps(model: keras.Model, layer_name: str, image: np.ndarray, max_maps: int = 16) -> np.ndarray:
     """What `layer_name` sees: its first k = min(max_maps, channels) channels for one
     image (s, s, 3) — or a batch of one — in RGB 0–255 at the model's input size.
 

@@ -10,8 +10,9 @@ import cv2
 import numpy as np
 
 
-def overlay_heatmap(rgb: np.ndarray, heatmap: np.ndarray, opacity: float = 0.4,
-                    colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
+def overlay_heatmap(
+    rgb: np.ndarray, heatmap: np.ndarray, opacity: float = 0.4, colormap: int = cv2.COLORMAP_JET
+) -> np.ndarray:
     """Blend a colour-mapped heatmap over an image.
 
     rgb: uint8 (h, w, 3), any size (e.g. the original upload). heatmap: (hs, ws) with
@@ -38,16 +39,16 @@ def overlay_heatmap(rgb: np.ndarray, heatmap: np.ndarray, opacity: float = 0.4,
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
-def colour_scale(width: int = 256, height: int = 14,
-                 colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
+def colour_scale(width: int = 256, height: int = 14, colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
     """The overlay's colour scale as a uint8 RGB strip (height, width, 3): left is 0 (no
     evidence), right is 1 (the strongest evidence in the image, either direction)."""
     ramp = np.tile(np.linspace(0, 255, width).astype(np.uint8), (height, 1))
     return cv2.cvtColor(cv2.applyColorMap(ramp, colormap), cv2.COLOR_BGR2RGB)
 
 
-def activation_grid(maps: np.ndarray, columns: int = 4, pad: int = 2,
-                    colormap: int | None = None, pad_value: int = 255) -> np.ndarray:
+def activation_grid(
+    maps: np.ndarray, columns: int = 4, pad: int = 2, colormap: int | None = None, pad_value: int = 255
+) -> np.ndarray:
     """Tile k maps (k, h, w) in [0, 1] into one image for display.
 
     The grid has c = min(columns, k) columns and r = ceil(k / columns) rows, with `pad`
@@ -63,13 +64,12 @@ def activation_grid(maps: np.ndarray, columns: int = 4, pad: int = 2,
     k, h, w = maps.shape
     cols, rows = min(columns, k), math.ceil(k / columns)
     tiles = np.rint(np.clip(np.nan_to_num(maps.astype(np.float32)), 0, 1) * 255).astype(np.uint8)
-    grid = np.full((rows * h + (rows - 1) * pad, cols * w + (cols - 1) * pad),
-                   pad_value, dtype=np.uint8)
+    grid = np.full((rows * h + (rows - 1) * pad, cols * w + (cols - 1) * pad), pad_value, dtype=np.uint8)
     is_tile = np.zeros(grid.shape, dtype=bool)
     for index, tile in enumerate(tiles):
         top, left = (index // cols) * (h + pad), (index % cols) * (w + pad)
-        grid[top:top + h, left:left + w] = tile
-        is_tile[top:top + h, left:left + w] = True
+        grid[top : top + h, left : left + w] = tile
+        is_tile[top : top + h, left : left + w] = True
     if colormap is None:
         return grid
     coloured = cv2.cvtColor(cv2.applyColorMap(grid, colormap), cv2.COLOR_BGR2RGB)

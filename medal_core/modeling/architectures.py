@@ -17,7 +17,7 @@ from keras import layers
 
 LOGIT_LAYER = "logit"
 PROBABILITY_LAYER = "probability"
-FEATURE_LAYER = "avg_pool"   # pooled features: the out-of-distribution check reads them
+FEATURE_LAYER = "avg_pool"  # pooled features: the out-of-distribution check reads them
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,8 @@ class ArchitectureSpec:
 
     build: Callable[..., keras.Model]
     default_input_size: int
-    gradcam_layer: str       # last convolutional activation, where Grad-CAM looks
-    is_transfer: bool        # has a pretrained backbone to freeze, then fine-tune
+    gradcam_layer: str  # last convolutional activation, where Grad-CAM looks
+    is_transfer: bool  # has a pretrained backbone to freeze, then fine-tune
 
 
 def _classifier_head(features, dropout: float) -> keras.KerasTensor:
@@ -44,27 +44,25 @@ def _weights_argument(weights: str | None) -> str | None:
     return str(weights)
 
 
-def build_mobilenet(input_size: int = 256, weights: str | None = None,
-                    alpha: float = 0.75) -> keras.Model:
+def build_mobilenet(input_size: int = 256, weights: str | None = None, alpha: float = 0.75) -> keras.Model:
     """MobileNet v1 (alpha 0.75, the ImageNet weights available offline in
     `../shared/weights`), global average pooling, dropout 0.3, one sigmoid unit."""
     inputs = keras.Input((input_size, input_size, 3), name="image")
     scaled = layers.Rescaling(1 / 127.5, offset=-1, name="to_unit_range")(inputs)
     backbone = keras.applications.MobileNet(
-        input_tensor=scaled, alpha=alpha, include_top=False,
-        weights=_weights_argument(weights))
+        input_tensor=scaled, alpha=alpha, include_top=False, weights=_weights_argument(weights)
+    )
     return keras.Model(inputs, _classifier_head(backbone.output, 0.3), name="mobilenet")
 
 
-def build_mobilenetv2(input_size: int = 224, weights: str | None = None,
-                      alpha: float = 1.0) -> keras.Model:
+def build_mobilenetv2(input_size: int = 224, weights: str | None = None, alpha: float = 1.0) -> keras.Model:
     """MobileNetV2 (alpha 1.0: about the compute of MobileNet 0.75, with inverted residual
     blocks), global average pooling, dropout 0.3, one sigmoid unit."""
     inputs = keras.Input((input_size, input_size, 3), name="image")
     scaled = layers.Rescaling(1 / 127.5, offset=-1, name="to_unit_range")(inputs)
     backbone = keras.applications.MobileNetV2(
-        input_tensor=scaled, alpha=alpha, include_top=False,
-        weights=_weights_argument(weights))
+        input_tensor=scaled, alpha=alpha, include_top=False, weights=_weights_argument(weights)
+    )
     return keras.Model(inputs, _classifier_head(backbone.output, 0.3), name="mobilenetv2")
 
 
@@ -73,12 +71,14 @@ def build_efficientnetb0(input_size: int = 224, weights: str | None = None) -> k
     one sigmoid unit. Keras' EfficientNet rescales 0–255 inputs itself."""
     inputs = keras.Input((input_size, input_size, 3), name="image")
     backbone = keras.applications.EfficientNetB0(
-        input_tensor=inputs, include_top=False, weights=_weights_argument(weights))
+        input_tensor=inputs, include_top=False, weights=_weights_argument(weights)
+    )
     return keras.Model(inputs, _classifier_head(backbone.output, 0.3), name="efficientnetb0")
 
 
-def build_custom_cnn(input_size: int = 192, weights: str | None = None,
-                     filters: tuple[int, ...] = (32, 64, 128, 256, 256)) -> keras.Model:
+def build_custom_cnn(
+    input_size: int = 192, weights: str | None = None, filters: tuple[int, ...] = (32, 64, 128, 256, 256)
+) -> keras.Model:
     """A small CNN trained from scratch: blocks of a 3×3 Conv2D (batch-normalised, GELU)
     and a 2×2 MaxPooling, then global average pooling, dropout 0.5, one sigmoid unit."""
     if weights is not None and str(weights).lower() != "none":
@@ -101,8 +101,7 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
 }
 
 
-def build_model(arch: str, input_size: int | None = None,
-                weights: str | None = None) -> keras.Model:
+def build_model(arch: str, input_size: int | None = None, weights: str | None = None) -> keras.Model:
     """Build architecture `arch` (a key of `ARCHITECTURES`)."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture '{arch}'; choose one of {sorted(ARCHITECTURES)}")
@@ -117,8 +116,14 @@ def logit_model(model: keras.Model) -> keras.Model:
 
 def is_backbone_layer(layer: keras.layers.Layer) -> bool:
     """True for layers of a pretrained backbone, False for the input and the head."""
-    return layer.name not in {"image", "to_unit_range", FEATURE_LAYER, "head_dropout",
-                              LOGIT_LAYER, PROBABILITY_LAYER}
+    return layer.name not in {
+        "image",
+        "to_unit_range",
+        FEATURE_LAYER,
+        "head_dropout",
+        LOGIT_LAYER,
+        PROBABILITY_LAYER,
+    }
 
 
 def set_backbone_trainable(model: keras.Model, trainable: bool) -> None:

@@ -57,11 +57,14 @@ def foldable_pairs(model: keras.Model) -> dict[str, layers.BatchNormalization]:
             continue
         (conv_output,) = norm._inbound_nodes[0].input_tensors
         conv = _producer(conv_output)
-        if (isinstance(conv, FOLDABLE_CONVOLUTIONS) and len(conv._inbound_nodes) == 1
-                and conv.data_format == "channels_last"
-                and conv.get_config()["activation"] == "linear"
-                and norm.axis in (-1, len(conv_output.shape) - 1)
-                and readers[id(conv_output)] == 1):
+        if (
+            isinstance(conv, FOLDABLE_CONVOLUTIONS)
+            and len(conv._inbound_nodes) == 1
+            and conv.data_format == "channels_last"
+            and conv.get_config()["activation"] == "linear"
+            and norm.axis in (-1, len(conv_output.shape) - 1)
+            and readers[id(conv_output)] == 1
+        ):
             pairs[conv.name] = norm
     return pairs
 
@@ -75,8 +78,9 @@ def folded_weights(conv, norm: layers.BatchNormalization) -> list[np.ndarray]:
     kernel = np.asarray(conv.kernel, np.float64)
     # Conv2D kernels are (h, w, in, out); depthwise ones (h, w, in, multiplier), whose
     # output channel in*multiplier + m is reshaped the same way as the scale below.
-    kernel = kernel * scale.reshape(kernel.shape[-2:] if isinstance(conv, layers.DepthwiseConv2D)
-                                    else kernel.shape[-1:])
+    kernel = kernel * scale.reshape(
+        kernel.shape[-2:] if isinstance(conv, layers.DepthwiseConv2D) else kernel.shape[-1:]
+    )
     bias = np.asarray(conv.bias, np.float64) if conv.use_bias else np.zeros_like(scale)
     bias = (bias - np.asarray(norm.moving_mean, np.float64)) * scale + beta
     dtype = np.dtype(conv.kernel.dtype)

@@ -44,8 +44,9 @@ class ModelRunner:
     def __init__(self, model: keras.Model, fold: bool = True):
         if fold:
             model = fold_batch_norm(model)
-        self.graph = keras.Model(model.inputs, [model.get_layer(LOGIT_LAYER).output,
-                                                model.get_layer(FEATURE_LAYER).output])
+        self.graph = keras.Model(
+            model.inputs, [model.get_layer(LOGIT_LAYER).output, model.get_layer(FEATURE_LAYER).output]
+        )
         self.input_size = int(model.input_shape[1])
         signature = [tf.TensorSpec((None, self.input_size, self.input_size, 3), tf.float32)]
 
@@ -66,8 +67,9 @@ class ModelRunner:
     def __call__(self, images: np.ndarray, views: int = 1) -> tuple[np.ndarray, np.ndarray]:
         images = np.asarray(images, dtype=np.float32)
         if images.ndim != 4 or images.shape[1:] != (self.input_size, self.input_size, 3):
-            raise ValueError(f"expected images of shape (n, {self.input_size}, {self.input_size}, 3), "
-                             f"got {images.shape}")
+            raise ValueError(
+                f"expected images of shape (n, {self.input_size}, {self.input_size}, 3), got {images.shape}"
+            )
         if views not in self._passes:
             raise ValueError(f"views must be 1 or {DIHEDRAL_VIEWS}, got {views}")
         logits, features = self._passes[views](images)
@@ -77,7 +79,7 @@ class ModelRunner:
         """The same over a large array, `batch_size` images at a time."""
         if len(images) == 0:
             raise ValueError("no images given")
-        parts = [self(images[i:i + batch_size], views) for i in range(0, len(images), batch_size)]
+        parts = [self(images[i : i + batch_size], views) for i in range(0, len(images), batch_size)]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     @property

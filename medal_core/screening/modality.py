@@ -1,4 +1,4 @@
-""""Is this a dermoscopic image?" — the check that keeps plain phone photos of a mole
+""" "Is this a dermoscopic image?" — the check that keeps plain phone photos of a mole
 from getting a melanoma estimate the models were never validated for.
 
 A dermoscope magnifies the lesion under polarised or immersion light: the skin texture,
@@ -26,7 +26,7 @@ import numpy as np
 from medal_core.screening.ood import image_statistics
 
 MODALITY_FILE = "modality.npz"
-KEEP_DERMOSCOPIC = 0.99            # of the calibration images, kept for an estimate
+KEEP_DERMOSCOPIC = 0.99  # of the calibration images, kept for an estimate
 CLINICAL_SET = "pad_ufes20_clinical"
 
 
@@ -35,9 +35,9 @@ class ModalityCheck:
     """Logistic regression on standardised [pooled features, image statistics]:
     `score` is P(clinical photo); above `limit` the image gets no melanoma estimate."""
 
-    mean: np.ndarray        # (d,)
-    scale: np.ndarray       # (d,)
-    coef: np.ndarray        # (d,)
+    mean: np.ndarray  # (d,)
+    scale: np.ndarray  # (d,)
+    coef: np.ndarray  # (d,)
     intercept: float
     limit: float
 
@@ -51,8 +51,13 @@ class ModalityCheck:
         return self.score(features, images) <= self.limit
 
     def save(self, path: Path) -> None:
-        np.savez_compressed(path, mean=self.mean, scale=self.scale, coef=self.coef,
-                            intercept_limit=np.array([self.intercept, self.limit]))
+        np.savez_compressed(
+            path,
+            mean=self.mean,
+            scale=self.scale,
+            coef=self.coef,
+            intercept_limit=np.array([self.intercept, self.limit]),
+        )
 
     @classmethod
     def load(cls, path: Path) -> "ModalityCheck":
@@ -65,10 +70,14 @@ def _inputs(features: np.ndarray, images: np.ndarray) -> np.ndarray:
     return np.hstack([np.asarray(features, np.float64), image_statistics(images).astype(np.float64)])
 
 
-def fit_modality_check(dermoscopic: tuple[np.ndarray, np.ndarray],
-                       clinical: tuple[np.ndarray, np.ndarray],
-                       keep_features: np.ndarray, keep_images: np.ndarray,
-                       keep_share: float = KEEP_DERMOSCOPIC, c: float = 0.003) -> ModalityCheck:
+def fit_modality_check(
+    dermoscopic: tuple[np.ndarray, np.ndarray],
+    clinical: tuple[np.ndarray, np.ndarray],
+    keep_features: np.ndarray,
+    keep_images: np.ndarray,
+    keep_share: float = KEEP_DERMOSCOPIC,
+    c: float = 0.003,
+) -> ModalityCheck:
     """Fit on (features, images) of dermoscopic and clinical training images; the limit
     keeps `keep_share` of the dermoscopic (keep_features, keep_images) set."""
     from sklearn.linear_model import LogisticRegression

@@ -1,4 +1,4 @@
-""""Is this a skin-lesion image at all?" — an out-of-distribution score.
+""" "Is this a skin-lesion image at all?" — an out-of-distribution score.
 
 Two Mahalanobis distances from the training images, each with a Ledoit–Wolf shrunk
 covariance (hundreds of dimensions from a couple of thousand images: the plain sample
@@ -28,8 +28,8 @@ import cv2
 import numpy as np
 
 OOD_FILE = "ood.npz"
-KEEP_SHARE = 0.975                 # of validation lesions, both checks together
-KEEP_EACH = 1 - (1 - KEEP_SHARE) / 2   # per check: the two losses add up at most
+KEEP_SHARE = 0.975  # of validation lesions, both checks together
+KEEP_EACH = 1 - (1 - KEEP_SHARE) / 2  # per check: the two losses add up at most
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,6 @@ class FeatureDistribution:
         return np.sqrt(np.maximum(squared, 0.0))
 
 
-
 def threshold_keeping(distances: np.ndarray, share: float = KEEP_SHARE) -> float:
     """A distance limit that keeps at least `share` of these in-distribution distances,
     placed midway between the last kept distance and the next larger one.
@@ -83,11 +82,18 @@ def image_statistics(images: np.ndarray) -> np.ndarray:
         gradient = np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
         red_green = pixels[..., 0] - pixels[..., 1]
         yellow_blue = 0.5 * (pixels[..., 0] + pixels[..., 1]) - pixels[..., 2]
-        colourfulness = (np.hypot(red_green.std(), yellow_blue.std())
-                         + 0.3 * np.hypot(red_green.mean(), yellow_blue.mean()))
-        rows.append(np.r_[pixels.mean(axis=(0, 1)) / 255, np.log1p(pixels.std(axis=(0, 1))),
-                          np.log1p(cv2.Laplacian(grey, cv2.CV_32F).var()),
-                          np.log1p(gradient.mean()), np.log1p(colourfulness)])
+        colourfulness = np.hypot(red_green.std(), yellow_blue.std()) + 0.3 * np.hypot(
+            red_green.mean(), yellow_blue.mean()
+        )
+        rows.append(
+            np.r_[
+                pixels.mean(axis=(0, 1)) / 255,
+                np.log1p(pixels.std(axis=(0, 1))),
+                np.log1p(cv2.Laplacian(grey, cv2.CV_32F).var()),
+                np.log1p(gradient.mean()),
+                np.log1p(colourfulness),
+            ]
+        )
     return np.array(rows, dtype=np.float32)
 
 
@@ -95,29 +101,37 @@ def image_statistics(images: np.ndarray) -> np.ndarray:
 class OODDetector:
     """Scores images against the training lesions: ≤ 1 looks like one, > 1 does not."""
 
-    features: FeatureDistribution      # of the model's pooled features
-    statistics: FeatureDistribution    # of `image_statistics`
+    features: FeatureDistribution  # of the model's pooled features
+    statistics: FeatureDistribution  # of `image_statistics`
     feature_limit: float
     statistics_limit: float
 
     def score(self, features: np.ndarray, images: np.ndarray) -> np.ndarray:
         """(n,) scores from pooled features (n, d) and the model-size uint8 images
         (n, s, s, 3) they came from: the larger of the two distance/limit ratios."""
-        return np.maximum(self.features.distance(features) / self.feature_limit,
-                          self.statistics.distance(image_statistics(images)) / self.statistics_limit)
+        return np.maximum(
+            self.features.distance(features) / self.feature_limit,
+            self.statistics.distance(image_statistics(images)) / self.statistics_limit,
+        )
 
     def save(self, path: Path) -> None:
-        np.savez_compressed(path, feature_mean=self.features.mean, feature_precision=self.features.precision,
-                            statistics_mean=self.statistics.mean,
-                            statistics_precision=self.statistics.precision,
-                            limits=np.array([self.feature_limit, self.statistics_limit]))
+        np.savez_compressed(
+            path,
+            feature_mean=self.features.mean,
+            feature_precision=self.features.precision,
+            statistics_mean=self.statistics.mean,
+            statistics_precision=self.statistics.precision,
+            limits=np.array([self.feature_limit, self.statistics_limit]),
+        )
 
     @classmethod
     def load(cls, path: Path) -> "OODDetector":
         with np.load(path) as stored:
-            return cls(FeatureDistribution(stored["feature_mean"], stored["feature_precision"]),
-                       FeatureDistribution(stored["statistics_mean"], stored["statistics_precision"]),
-                       *map(float, stored["limits"]))
+            return cls(
+                FeatureDistribution(stored["feature_mean"], stored["feature_precision"]),
+                FeatureDistribution(stored["statistics_mean"], stored["statistics_precision"]),
+                *map(float, stored["limits"]),
+            )
 
 
 def fit_bundle_ood(runner, train_images: np.ndarray, val_images: np.ndarray) -> tuple[OODDetector, dict]:
@@ -127,13 +141,17 @@ def fit_bundle_ood(runner, train_images: np.ndarray, val_images: np.ndarray) -> 
     features = FeatureDistribution.fit(train_features)
     statistics = FeatureDistribution.fit(image_statistics(train_images))
     detector = OODDetector(
-        features, statistics,
+        features,
+        statistics,
         threshold_keeping(features.distance(val_features), KEEP_EACH),
-        threshold_keeping(statistics.distance(image_statistics(val_images)), KEEP_EACH))
+        threshold_keeping(statistics.distance(image_statistics(val_images)), KEEP_EACH),
+    )
     return detector, {
         "file": OOD_FILE,
-        "method": ("larger of two Mahalanobis distances (Ledoit-Wolf) from the training images, "
-                   "each over its limit: avg_pool features, and colour/texture statistics"),
+        "method": (
+            "larger of two Mahalanobis distances (Ledoit-Wolf) from the training images, "
+            "each over its limit: avg_pool features, and colour/texture statistics"
+        ),
         "threshold": 1.0,
         "keep_each": KEEP_EACH,
         "validation_kept": float(np.mean(detector.score(val_features, val_images) <= 1.0)),
@@ -147,6 +165,9 @@ def rejection_report(runner, detector: OODDetector, images: dict[str, np.ndarray
 
     batch = np.stack([resize_for_model(im, runner.input_size) for im in images.values()])
     rejected = detector.score(runner.batched(batch)[1], batch) > 1.0
-    return {"images": len(images), "rejected": int(rejected.sum()),
-            "share_rejected": float(rejected.mean()),
-            "missed": [name for name, r in zip(images, rejected) if not r]}
+    return {
+        "images": len(images),
+        "rejected": int(rejected.sum()),
+        "share_rejected": float(rejected.mean()),
+        "missed": [name for name, r in zip(images, rejected) if not r],
+    }

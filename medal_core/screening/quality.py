@@ -70,14 +70,19 @@ TARGET_PASS_RATE = 0.99
 MIN_RESOLUTION_SIDE = 224
 
 MESSAGES = {
-    "blurred": ("The image looks blurred: hold the camera still and focus on the lesion, "
-                "then retake it."),
-    "too_dark": ("The image is too dark: take it in good, even light (daylight or a lamp "
-                 "beside you, no shadow over the lesion), then retake it."),
-    "overexposed": ("Parts of the image are washed out: avoid direct flash and glare, "
-                    "and tilt the camera slightly if the skin is shiny, then retake it."),
-    "low_resolution": ("The image is small, so fine detail is lost: upload the original "
-                       "photo rather than a thumbnail or screenshot, or move closer."),
+    "blurred": ("The image looks blurred: hold the camera still and focus on the lesion, then retake it."),
+    "too_dark": (
+        "The image is too dark: take it in good, even light (daylight or a lamp "
+        "beside you, no shadow over the lesion), then retake it."
+    ),
+    "overexposed": (
+        "Parts of the image are washed out: avoid direct flash and glare, "
+        "and tilt the camera slightly if the skin is shiny, then retake it."
+    ),
+    "low_resolution": (
+        "The image is small, so fine detail is lost: upload the original "
+        "photo rather than a thumbnail or screenshot, or move closer."
+    ),
 }
 
 
@@ -141,9 +146,12 @@ def assess_quality(rgb: np.ndarray) -> QualityReport:
     if min(rgb.shape[:2]) < MIN_RESOLUTION_SIDE:
         codes.append("low_resolution")
     return QualityReport(
-        sharpness=sharpness, brightness=brightness, dark_fraction=dark_fraction,
+        sharpness=sharpness,
+        brightness=brightness,
+        dark_fraction=dark_fraction,
         clipped_fraction=clipped_fraction,
-        warnings=tuple(QualityWarning(code, MESSAGES[code]) for code in codes))
+        warnings=tuple(QualityWarning(code, MESSAGES[code]) for code in codes),
+    )
 
 
 def to_working_size(rgb: np.ndarray, side: int = WORKING_SIDE) -> np.ndarray:

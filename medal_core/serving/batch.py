@@ -43,8 +43,9 @@ def list_inputs(source: str | Path) -> Iterator[tuple[str, str]]:
     with source.open(newline="") as handle:
         reader = csv.DictReader(handle)
         if MANIFEST_COLUMN not in (reader.fieldnames or []):
-            raise ValueError(f"{source} has no '{MANIFEST_COLUMN}' column "
-                             f"(columns: {', '.join(reader.fieldnames or [])})")
+            raise ValueError(
+                f"{source} has no '{MANIFEST_COLUMN}' column (columns: {', '.join(reader.fieldnames or [])})"
+            )
         for row in reader:
             given = Path(row[MANIFEST_COLUMN])
             yield str(given), str(given if given.is_absolute() else (source.parent / given).resolve())
@@ -74,16 +75,18 @@ class ScoreBatch:
         self.model = self.predictor.bundle.name
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = score_files(self.predictor, list(batch["name"]), list(batch["path"]),
-                           self.threshold, self.model)
+        rows = score_files(
+            self.predictor, list(batch["name"]), list(batch["path"]), self.threshold, self.model
+        )
         columns = np.array(rows, dtype=object).reshape(len(rows), -1)
         from medal_core.serving.table import CSV_COLUMNS
 
         return {name: columns[:, i].astype(str) for i, name in enumerate(CSV_COLUMNS)}
 
 
-def score_files(predictor, names: list[str], paths: list[str], threshold: float,
-                model: str) -> list[list[str]]:
+def score_files(
+    predictor, names: list[str], paths: list[str], threshold: float, model: str
+) -> list[list[str]]:
     """CSV rows for files, in their order: accepted images predicted together."""
     from medal_core.data.intake import IntakeError, read_upload
     from medal_core.serving.table import prediction_row, refused_row
@@ -118,13 +121,20 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"no image files found in {args.input}")
     start_ray(args.address, cpus=None if args.address else args.workers)
     context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True     # the CSV follows the input order
+    context.execution_options.preserve_order = True  # the CSV follows the input order
     context.enable_progress_bars = not args.quiet
-    dataset = ray.data.from_items([{"name": n, "path": p} for n, p in inputs],
-                                  override_num_blocks=max(1, len(inputs) // args.batch_size))
-    scored = dataset.map_batches(ScoreBatch, batch_size=args.batch_size, concurrency=args.workers,
-                                 num_cpus=1, fn_constructor_args=(args.bundle, args.threshold),
-                                 batch_format="numpy")
+    dataset = ray.data.from_items(
+        [{"name": n, "path": p} for n, p in inputs],
+        override_num_blocks=max(1, len(inputs) // args.batch_size),
+    )
+    scored = dataset.map_batches(
+        ScoreBatch,
+        batch_size=args.batch_size,
+        concurrency=args.workers,
+        num_cpus=1,
+        fn_constructor_args=(args.bundle, args.threshold),
+        batch_format="numpy",
+    )
     written, started = 0, time.perf_counter()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -137,19 +147,21 @@ def run(args: argparse.Namespace) -> int:
             written += len(columns[0])
             if not args.quiet:
                 rate = written / max(time.perf_counter() - started, 1e-9)
-                print(f"scored {written}/{len(inputs)} files ({rate:.1f}/s)", file=sys.stderr,
-                      flush=True)
+                print(f"scored {written}/{len(inputs)} files ({rate:.1f}/s)", file=sys.stderr, flush=True)
     return written
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m medal_core batch",
-                                     description="Score a folder or CSV manifest of images with Ray Data.")
+    parser = argparse.ArgumentParser(
+        prog="python -m medal_core batch",
+        description="Score a folder or CSV manifest of images with Ray Data.",
+    )
     parser.add_argument("--input", required=True, help="folder of images, or a CSV with a 'path' column")
     parser.add_argument("--out", required=True, help="CSV file to write")
     parser.add_argument("--bundle", default="models/mobilenet")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="decision threshold (default: the bundle's own)")
+    parser.add_argument(
+        "--threshold", type=float, default=None, help="decision threshold (default: the bundle's own)"
+    )
     parser.add_argument("--address", default=None, help="Ray cluster to join; default: start one here")
     parser.add_argument("--workers", type=int, default=1, help="predictor actors")
     parser.add_argument("--batch-size", type=int, default=16, help="files per actor call")

@@ -29,10 +29,10 @@ from medal_core.evaluation import decision
 from medal_core.serving.prediction import Prediction
 
 SERVICE_URL_ENV = "MEDAL_SERVICE_URL"
-TOKEN_ENV = "MEDAL_API_TOKEN"          # the bearer token, when the service requires one
+TOKEN_ENV = "MEDAL_API_TOKEN"  # the bearer token, when the service requires one
 SEND_SIDE = 2048
 TIMEOUT_S = 60.0
-PARALLEL_REQUESTS = 4      # a batch's images in flight at once
+PARALLEL_REQUESTS = 4  # a batch's images in flight at once
 
 
 class ServiceUnavailable(RuntimeError):
@@ -56,8 +56,9 @@ class ServiceClient:
         self.token = token
         self.timeout = timeout
 
-    def _call(self, method: str, route: str, body: bytes | None = None,
-              query: dict | None = None) -> tuple[bytes, str]:
+    def _call(
+        self, method: str, route: str, body: bytes | None = None, query: dict | None = None
+    ) -> tuple[bytes, str]:
         address = self.url + route
         if query:
             address += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
@@ -73,14 +74,18 @@ class ServiceClient:
             message = _error_message(error)
             if 400 <= error.code < 500:
                 raise ServiceRefused(error.code, message) from None
-            raise ServiceUnavailable(f"The analysis service at {self.url} failed "
-                                     f"(HTTP {error.code}: {message}). Please try again in a "
-                                     "moment; if it keeps failing, tell the administrator.") from None
+            raise ServiceUnavailable(
+                f"The analysis service at {self.url} failed "
+                f"(HTTP {error.code}: {message}). Please try again in a "
+                "moment; if it keeps failing, tell the administrator."
+            ) from None
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
-            raise ServiceUnavailable(f"The analysis service at {self.url} cannot be reached "
-                                     f"({reason}). Please try again in a moment; if it keeps "
-                                     "failing, tell the administrator.") from None
+            raise ServiceUnavailable(
+                f"The analysis service at {self.url} cannot be reached "
+                f"({reason}). Please try again in a moment; if it keeps "
+                "failing, tell the administrator."
+            ) from None
 
     def health(self) -> dict:
         body, _ = self._call("GET", "/v1/health")
@@ -91,11 +96,17 @@ class ServiceClient:
         body, _ = self._call("POST", "/v1/predict", image_file, {"threshold": threshold})
         return json.loads(body)
 
-    def explain(self, image_file: bytes, direction: str = "malignant", output: str = "overlay",
-                layer: str | None = None) -> bytes:
+    def explain(
+        self,
+        image_file: bytes,
+        direction: str = "malignant",
+        output: str = "overlay",
+        layer: str | None = None,
+    ) -> bytes:
         """PNG bytes: the overlay, or with output="heatmap" the bare 8-bit map."""
-        body, _ = self._call("POST", "/v1/explain", image_file,
-                             {"direction": direction, "output": output, "layer": layer})
+        body, _ = self._call(
+            "POST", "/v1/explain", image_file, {"direction": direction, "output": output, "layer": layer}
+        )
         return body
 
 
@@ -111,8 +122,10 @@ def png_for_sending(rgb: np.ndarray, side: int = SEND_SIDE) -> bytes:
     image = Image.fromarray(np.asarray(rgb, dtype=np.uint8))
     scale = side / max(image.size)
     if scale < 1:
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                             Image.Resampling.LANCZOS)
+        image = image.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+            Image.Resampling.LANCZOS,
+        )
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
@@ -132,8 +145,7 @@ class RemotePredictor:
 
     @property
     def band_ratio(self) -> float:
-        return float(self.bundle.manifest.get("decision", {}).get(
-            "band_ratio", decision.DEFAULT_BAND_RATIO))
+        return float(self.bundle.manifest.get("decision", {}).get("band_ratio", decision.DEFAULT_BAND_RATIO))
 
     def predict(self, rgb: np.ndarray, threshold: float | None = None) -> Prediction:
         return self.predict_batch([rgb], threshold)[0]
@@ -143,10 +155,12 @@ class RemotePredictor:
         decodes exactly what the app would."""
         answer = self.client.predict(image_file)
         return Prediction.from_dict(answer["detail"]).at_threshold(
-            self.default_threshold if threshold is None else float(threshold))
+            self.default_threshold if threshold is None else float(threshold)
+        )
 
-    def predict_batch(self, images: list[np.ndarray], threshold: float | None = None,
-                      batch_size: int = 16) -> list[Prediction]:
+    def predict_batch(
+        self, images: list[np.ndarray], threshold: float | None = None, batch_size: int = 16
+    ) -> list[Prediction]:
         """One request per image, a few in flight at once; the service batches them."""
         threshold = self.default_threshold if threshold is None else float(threshold)
         if not 0 <= threshold <= 1:

@@ -25,6 +25,7 @@ from medal_core.serving.prediction import DISCLAIMER, Prediction
 
 __all__ = ["DISCLAIMER", "Prediction", "Predictor"]
 
+
 class Predictor:
     """A loaded bundle, ready to answer `predict(rgb)`."""
 
@@ -49,18 +50,23 @@ class Predictor:
     def band_ratio(self) -> float:
         """The borderline band of the bundle's decision policy (odds ratio above the
         threshold), as validated on its calibration set."""
-        return float(self.bundle.manifest.get("decision", {}).get(
-            "band_ratio", decision.DEFAULT_BAND_RATIO))
+        return float(self.bundle.manifest.get("decision", {}).get("band_ratio", decision.DEFAULT_BAND_RATIO))
 
-    def predict(self, rgb: np.ndarray, threshold: float | None = None,
-                resized: np.ndarray | None = None) -> Prediction:
+    def predict(
+        self, rgb: np.ndarray, threshold: float | None = None, resized: np.ndarray | None = None
+    ) -> Prediction:
         """Predict for one uint8 RGB image (h, w, 3) of any size. `resized`: the same
         image already at the model's input size (`resize_for_model`), when the caller
         has it, so that it is not resized twice."""
         return self.predict_batch([rgb], threshold, resized=None if resized is None else [resized])[0]
 
-    def predict_batch(self, images: list[np.ndarray], threshold: float | None = None,
-                      batch_size: int = 16, resized: list[np.ndarray] | None = None) -> list[Prediction]:
+    def predict_batch(
+        self,
+        images: list[np.ndarray],
+        threshold: float | None = None,
+        batch_size: int = 16,
+        resized: list[np.ndarray] | None = None,
+    ) -> list[Prediction]:
         """Predict for many uint8 RGB images of any sizes, `batch_size` at a time (the
         quality checks read the images themselves, the model their resized copies)."""
         if len(images) == 0:
@@ -71,9 +77,11 @@ class Predictor:
         if resized is None:
             resized = [resize_for_model(rgb, self.input_size) for rgb in images]
         elif len(resized) != len(images) or any(
-                r.shape != (self.input_size, self.input_size, 3) for r in resized):
-            raise ValueError(f"resized must hold one ({self.input_size}, {self.input_size}, 3) "
-                             "copy per image")
+            r.shape != (self.input_size, self.input_size, 3) for r in resized
+        ):
+            raise ValueError(
+                f"resized must hold one ({self.input_size}, {self.input_size}, 3) copy per image"
+            )
         batch = np.stack(resized)
         view_logits, features = self.runner.batched(batch, DIHEDRAL_VIEWS, batch_size)
         logits = self.estimate_logits(view_logits)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 APP_NAME = "medal"
-BATCH_WAIT_S = 0.01          # how long a replica waits to fill a batch
+BATCH_WAIT_S = 0.01  # how long a replica waits to fill a batch
 DEFAULT_MAX_BATCH = 8
 
 
@@ -37,16 +37,24 @@ def _threads_per_replica(cpus: float) -> int:
     return max(1, int(round(cpus)))
 
 
-def build_application(bundle: str | Path, replicas: int = 1, token: str | None = None,
-                      max_batch_size: int = DEFAULT_MAX_BATCH, cpus_per_replica: float = 1.0):
+def build_application(
+    bundle: str | Path,
+    replicas: int = 1,
+    token: str | None = None,
+    max_batch_size: int = DEFAULT_MAX_BATCH,
+    cpus_per_replica: float = 1.0,
+):
     """The Serve application (not yet running): `serve.run(build_application(...))`."""
     from ray import serve
 
     folder = str(Path(bundle).resolve())
 
-    @serve.deployment(name="MedalModel", num_replicas=replicas,
-                      ray_actor_options={"num_cpus": cpus_per_replica},
-                      max_ongoing_requests=4 * max(1, max_batch_size))
+    @serve.deployment(
+        name="MedalModel",
+        num_replicas=replicas,
+        ray_actor_options={"num_cpus": cpus_per_replica},
+        max_ongoing_requests=4 * max(1, max_batch_size),
+    )
     class MedalModel:
         def __init__(self, folder: str, max_batch_size: int, threads: int):
             import tensorflow as tf
@@ -82,16 +90,20 @@ def build_application(bundle: str | Path, replicas: int = 1, token: str | None =
         from medal_core.bundles.bundle import load_bundle
         from medal_core.serving.service import create_app
 
-        backend = RayBackend(load_bundle(folder, load_model=False),
-                             serve.get_deployment_handle("MedalModel", app_name=APP_NAME), replicas)
+        backend = RayBackend(
+            load_bundle(folder, load_model=False),
+            serve.get_deployment_handle("MedalModel", app_name=APP_NAME),
+            replicas,
+        )
         return create_app(backend, token=token)
 
-    @serve.deployment(name="MedalIngress", num_replicas=1, ray_actor_options={"num_cpus": 0},
-                      max_ongoing_requests=256)
+    @serve.deployment(
+        name="MedalIngress", num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256
+    )
     @serve.ingress(ingress_app)
     class MedalIngress:
         def __init__(self, model_handle):
-            self.model = model_handle   # bound so that Serve deploys the model with it
+            self.model = model_handle  # bound so that Serve deploys the model with it
 
     # `bind` is added by @serve.deployment (invisible to the type checker).
     threads = _threads_per_replica(cpus_per_replica)
@@ -106,9 +118,13 @@ def build_from_args(args: dict):
     comes from MEDAL_API_TOKEN in the replicas' environment."""
     from medal_core.serving.service import token_from_env
 
-    return build_application(args["bundle"], int(args.get("replicas", 1)), token_from_env(),
-                             int(args.get("max_batch_size", DEFAULT_MAX_BATCH)),
-                             float(args.get("cpus_per_replica", 1.0)))
+    return build_application(
+        args["bundle"],
+        int(args.get("replicas", 1)),
+        token_from_env(),
+        int(args.get("max_batch_size", DEFAULT_MAX_BATCH)),
+        float(args.get("cpus_per_replica", 1.0)),
+    )
 
 
 class RayBackend:
@@ -147,15 +163,20 @@ def serve_forever(args: argparse.Namespace) -> None:
     from medal_core.serving.service import token_from_env
 
     start_ray(args.address)
-    serve.start(http_options={"host": args.host, "port": args.port}, logging_config={
-        "enable_access_log": False})
+    serve.start(
+        http_options={"host": args.host, "port": args.port}, logging_config={"enable_access_log": False}
+    )
     max_batch = 1 if args.no_batching else args.max_batch_size
-    serve.run(build_application(args.bundle, args.replicas, token_from_env(), max_batch,
-                                args.cpus_per_replica),
-              name=APP_NAME, route_prefix="/")
-    print(f"MedAL Triage service ready on http://{args.host}:{args.port}/v1/health "
-          f"({args.replicas} replica(s), batches of up to {max_batch}); Ctrl-C stops it.",
-          flush=True)
+    serve.run(
+        build_application(args.bundle, args.replicas, token_from_env(), max_batch, args.cpus_per_replica),
+        name=APP_NAME,
+        route_prefix="/",
+    )
+    print(
+        f"MedAL Triage service ready on http://{args.host}:{args.port}/v1/health "
+        f"({args.replicas} replica(s), batches of up to {max_batch}); Ctrl-C stops it.",
+        flush=True,
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -166,19 +187,22 @@ def serve_forever(args: argparse.Namespace) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m medal_core serve",
-                                     description="Serve a bundle over HTTP with Ray Serve.")
+    parser = argparse.ArgumentParser(
+        prog="python -m medal_core serve", description="Serve a bundle over HTTP with Ray Serve."
+    )
     parser.add_argument("--bundle", required=True, help="bundle folder, e.g. models/mobilenet")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (default loopback only; 0.0.0.0 for all)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default loopback only; 0.0.0.0 for all)"
+    )
     parser.add_argument("--replicas", type=int, default=1, help="model replicas")
-    parser.add_argument("--address", default=None,
-                        help="Ray cluster to join (e.g. ray://head:10001); default: start one here")
-    parser.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH,
-                        help="images a replica gathers into one pass")
-    parser.add_argument("--no-batching", action="store_true",
-                        help="one image per pass (for comparison)")
+    parser.add_argument(
+        "--address", default=None, help="Ray cluster to join (e.g. ray://head:10001); default: start one here"
+    )
+    parser.add_argument(
+        "--max-batch-size", type=int, default=DEFAULT_MAX_BATCH, help="images a replica gathers into one pass"
+    )
+    parser.add_argument("--no-batching", action="store_true", help="one image per pass (for comparison)")
     parser.add_argument("--cpus-per-replica", type=float, default=1.0)
     args = parser.parse_args(argv)
     if args.replicas < 1 or args.max_batch_size < 1:

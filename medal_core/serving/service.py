@@ -42,14 +42,14 @@ from medal_core.serving.prediction import DISCLAIMER, Prediction
 
 DIRECTIONS = ("malignant", "benign")
 OUTPUTS = ("overlay", "heatmap")
-OVERLAY_SIDE = 1024       # the explain overlay is drawn on a copy at most this big
-OVERLAY_OPACITY = 0.45    # as the app's default
+OVERLAY_SIDE = 1024  # the explain overlay is drawn on a copy at most this big
+OVERLAY_OPACITY = 0.45  # as the app's default
 
 
 class Backend(Protocol):
     """What the routes need from the model side."""
 
-    bundle: Bundle            # loaded without its model is enough: figures and metadata
+    bundle: Bundle  # loaded without its model is enough: figures and metadata
 
     def replicas(self) -> int: ...
 
@@ -125,8 +125,11 @@ def check_choice(name: str, raw: str | None, choices: tuple[str, ...]) -> str:
 async def read_body(request: Request, limit: int = MAX_BYTES) -> bytes:
     """The request body, refused with 413 as soon as it passes `limit` bytes (the
     declared length is checked first, so a huge upload is not read at all)."""
-    too_big = ServiceError(413, f"The file is above the {limit / 2**20:.0f} MB limit. Please send "
-                                "a smaller photo (for example a JPEG export).")
+    too_big = ServiceError(
+        413,
+        f"The file is above the {limit / 2**20:.0f} MB limit. Please send "
+        "a smaller photo (for example a JPEG export).",
+    )
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_big
@@ -152,9 +155,13 @@ def sensitivity_at(bundle: Bundle, threshold: float) -> dict:
     stored = bundle.report_predictions or bundle.predictions
     onward = onward_scores(stored.probabilities, stored.no_estimate)
     estimate = metrics.threshold_metrics(stored.labels, onward, threshold)["sensitivity"]
-    return {"value": estimate.value, "low": estimate.low, "high": estimate.high,
-            "melanomas": estimate.total,
-            "set": "report" if bundle.report_predictions is not None else "calibration"}
+    return {
+        "value": estimate.value,
+        "low": estimate.low,
+        "high": estimate.high,
+        "melanomas": estimate.total,
+        "set": "report" if bundle.report_predictions is not None else "calibration",
+    }
 
 
 def prediction_body(prediction: Prediction, bundle: Bundle) -> dict:
@@ -199,8 +206,11 @@ def explain_picture(rgb: np.ndarray, heat: np.ndarray, output: str) -> bytes:
 def create_app(backend: Backend, token: str | None = None, max_bytes: int = MAX_BYTES) -> FastAPI:
     """The FastAPI app over `backend`. With `token`, every route but health needs
     `Authorization: Bearer <token>`."""
-    app = FastAPI(title="MedAL Triage", version=__version__,
-                  description="Melanoma triage aid for dermoscopic images. " + DISCLAIMER)
+    app = FastAPI(
+        title="MedAL Triage",
+        version=__version__,
+        description="Melanoma triage aid for dermoscopic images. " + DISCLAIMER,
+    )
 
     @app.exception_handler(ServiceError)
     async def refused(_: Request, error: ServiceError):
@@ -216,13 +226,17 @@ def create_app(backend: Backend, token: str | None = None, max_bytes: int = MAX_
             return
         sent = request.headers.get("authorization", "")
         if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
-            raise ServiceError(401, "missing or wrong bearer token (header "
-                                    "'Authorization: Bearer <token>')")
+            raise ServiceError(401, "missing or wrong bearer token (header 'Authorization: Bearer <token>')")
 
     @app.get("/v1/health")
     async def health():
-        return {"status": "ok", "bundle": backend.bundle.name, "replicas": backend.replicas(),
-                "threshold": backend.bundle.threshold, "version": __version__}
+        return {
+            "status": "ok",
+            "bundle": backend.bundle.name,
+            "replicas": backend.replicas(),
+            "threshold": backend.bundle.threshold,
+            "version": __version__,
+        }
 
     @app.post("/v1/predict")
     async def predict(request: Request):
@@ -243,11 +257,12 @@ def create_app(backend: Backend, token: str | None = None, max_bytes: int = MAX_
         rgb = decode(await read_body(request, max_bytes))
         try:
             malignant, benign = await backend.explain(rgb, layer)
-        except ValueError as error:      # e.g. no such convolutional layer
+        except ValueError as error:  # e.g. no such convolutional layer
             raise ServiceError(422, str(error)) from None
         heat = malignant if direction == "malignant" else benign
-        return Response(explain_picture(rgb, heat, output), media_type="image/png",
-                        headers={"Cache-Control": "no-store"})
+        return Response(
+            explain_picture(rgb, heat, output), media_type="image/png", headers={"Cache-Control": "no-store"}
+        )
 
     return app
 

@@ -62,12 +62,12 @@ def score_role(loaded: bundles.Bundle, runner, dataset: data.Dataset) -> dict:
         no_estimate |= loaded.ood.score(features, images) > 1.0
     if loaded.modality is not None:
         no_estimate |= ~loaded.modality.looks_dermoscopic(features, images)
-    return {"logits": logits, "probabilities": loaded.calibrate(logits),
-            "no_estimate": no_estimate}
+    return {"logits": logits, "probabilities": loaded.calibrate(logits), "no_estimate": no_estimate}
 
 
-def evaluate_roles(bundle, data_root: str | Path, roles_to_check=("report", "selection",
-                                                                   "calibration")) -> dict:
+def evaluate_roles(
+    bundle, data_root: str | Path, roles_to_check=("report", "selection", "calibration")
+) -> dict:
     """Rebuild the bundle's roles from the recipe in its manifest, check they are the
     images it recorded, recompute the predictions exactly as the app makes them (8 views,
     OOD and dermoscopic checks) and report every set and each source of it."""
@@ -85,30 +85,37 @@ def evaluate_roles(bundle, data_root: str | Path, roles_to_check=("report", "sel
         for source in sorted(set(dataset.sources)):
             sets[f"{role}: {source}"] = dataset.sources == source
             if role == "selection" and source == "isic2017":
-                sets["selection: isic2017 official val"] = ((dataset.sources == source)
-                                                            & (dataset.splits == "val"))
+                sets["selection: isic2017 official val"] = (dataset.sources == source) & (
+                    dataset.splits == "val"
+                )
         for name, chosen in sets.items():
             if len(set(dataset.labels[chosen].tolist())) < 2:
                 continue
-            result[name] = headline_figures(dataset.labels[chosen], probabilities[chosen],
-                                            bundle.threshold, no_estimate=no_estimate[chosen])
+            result[name] = headline_figures(
+                dataset.labels[chosen],
+                probabilities[chosen],
+                bundle.threshold,
+                no_estimate=no_estimate[chosen],
+            )
         if role == "report":
-            result["report per diagnosis"] = per_diagnosis(dataset.labels, probabilities,
-                                                           dataset.diagnoses, bundle.threshold,
-                                                           no_estimate)
+            result["report per diagnosis"] = per_diagnosis(
+                dataset.labels, probabilities, dataset.diagnoses, bundle.threshold, no_estimate
+            )
     return result
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", required=True, help="bundle folder, e.g. models/mobilenet")
-    parser.add_argument("--data-root", default=None,
-                        help="folder holding the bundle's datasets: evaluates its roles")
+    parser.add_argument(
+        "--data-root", default=None, help="folder holding the bundle's datasets: evaluates its roles"
+    )
     parser.add_argument("--data", default=None, help="or one dataset folder")
     parser.add_argument("--manifest", default=None, help="optional CSV manifest (filepath,label)")
     parser.add_argument("--split", default="all", help="with --data: train | val | test | all")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="decision threshold (default: the bundle's)")
+    parser.add_argument(
+        "--threshold", type=float, default=None, help="decision threshold (default: the bundle's)"
+    )
     parser.add_argument("--json", default=None, help="where to write the JSON report")
     args = parser.parse_args(argv)
     if (args.data is None) == (args.data_root is None):
@@ -120,16 +127,21 @@ def main(argv=None) -> dict:
     try:
         bundle = load_bundle(args.bundle)
         if args.data_root is not None:
-            report = {"bundle": bundle.name, "data_root": str(args.data_root),
-                      "sets": evaluate_roles(bundle, args.data_root)}
+            report = {
+                "bundle": bundle.name,
+                "data_root": str(args.data_root),
+                "sets": evaluate_roles(bundle, args.data_root),
+            }
             for name, figures in report["sets"].items():
                 if name != "report per diagnosis":
                     print(format_headline(name, figures))
             print("report set, share at or above the threshold by diagnosis:")
             for row in report["sets"]["report per diagnosis"]:
                 est = row["above_threshold"]
-                print(f"  {row['diagnosis']:<22} {est['successes']:>4}/{est['total']:<5} "
-                      f"{est['value']:.3f} ({est['low']:.3f}-{est['high']:.3f})")
+                print(
+                    f"  {row['diagnosis']:<22} {est['successes']:>4}/{est['total']:<5} "
+                    f"{est['value']:.3f} ({est['low']:.3f}-{est['high']:.3f})"
+                )
             suffix = "roles"
         else:
             dataset = data.load_dataset(args.data, args.manifest).select_split(args.split)
@@ -152,8 +164,9 @@ def evaluate_folder(bundle, dataset: data.Dataset, threshold: float | None = Non
     probabilities = bundle.calibrate(logits)
     threshold = bundle.threshold if threshold is None else threshold
     report = evaluate_probabilities(dataset.labels, probabilities, threshold)
-    report["calibration"] = calibration_summary(dataset.labels, logits, bundle.temperature,
-                                                bundle.logit_offset)
+    report["calibration"] = calibration_summary(
+        dataset.labels, logits, bundle.temperature, bundle.logit_offset
+    )
     report["headline"] = headline_figures(dataset.labels, probabilities, threshold)
     report["bundle"] = bundle.name
     return report

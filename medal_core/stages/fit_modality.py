@@ -39,12 +39,12 @@ def patient_split(labels_csv: Path, seed: int = 0) -> tuple[set[str], set[str]]:
     held: set[str] = set()
     for row in rows:
         (held if (row.get("patient_id") or row["image_id"]) in held_out_patients else fit).add(
-            row["image_id"])
+            row["image_id"]
+        )
     return fit, held
 
 
-def fit_for_bundle(folder: str | Path, assignment, data_root: str | Path,
-                   max_train: int = 3000) -> dict:
+def fit_for_bundle(folder: str | Path, assignment, data_root: str | Path, max_train: int = 3000) -> dict:
     """Fit the check for the bundle in `folder` on its training images (a seeded sample
     of `max_train`) and half of the clinical set's patients, set its limit on the
     calibration images, measure it on the report images and the other patients, and
@@ -68,19 +68,22 @@ def fit_for_bundle(folder: str | Path, assignment, data_root: str | Path,
     calibration, report = assignment.role("calibration"), assignment.role("report")
 
     cal_features, cal_images = features_of(calibration)
-    check = fit_modality_check(features_of(train_set), features_of(clinical_fit),
-                               cal_features, cal_images)
+    check = fit_modality_check(features_of(train_set), features_of(clinical_fit), cal_features, cal_images)
     report_kept = check.looks_dermoscopic(*features_of(report))
     clinical_rejected = ~check.looks_dermoscopic(*features_of(clinical_held))
-    per_source = {source: float(np.mean(report_kept[report.sources == source]))
-                  for source in sorted(set(report.sources))}
+    per_source = {
+        source: float(np.mean(report_kept[report.sources == source]))
+        for source in sorted(set(report.sources))
+    }
     check.save(loaded.folder / MODALITY_FILE)
     entry = {
         "file": MODALITY_FILE,
-        "method": ("logistic regression on the pooled features and image statistics, "
-                   "dermoscopic training images vs PAD-UFES-20 smartphone photos (half of "
-                   f"its patients); limit keeps {KEEP_DERMOSCOPIC:.0%} of the calibration "
-                   "images"),
+        "method": (
+            "logistic regression on the pooled features and image statistics, "
+            "dermoscopic training images vs PAD-UFES-20 smartphone photos (half of "
+            f"its patients); limit keeps {KEEP_DERMOSCOPIC:.0%} of the calibration "
+            "images"
+        ),
         "limit": check.limit,
         "fit": {"dermoscopic": len(train_set), "clinical": len(clinical_fit)},
         "held_out": {
@@ -102,17 +105,21 @@ def fit_for_bundle(folder: str | Path, assignment, data_root: str | Path,
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description="Fit a bundle's dermoscopic-vs-clinical check.")
     parser.add_argument("--bundle", required=True)
-    parser.add_argument("--data-root", required=True,
-                        help="folder with the bundle's datasets and pad_ufes20_clinical")
-    parser.add_argument("--max-train", type=int, default=3000,
-                        help="dermoscopic training images to fit on (a seeded sample)")
+    parser.add_argument(
+        "--data-root", required=True, help="folder with the bundle's datasets and pad_ufes20_clinical"
+    )
+    parser.add_argument(
+        "--max-train", type=int, default=3000, help="dermoscopic training images to fit on (a seeded sample)"
+    )
     args = parser.parse_args(argv)
 
     assignment = roles.bundle_roles(bundles.read_manifest(args.bundle), args.data_root)
     entry = fit_for_bundle(args.bundle, assignment, args.data_root, args.max_train)
     print(json.dumps(entry, indent=2))
-    print("now re-run `python -m medal_core calibrate` on the bundle: the threshold counts "
-          "the images this check refuses")
+    print(
+        "now re-run `python -m medal_core calibrate` on the bundle: the threshold counts "
+        "the images this check refuses"
+    )
     return entry
 
 

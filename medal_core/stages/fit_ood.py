@@ -23,8 +23,9 @@ from medal_core.stages.non_lesion_pictures import non_lesion_pictures
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Fit a bundle's out-of-distribution check.")
     parser.add_argument("--bundle", required=True)
-    parser.add_argument("--data-root", required=True,
-                        help="the folder holding the datasets the bundle was trained on")
+    parser.add_argument(
+        "--data-root", required=True, help="the folder holding the datasets the bundle was trained on"
+    )
     args = parser.parse_args(argv)
 
     loaded = bundles.load_bundle(args.bundle, load_ood=False)  # the one being replaced
@@ -32,8 +33,9 @@ def main(argv=None) -> None:
     train_set, val_set = assignment.role("train"), assignment.role("calibration")
     runner = ModelRunner(loaded.model)
     size = runner.input_size
-    detector, entry = fit_bundle_ood(runner, data.load_images(train_set.paths, size),
-                                     data.load_images(val_set.paths, size))
+    detector, entry = fit_bundle_ood(
+        runner, data.load_images(train_set.paths, size), data.load_images(val_set.paths, size)
+    )
     # Drawn at 256 px whatever the model's size: the screenshots need room.
     entry["non_lesion_check"] = rejection_report(runner, detector, non_lesion_pictures(256))
     bundles.attach_ood(loaded.folder, detector, entry)

@@ -16,20 +16,30 @@ def synthetic_non_lesion_images(size: int = 256, seed: int = 0) -> dict[str, np.
     """Flat colours, noise, text and screenshot-like images, uint8 RGB (size, size, 3)."""
     rng = np.random.default_rng(seed)
     images = {}
-    for name, colour in {"white": (255, 255, 255), "black": (0, 0, 0), "grey": (128, 128, 128),
-                         "red": (220, 30, 30), "green": (40, 180, 60), "blue": (30, 60, 200),
-                         "skin": (224, 172, 140)}.items():
+    for name, colour in {
+        "white": (255, 255, 255),
+        "black": (0, 0, 0),
+        "grey": (128, 128, 128),
+        "red": (220, 30, 30),
+        "green": (40, 180, 60),
+        "blue": (30, 60, 200),
+        "skin": (224, 172, 140),
+    }.items():
         images[f"flat_{name}"] = np.full((size, size, 3), colour, dtype=np.uint8)
     images["noise_uniform"] = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
     images["noise_gaussian"] = np.clip(rng.normal(128, 40, (size, size, 3)), 0, 255).astype(np.uint8)
-    images["noise_coarse"] = np.asarray(Image.fromarray(
-        rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).resize((size, size), Image.Resampling.NEAREST))
+    images["noise_coarse"] = np.asarray(
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).resize(
+            (size, size), Image.Resampling.NEAREST
+        )
+    )
     for i in range(3):
         page = Image.new("RGB", (size, size), "white")
         draw = ImageDraw.Draw(page)
         for line in range(0, size, 14):
-            words = " ".join("".join(chr(rng.integers(97, 123)) for _ in range(rng.integers(2, 9)))
-                             for _ in range(6))
+            words = " ".join(
+                "".join(chr(rng.integers(97, 123)) for _ in range(rng.integers(2, 9))) for _ in range(6)
+            )
             draw.text((4, line), words, fill=(0, 0, 0))
         images[f"text_{i}"] = np.asarray(page)
     for i in range(3):
@@ -44,8 +54,11 @@ def _screenshot(size: int, rng: np.random.Generator) -> np.ndarray:
     draw.rectangle([0, 0, size, 20], fill=tuple(int(c) for c in rng.integers(0, 120, 3)))
     for _ in range(6):
         x, y = rng.integers(0, size - 60, 2)
-        draw.rectangle([x, y, x + rng.integers(30, 120), y + rng.integers(12, 60)],
-                       fill=tuple(int(c) for c in rng.integers(0, 256, 3)), outline=(0, 0, 0))
+        draw.rectangle(
+            [x, y, x + rng.integers(30, 120), y + rng.integers(12, 60)],
+            fill=tuple(int(c) for c in rng.integers(0, 256, 3)),
+            outline=(0, 0, 0),
+        )
     for y in range(30, size, 18):
         draw.text((8, y), "File  Edit  View  Settings  " * 2, fill=(20, 20, 20))
     return np.asarray(shot)
@@ -55,9 +68,28 @@ def sample_photographs(size: int = 256) -> dict[str, np.ndarray]:
     """scikit-image's sample photographs (a dev dependency), as uint8 RGB (size, size, 3)."""
     from skimage import data as samples  # only the benchmark and tests need it
 
-    names = ["astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "moon", "page",
-             "text", "brick", "grass", "gravel", "checkerboard", "hubble_deep_field",
-             "horse", "clock", "logo", "colorwheel", "cat", "immunohistochemistry"]
+    names = [
+        "astronaut",
+        "coffee",
+        "chelsea",
+        "rocket",
+        "camera",
+        "coins",
+        "moon",
+        "page",
+        "text",
+        "brick",
+        "grass",
+        "gravel",
+        "checkerboard",
+        "hubble_deep_field",
+        "horse",
+        "clock",
+        "logo",
+        "colorwheel",
+        "cat",
+        "immunohistochemistry",
+    ]
     photos = {}
     for name in names:
         loader = getattr(samples, name, None)

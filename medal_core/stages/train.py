@@ -56,9 +56,9 @@ class TrainingError(RuntimeError):
 class TrainConfig:
     arch: str
     out: str
-    data: list[str] = field(default_factory=list)   # dataset folders (default recipe)
-    recipe: str | None = None                       # or a JSON recipe (medal_core.data.roles)
-    data_root: str = "."                            # where the recipe's datasets are
+    data: list[str] = field(default_factory=list)  # dataset folders (default recipe)
+    recipe: str | None = None  # or a JSON recipe (medal_core.data.roles)
+    data_root: str = "."  # where the recipe's datasets are
     weights: str | None = None
     input_size: int | None = None
     batch_size: int = 32
@@ -73,7 +73,7 @@ class TrainConfig:
     seed: int = 42
 
     def __post_init__(self):
-        if isinstance(self.data, (str, Path)):   # one folder given as a plain path
+        if isinstance(self.data, (str, Path)):  # one folder given as a plain path
             self.data = [str(self.data)]
 
     def recipe_object(self) -> roles.Recipe:
@@ -92,8 +92,12 @@ class TwoRateTrainer(keras.Model):
         super().__init__(name="trainer")
         self.model = model
         self.backbone_optimizer = backbone_optimizer
-        backbone_ids = {id(v) for layer in model.layers if models.is_backbone_layer(layer)
-                        for v in layer.trainable_variables}
+        backbone_ids = {
+            id(v)
+            for layer in model.layers
+            if models.is_backbone_layer(layer)
+            for v in layer.trainable_variables
+        }
         self._is_backbone = [id(v) in backbone_ids for v in model.trainable_variables]
         if any(self._is_backbone):
             backbone_optimizer.build(self._split(model.trainable_variables)[1])
@@ -135,15 +139,24 @@ class KeepBestWeights(keras.callbacks.Callback):
     """Early stopping on a validation metric that keeps the best weights on disk, with
     its state in a JSON file, so that it survives an interrupted and resumed run."""
 
-    def __init__(self, model: keras.Model, folder: Path, monitor: str = "val_auc",
-                 patience: int = 6, max_seconds: float | None = None):
+    def __init__(
+        self,
+        model: keras.Model,
+        folder: Path,
+        monitor: str = "val_auc",
+        patience: int = 6,
+        max_seconds: float | None = None,
+    ):
         super().__init__()
         self.inner_model = model
         self.weights_path = folder / "best.weights.h5"
         self.state_path = folder / "best.json"
         self.monitor, self.patience, self.max_seconds = monitor, patience, max_seconds
-        self.state = (json.loads(self.state_path.read_text()) if self.state_path.exists()
-                      else {"best": -np.inf, "best_epoch": -1, "wait": 0, "seconds": 0.0})
+        self.state = (
+            json.loads(self.state_path.read_text())
+            if self.state_path.exists()
+            else {"best": -np.inf, "best_epoch": -1, "wait": 0, "seconds": 0.0}
+        )
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.monotonic()
@@ -183,9 +196,12 @@ def run_fingerprint(config: TrainConfig, assignment: roles.RoleAssignment) -> di
     settings = {k: v for k, v in asdict(config).items() if k not in RESUMABLE_SETTINGS}
     summary = assignment.summary()
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-    return {"config": settings, "config_sha256": digest,
-            "train_ids_sha256": summary["train"]["ids_sha256"],
-            "selection_ids_sha256": summary["selection"]["ids_sha256"]}
+    return {
+        "config": settings,
+        "config_sha256": digest,
+        "train_ids_sha256": summary["train"]["ids_sha256"],
+        "selection_ids_sha256": summary["selection"]["ids_sha256"],
+    }
 
 
 def check_fingerprint(work: Path, fingerprint: dict) -> None:
@@ -197,28 +213,42 @@ def check_fingerprint(work: Path, fingerprint: dict) -> None:
         stored = json.loads(path.read_text())
         if stored == fingerprint:
             return
-        changed = sorted(k for k in set(stored["config"]) | set(fingerprint["config"])
-                         if stored["config"].get(k) != fingerprint["config"].get(k))
-        changed = [f"{k}: {stored['config'].get(k)!r} -> {fingerprint['config'].get(k)!r}"
-                   for k in changed]
+        changed = sorted(
+            k
+            for k in set(stored["config"]) | set(fingerprint["config"])
+            if stored["config"].get(k) != fingerprint["config"].get(k)
+        )
+        changed = [f"{k}: {stored['config'].get(k)!r} -> {fingerprint['config'].get(k)!r}" for k in changed]
         for key in ("train_ids_sha256", "selection_ids_sha256"):
             if stored.get(key) != fingerprint[key]:
                 changed.append(f"the {key.split('_')[0]} images differ")
         raise TrainingError(
             f"{work} holds checkpoints of another run ({'; '.join(changed)}). Resuming would "
             f"mix its weights into this one: train into another --out, or delete {work} to "
-            "start this run from scratch.")
+            "start this run from scratch."
+        )
     if has_checkpoints:
         raise TrainingError(
             f"{work} holds checkpoints with no fingerprint (from an older version): their "
-            f"run cannot be checked. Train into another --out, or delete {work}.")
+            f"run cannot be checked. Train into another --out, or delete {work}."
+        )
     work.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(fingerprint, indent=2))
 
 
-def run_phase(name: str, model: keras.Model, train_ds, val_ds, config: TrainConfig,
-              epochs: int, head_lr: float, backbone_lr: float | None,
-              work: Path, steps_per_epoch: int, max_seconds: float | None) -> float:
+def run_phase(
+    name: str,
+    model: keras.Model,
+    train_ds,
+    val_ds,
+    config: TrainConfig,
+    epochs: int,
+    head_lr: float,
+    backbone_lr: float | None,
+    work: Path,
+    steps_per_epoch: int,
+    max_seconds: float | None,
+) -> float:
     """One fit() call, resumable: skipped if `work/name/done` exists. Returns the
     seconds of training the phase took."""
     folder = work / name
@@ -233,15 +263,23 @@ def run_phase(name: str, model: keras.Model, train_ds, val_ds, config: TrainConf
         return keras.optimizers.schedules.CosineDecay(lr, steps, alpha=0.05)
 
     trainer = TwoRateTrainer(model, keras.optimizers.Adam(schedule(backbone_lr or head_lr)))
-    trainer.compile(optimizer=keras.optimizers.Adam(schedule(head_lr)),
-                    loss=keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing),
-                    metrics=[keras.metrics.AUC(name="auc")])
+    trainer.compile(
+        optimizer=keras.optimizers.Adam(schedule(head_lr)),
+        loss=keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=[keras.metrics.AUC(name="auc")],
+    )
     trainer.build((None, *model.input_shape[1:]))
     keeper = KeepBestWeights(model, folder, patience=config.patience, max_seconds=max_seconds)
-    print(f"[{name}] up to {epochs} epochs, head lr {head_lr:g}, backbone lr "
-          f"{backbone_lr if backbone_lr else 'frozen'}", flush=True)
+    print(
+        f"[{name}] up to {epochs} epochs, head lr {head_lr:g}, backbone lr "
+        f"{backbone_lr if backbone_lr else 'frozen'}",
+        flush=True,
+    )
     trainer.fit(
-        train_ds, validation_data=val_ds, epochs=epochs, verbose=2,
+        train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        verbose=2,
         callbacks=[
             keras.callbacks.BackupAndRestore(str(folder / "backup")),
             keeper,
@@ -271,28 +309,54 @@ def train(config: TrainConfig) -> Path:
     draw = assignment.weights_of("train")
     weights = class_weights(train_set.labels, draw)
     train_ds = pipeline.make_pipeline(
-        train_set, size, config.batch_size, training=True, seed=config.seed,
-        draw_probability=draw, sample_weights=np.array([weights[c] for c in train_set.labels]))
+        train_set,
+        size,
+        config.batch_size,
+        training=True,
+        seed=config.seed,
+        draw_probability=draw,
+        sample_weights=np.array([weights[c] for c in train_set.labels]),
+    )
     selection_ds = pipeline.make_pipeline(selection_set, size, 64)
     steps_per_epoch = pipeline.expected_batches(draw, config.batch_size)
     budget = config.max_minutes * 60 if config.max_minutes else None
 
     model = models.build_model(config.arch, size, config.weights)
-    common = dict(train_ds=train_ds, val_ds=selection_ds, config=config, work=work,
-                  steps_per_epoch=steps_per_epoch)
+    common = dict(
+        train_ds=train_ds, val_ds=selection_ds, config=config, work=work, steps_per_epoch=steps_per_epoch
+    )
     if spec.is_transfer:
         models.set_backbone_trainable(model, False)
-        head_seconds = run_phase("head", model, epochs=config.head_epochs,
-                                 head_lr=config.head_lr, backbone_lr=None,
-                                 max_seconds=budget, **common)
+        head_seconds = run_phase(
+            "head",
+            model,
+            epochs=config.head_epochs,
+            head_lr=config.head_lr,
+            backbone_lr=None,
+            max_seconds=budget,
+            **common,
+        )
         models.set_backbone_trainable(model, True)
         # The head is already fitted: it moves at a tenth of its first-phase rate.
-        run_phase("finetune", model, epochs=config.epochs, head_lr=config.head_lr / 10,
-                  backbone_lr=config.backbone_lr,
-                  max_seconds=budget and budget - head_seconds, **common)
+        run_phase(
+            "finetune",
+            model,
+            epochs=config.epochs,
+            head_lr=config.head_lr / 10,
+            backbone_lr=config.backbone_lr,
+            max_seconds=budget and budget - head_seconds,
+            **common,
+        )
     else:
-        run_phase("scratch", model, epochs=config.epochs, head_lr=config.head_lr,
-                  backbone_lr=None, max_seconds=budget, **common)
+        run_phase(
+            "scratch",
+            model,
+            epochs=config.epochs,
+            head_lr=config.head_lr,
+            backbone_lr=None,
+            max_seconds=budget,
+            **common,
+        )
 
     return write_bundle(model, config, assignment, weights, work)
 
@@ -303,8 +367,13 @@ def role_logits(runner: ModelRunner, dataset: data.Dataset, views: int) -> tuple
     return images, evaluate.mean_logits(runner, images, views=views)
 
 
-def write_bundle(model: keras.Model, config: TrainConfig, assignment: roles.RoleAssignment,
-                 weights: dict[int, float], work: Path) -> Path:
+def write_bundle(
+    model: keras.Model,
+    config: TrainConfig,
+    assignment: roles.RoleAssignment,
+    weights: dict[int, float],
+    work: Path,
+) -> Path:
     """Fit the temperature on the calibration set, save the bundle, fit its checks, then
     run the calibration stage, which sets the decision policy and scores the report set
     (`calibrate.calibrate_bundle`)."""
@@ -318,15 +387,18 @@ def write_bundle(model: keras.Model, config: TrainConfig, assignment: roles.Role
     temperature = metrics.fit_temperature(calibration_set.labels, logits - logit_offset)
     probabilities = bundle.calibrated_probability(logits, logit_offset, temperature)
     threshold = figures.operating_points(calibration_set.labels, probabilities)
-    calibration_report = figures.evaluate_probabilities(calibration_set.labels, probabilities,
-                                                         threshold["value"])
+    calibration_report = figures.evaluate_probabilities(
+        calibration_set.labels, probabilities, threshold["value"]
+    )
     calibration_report["calibration"] = figures.calibration_summary(
-        calibration_set.labels, logits, temperature, logit_offset)
+        calibration_set.labels, logits, temperature, logit_offset
+    )
     name = Path(config.out).name
     print(figures.format_report(calibration_report, f"{name} on its calibration set"), flush=True)
     spec = models.ARCHITECTURES[config.arch]
-    phases = {p.name: json.loads((p / "done").read_text())
-              for p in sorted(work.iterdir()) if (p / "done").exists()}
+    phases = {
+        p.name: json.loads((p / "done").read_text()) for p in sorted(work.iterdir()) if (p / "done").exists()
+    }
     manifest = {
         "name": name,
         "architecture": config.arch,
@@ -337,22 +409,36 @@ def write_bundle(model: keras.Model, config: TrainConfig, assignment: roles.Role
         "test_time_views": views,
         "logit_offset": logit_offset,
         "temperature": temperature,
-        "threshold": {**threshold, "method": threshold["method"].replace("validation",
-                                                                          "the calibration set")},
+        "threshold": {
+            **threshold,
+            "method": threshold["method"].replace("validation", "the calibration set"),
+        },
         "parameters": int(model.count_params()),
-        "data": {"recipe": assignment.recipe.as_dict(), "roles": assignment.summary(),
-                 "predictions_file": {"calibration": bundle.PREDICTIONS_FILE,
-                                      "report": bundle.REPORT_PREDICTIONS_FILE}},
+        "data": {
+            "recipe": assignment.recipe.as_dict(),
+            "roles": assignment.summary(),
+            "predictions_file": {
+                "calibration": bundle.PREDICTIONS_FILE,
+                "report": bundle.REPORT_PREDICTIONS_FILE,
+            },
+        },
         # "validation" in earlier bundles: the set the threshold was chosen on.
-        "validation_metrics": calibration_report,   # rewritten by the calibration stage
-        "training": {"config": asdict(config), "phases": phases,
-                     "selection_auc": {p: s.get("best") for p, s in phases.items()}},
+        "validation_metrics": calibration_report,  # rewritten by the calibration stage
+        "training": {
+            "config": asdict(config),
+            "phases": phases,
+            "selection_auc": {p: s.get("best") for p, s in phases.items()},
+        },
         "versions": library_versions(),
         "created": time.strftime("%Y-%m-%d"),
     }
     folder = bundle.save_bundle(
-        config.out, model, manifest,
-        bundle.Predictions.of(calibration_set, logits, probabilities), work / "history.csv")
+        config.out,
+        model,
+        manifest,
+        bundle.Predictions.of(calibration_set, logits, probabilities),
+        work / "history.csv",
+    )
     train_images = data.load_images(assignment.role("train").paths, runner.input_size)
     detector, entry = ood.fit_bundle_ood(runner, train_images, calibration_images)
     bundle.attach_ood(folder, detector, entry)
@@ -370,8 +456,12 @@ def describe_weights(weights: str | None, is_transfer: bool) -> dict:
         return {"source": "none", "note": "trained from random initialisation"}
     if str(weights) == "imagenet":
         return {"source": "imagenet", "note": "Keras Applications ImageNet weights (downloaded)"}
-    return {"source": "file", "file": Path(weights).name, "sha256": bundle.sha256_file(weights),
-            "note": "ImageNet-pretrained weights read from a local file"}
+    return {
+        "source": "file",
+        "file": Path(weights).name,
+        "sha256": bundle.sha256_file(weights),
+        "note": "ImageNet-pretrained weights read from a local file",
+    }
 
 
 def library_versions() -> dict:
@@ -379,26 +469,35 @@ def library_versions() -> dict:
 
     import PIL
 
-    return {"python": platform.python_version(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "numpy": np.__version__, "pillow": PIL.__version__}
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
+    }
 
 
 def parse_args(argv=None) -> TrainConfig:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--arch", required=True, choices=sorted(models.ARCHITECTURES))
     parser.add_argument("--out", required=True, help="bundle folder to write, e.g. models/NAME")
-    parser.add_argument("--recipe", default=None,
-                        help="JSON recipe: which datasets, which part in which role")
+    parser.add_argument(
+        "--recipe", default=None, help="JSON recipe: which datasets, which part in which role"
+    )
     parser.add_argument("--data-root", default=".", help="folder holding the recipe's datasets")
-    parser.add_argument("--data", action="append", default=[],
-                        help="a dataset folder (repeatable), instead of a recipe")
-    parser.add_argument("--weights", default=None,
-                        help="backbone weights: 'imagenet' (needs internet), a .weights.h5 "
-                             "file, or 'none'")
+    parser.add_argument(
+        "--data", action="append", default=[], help="a dataset folder (repeatable), instead of a recipe"
+    )
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="backbone weights: 'imagenet' (needs internet), a .weights.h5 file, or 'none'",
+    )
     defaults = TrainConfig("", "")
-    for name in ("input_size", "batch_size", "head_epochs", "epochs", "patience",
-                 "test_time_views", "seed"):
+    for name in ("input_size", "batch_size", "head_epochs", "epochs", "patience", "test_time_views", "seed"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     for name in ("head_lr", "backbone_lr", "label_smoothing", "max_minutes"):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
