@@ -199,7 +199,7 @@ class StreamlitServer:
 
 # Polled in the page by `settle`: true once the script is idle and nothing on the page has
 # changed for QUIET_MS since the later of the last change and the call (`since`).
-QUIET_MS = 400
+QUIET_MS = 600
 QUIET_JS = (
     """since => {
   if (!window.__medalObserver) {

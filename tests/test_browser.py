@@ -23,7 +23,6 @@ from browser_support import (
     PLOTLY_CHART,
     ROOT,
     THRESHOLD_FIELD,
-    THRESHOLD_IN_USE,
     UPLOAD_INPUT,
     VIEWPORT,
     ServerError,
@@ -191,6 +190,20 @@ def test_triage_explorer_and_batch(page, server, setup, screenshots, tmp_path):
     assert external == [], external
 
 
+# The sidebar field's value and the explorer's "Threshold in use", once they agree.
+FIELD_AND_FIGURES_AGREE_JS = (
+    """() => {
+  const field = document.querySelector('%s');
+  const main = document.querySelector('[data-testid="stMain"]');
+  const shown = main && /Threshold in use: (\\d\\.\\d{4})/.exec(main.innerText);
+  if (!field || !shown) return null;
+  const values = [parseFloat(field.value), parseFloat(shown[1])];
+  return Math.abs(values[0] - values[1]) < 1e-9 ? values : null;
+}"""
+    % THRESHOLD_FIELD
+)
+
+
 def test_random_threshold_changes_keep_the_field_and_the_figures_in_step(page, setup):
     """Random sequences of typed values, arrow-key steps and presets: after each, the
     sidebar field, the explorer's "threshold in use" and its sensitivity all describe one
@@ -220,8 +233,10 @@ def test_random_threshold_changes_keep_the_field_and_the_figures_in_step(page, s
         else:
             presets.nth(rng.randrange(presets.count())).click()
         settle(page)
-        shown = float(field.input_value())
-        in_use = float(THRESHOLD_IN_USE.search(page.locator('[data-testid="stMain"]').inner_text()).group(1))
+        # Waits (up to the page timeout) for the field and the figures to show one
+        # threshold: a field left on another value fails here.
+        agreed = page.wait_for_function(FIELD_AND_FIGURES_AGREE_JS, polling=100)
+        shown, in_use = agreed.json_value()
         assert shown == pytest.approx(in_use, abs=1e-9), (step, action)
         # The figures belong to that threshold (to within its 4 shown decimals).
         points = [

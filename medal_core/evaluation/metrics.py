@@ -93,12 +93,22 @@ def bootstrap_ci(
     y_true, y_score = check_binary_inputs(y_true, y_score)
     positives, negatives = y_score[y_true == 1], y_score[y_true == 0]
     labels = np.r_[np.ones(len(positives), np.int64), np.zeros(len(negatives), np.int64)]
+    # A class with one case is the same in every resample: it is held fixed, and only
+    # the other class is resampled (SciPy needs two or more observations per sample).
+    resampled = [len(positives) > 1, len(negatives) > 1]
+    if not any(resampled):
+        value = float(metric(labels, np.r_[positives, negatives]))
+        return value, value
 
-    def statistic(resampled_positives, resampled_negatives):
-        return metric(labels, np.r_[resampled_positives, resampled_negatives])
+    def statistic(*samples):
+        drawn = iter(samples)
+        chosen = [
+            next(drawn) if moving else fixed for moving, fixed in zip(resampled, (positives, negatives))
+        ]
+        return metric(labels, np.r_[chosen[0], chosen[1]])
 
     result = stats.bootstrap(
-        (positives, negatives),
+        tuple(sample for moving, sample in zip(resampled, (positives, negatives)) if moving),
         statistic,
         n_resamples=n_resamples,
         confidence_level=level,
