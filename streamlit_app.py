@@ -2,24 +2,40 @@
 
     streamlit run streamlit_app.py
 
-Navigation over the pages in `pages/`; each page draws the shared sidebar (model chooser
-and decision threshold) itself, see `medal_ui.layout.start_page`. The models folder is
-`models/` next to this file, or `$MEDAL_MODELS_DIR`.
+Routes to the pages in `pages/` (`st.navigation`, its own menu hidden); each page draws
+the shared sidebar (menu, model chooser, decision threshold) first, with
+`medal_ui.layout.start_page`. The models folder is `models/` next to this file, or
+`$MEDAL_MODELS_DIR`.
 """
+
+import sys
+from pathlib import Path
 
 import streamlit as st
 
-from medal_ui import layout
+# The first run in a fresh process imports the app's modules for a few seconds: say so,
+# instead of a blank page. (Later runs find them imported and skip this.)
+starting = None
+if "medal_ui.layout" not in sys.modules:
+    st.set_page_config(
+        page_title="MedAL Triage", layout="wide", page_icon=str(Path(__file__).parent / "assets" / "icon.png")
+    )
+    starting = st.empty()
+    starting.info(
+        "Starting MedAL Triage: loading the model and its checks (a few seconds after a restart)…",
+        icon=":material/hourglass_top:",
+    )
+
+from medal_ui import layout  # noqa: E402  (after the message above)
 
 layout.configure_page()
+if starting is not None:
+    starting.empty()
 
 PAGES = [
-    st.Page("pages/triage.py", title="Triage", icon=":material/stethoscope:", default=True),
-    st.Page("pages/threshold_explorer.py", title="Threshold explorer", icon=":material/tune:"),
-    st.Page("pages/compare_models.py", title="Compare models", icon=":material/compare_arrows:"),
-    st.Page("pages/explainability.py", title="Explainability", icon=":material/visibility:"),
-    st.Page("pages/batch_triage.py", title="Batch triage", icon=":material/view_list:"),
-    st.Page("pages/about.py", title="About / model card", icon=":material/info:"),
+    st.Page(path, title=title, icon=icon, default=(index == 0))
+    for index, (path, title, icon) in enumerate(layout.PAGES)
 ]
 
-st.navigation(PAGES).run()
+# The menu is drawn by each page's `layout.start_page` (`layout.page_links`).
+st.navigation(PAGES, position="hidden").run()

@@ -9,6 +9,17 @@ from medal_ui import sidebar
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
+# The app's pages, in menu order: (file, title, Material icon). `streamlit_app.py` routes
+# with them; the sidebar links to them.
+PAGES = (
+    ("pages/triage.py", "Triage", ":material/stethoscope:"),
+    ("pages/threshold_explorer.py", "Threshold explorer", ":material/tune:"),
+    ("pages/compare_models.py", "Compare models", ":material/compare_arrows:"),
+    ("pages/explainability.py", "Explainability", ":material/visibility:"),
+    ("pages/batch_triage.py", "Batch triage", ":material/view_list:"),
+    ("pages/about.py", "About / model card", ":material/info:"),
+)
+
 # Pages import TensorFlow before this module: its ~0.5 M objects live as long as the
 # process, and Streamlit's full garbage collections after every script run would walk
 # them all (see also `caches.get_predictor`).
@@ -39,4 +50,14 @@ def start_page() -> None:
     configure_page()
     st.logo(str(ASSETS / "logo.png"), icon_image=str(ASSETS / "icon.png"), size="large")
     st.html(ASSETS / "style.css")
+    page_links()
     sidebar.render_sidebar()
+
+
+def page_links() -> None:
+    """The menu, drawn here rather than by Streamlit: its own menu is switched off
+    (`client.showSidebarNavigation`, `.streamlit/config.toml`) because on a fresh server
+    it first lists the files of `pages/` (for ~2 s) before `st.navigation` replaces them."""
+    with st.sidebar:
+        for path, title, icon in PAGES:
+            st.page_link(path, label=title, icon=icon)

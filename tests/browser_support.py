@@ -36,7 +36,7 @@ VIEWPORT = {"width": 1400, "height": 1800}  # tall: Streamlit scrolls inside the
 # Selectors of the Streamlit front end (1.67).
 SCRIPT_IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 UPLOAD_INPUT = '[data-testid="stFileUploader"] input[type="file"]'
-SIDEBAR_LINK = '[data-testid="stSidebarNav"] a'
+SIDEBAR_LINK = '[data-testid="stSidebar"] a[data-testid="stPageLink-NavLink"]'
 METRIC = '[data-testid="stMetric"]'
 PLOTLY_CHART = '[data-testid="stPlotlyChart"]'
 IMAGE = '[data-testid="stImage"] img'

@@ -245,3 +245,41 @@ def test_random_threshold_changes_keep_the_field_and_the_figures_in_step(page, s
         ]
         possible = {f"{point.metrics['sensitivity'].value:.1%}" for point in points}
         assert metrics_text(page)["Sensitivity"] in possible, (step, action, in_use)
+
+
+# Records, from the first paint, every state of the sidebar's links and the first alert.
+RECORD_NAVIGATION_JS = """
+window.__medalSeen = [];
+new MutationObserver(() => {
+  const links = [...document.querySelectorAll('[data-testid="stSidebar"] a')]
+      .map(a => a.innerText.split('\\n').pop().trim());
+  const alert = document.querySelector('[data-testid="stAlert"]');
+  const last = window.__medalSeen[window.__medalSeen.length - 1];
+  const state = {links: links.join('|'), alert: alert ? alert.innerText : ''};
+  if (!last || last.links !== state.links || last.alert !== state.alert) window.__medalSeen.push(state);
+}).observe(document, {subtree: true, childList: true, characterData: true});
+"""
+
+
+def test_a_cold_start_says_it_is_starting_and_never_lists_the_page_files(page, setup, tmp_path):
+    """A fresh server: the first paint is the starting message, and the sidebar only ever
+    shows the app's own menu (seen before: Streamlit's list of the files in pages/ for
+    ~2 s, until st.navigation replaced it)."""
+    from medal_ui.layout import PAGES
+
+    titles = "|".join(title for _, title, _ in PAGES)
+    with StreamlitServer(setup[0], log=tmp_path / "cold.log") as cold:
+        context = page.context.browser.new_context(viewport=VIEWPORT)  # the module's browser
+        try:
+            fresh = context.new_page()
+            fresh.set_default_timeout(RUN_TIMEOUT_MS)
+            fresh.add_init_script(RECORD_NAVIGATION_JS)
+            fresh.goto(cold.url)
+            fresh.wait_for_function(f"() => window.__medalSeen.some(s => s.links === {titles!r})")
+            seen = fresh.evaluate("() => window.__medalSeen")
+        finally:
+            context.close()
+    menus = {state["links"] for state in seen} - {""}
+    assert menus == {titles}, menus
+    first_shown = next(state for state in seen if state["links"] or state["alert"])
+    assert "Starting MedAL Triage" in first_shown["alert"], seen[:5]
