@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import os
 import shutil
@@ -325,6 +326,14 @@ def run(args) -> dict:
         service.stop()
     if not args.skip_throughput:
         image = uploads[0][2]
+        from PIL import Image
+
+        with Image.open(io.BytesIO(image)) as opened:
+            figures["throughput_image"] = {
+                "file": uploads[0][0],
+                "bytes": len(image),
+                "pixels": list(opened.size),
+            }
         with_batching = measure_service(args.bundle, image, args.seconds, logs, True)
         without = measure_service(args.bundle, image, args.seconds, logs, False)
         figures["throughput"] = {
@@ -362,7 +371,11 @@ def report(f: dict) -> None:
     )
     if "throughput" in f:
         t = f["throughput"]
-        print("  service throughput (images/s), 2 replicas:")
+        image = f["throughput_image"]
+        print(
+            f"  service throughput (images/s), 2 replicas, one {image['pixels'][0]}x"
+            f"{image['pixels'][1]} JPEG ({image['bytes'] / 2**20:.1f} MB) posted again and again:"
+        )
         for a, b, ratio in zip(t["batching"], t["no_batching"], t["ratio"]):
             print(
                 f"    {a['clients']:>2} clients: batching {a['images_per_s']:>6} "
