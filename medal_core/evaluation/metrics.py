@@ -203,9 +203,12 @@ def threshold_metrics(y_true, y_score, threshold: float) -> dict[str, Estimate]:
 
 
 def f1_at(y_true, y_score, threshold: float) -> float:
-    """F1 of the malignant class at a threshold; 0 when nothing is called or present."""
-    y_true, y_score = check_binary_inputs(y_true, y_score, need_both_classes=False)
-    return float(sklearn_metrics.f1_score(y_true, y_score >= threshold, labels=[0, 1], zero_division=0))
+    """F1 of the malignant class at a threshold; 0 when nothing is called or present.
+    From the confusion counts, not scikit-learn's `f1_score` (the tests' oracle): it runs
+    500 times inside every F1 bootstrap, where `f1_score` cost ~2.5 ms a call."""
+    c = confusion_at(y_true, y_score, threshold)
+    denominator = 2 * c.tp + c.fp + c.fn
+    return 2 * c.tp / denominator if denominator else 0.0
 
 
 def per_class_report(y_true, y_score, threshold: float, class_names=("benign", "malignant")) -> list[dict]:
