@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medal_core.data.intake import MAX_BYTES
+from medal_core.data.intake import MAX_BYTES, IntakeError, read_upload
+from medal_core.serving.table import CSV_COLUMNS, prediction_row, refused_row
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 MANIFEST_COLUMN = "path"
@@ -79,8 +80,6 @@ class ScoreBatch:
             self.predictor, list(batch["name"]), list(batch["path"]), self.threshold, self.model
         )
         columns = np.array(rows, dtype=object).reshape(len(rows), -1)
-        from medal_core.serving.table import CSV_COLUMNS
-
         return {name: columns[:, i].astype(str) for i, name in enumerate(CSV_COLUMNS)}
 
 
@@ -88,9 +87,6 @@ def score_files(
     predictor, names: list[str], paths: list[str], threshold: float, model: str
 ) -> list[list[str]]:
     """CSV rows for files, in their order: accepted images predicted together."""
-    from medal_core.data.intake import IntakeError, read_upload
-    from medal_core.serving.table import prediction_row, refused_row
-
     rows: list[list[str] | None] = [None] * len(names)
     accepted, images = [], []
     for i, path in enumerate(paths):
@@ -114,7 +110,6 @@ def run(args: argparse.Namespace) -> int:
     import ray
 
     from medal_core.serving.ray_serve import start_ray
-    from medal_core.serving.table import CSV_COLUMNS
 
     inputs = list(list_inputs(args.input))
     if not inputs:
