@@ -174,7 +174,7 @@ def run(args) -> dict:
         "input_size": size,
         "parameters": int(model.count_params()),
         "test_time_views": bundle.manifest["test_time_views"],
-        "has_ood": bundle.ood is not None,
+        "has_screen": bundle.screen is not None,
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -230,7 +230,7 @@ def format_table(r: dict) -> str:
     m, s, single = r["machine"], r["settings"], r["single_image"]
     lines = [
         f"bundle {r['bundle']} ({r['architecture']}, {r['input_size']}px, "
-        f"{r['parameters']:,} parameters, OOD {'yes' if r['has_ood'] else 'no'})",
+        f"{r['parameters']:,} parameters, shared screen {'yes' if r['has_screen'] else 'no'})",
         f"CPU: {m['cpus']} cores, nice {m['nice']}, load average {m['loadavg_start'][0]:.2f} "
         f"at start, {m['loadavg_end'][0]:.2f} at end; TensorFlow {m['tensorflow']}, Keras {m['keras']}",
         "",

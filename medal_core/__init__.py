@@ -5,8 +5,8 @@ test `tests/test_layers.py` checks it):
 
     data, evaluation, modeling  →  screening  →  bundles  →  serving, explain  →  stages
 
-`python -m medal_core --help` lists the commands (train, calibrate, evaluate, fit-ood,
-fit-modality, serve, batch).
+`python -m medal_core --help` lists the commands (train, calibrate, evaluate,
+fit-screening, serve, batch).
 """
 
-__version__ = "0.5.0"  # the app's version, printed on every case report
+__version__ = "0.6.0"  # the app's version, printed on every case report

@@ -20,8 +20,10 @@ COMMANDS = {  # command → (module, what it does)
         "choose a bundle's threshold and band on its calibration set",
     ),
     "evaluate": ("medal_core.stages.evaluate", "the figures of a bundle on its report set or a folder"),
-    "fit-ood": ("medal_core.stages.fit_ood", "refit a bundle's lesion / not-a-lesion check"),
-    "fit-modality": ("medal_core.stages.fit_modality", "refit a bundle's dermoscopic check"),
+    "fit-screening": (
+        "medal_core.stages.fit_screening",
+        "fit the screen every bundle shares (not a lesion / not dermoscopic)",
+    ),
     "serve": ("medal_core.serving.ray_serve", "the HTTP inference service on Ray Serve"),
     "batch": ("medal_core.serving.batch", "score a folder or manifest of any size on Ray Data"),
 }

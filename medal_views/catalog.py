@@ -29,8 +29,13 @@ from medal_core.bundles.bundle import (
     load_bundle,
     verify_sha256,
 )
-from medal_core.screening.modality import MODALITY_FILE
-from medal_core.screening.ood import OOD_FILE
+from medal_core.bundles.screening import (
+    SCREEN_FILES,
+    SCREEN_FOLDER,
+    SCREEN_MANIFEST,
+    screen_folder_for,
+    verify_screen,
+)
 
 MODELS_DIR_ENV = "MEDAL_MODELS_DIR"
 PREFERRED_BUNDLE = "mobilenet"
@@ -90,12 +95,16 @@ def models_dir_from_env(default: str | Path) -> Path:
 
 
 def candidate_folders(models_dir: str | Path) -> list[Path]:
-    """Sub-folders of `models_dir` that are or were meant to be bundles (hidden ones and
-    __pycache__ are skipped), in name order."""
+    """Sub-folders of `models_dir` that are or were meant to be bundles (hidden ones,
+    __pycache__ and the shared screen are skipped), in name order."""
     models_dir = Path(models_dir)
     if not models_dir.is_dir():
         return []
-    return sorted(p for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+    return sorted(
+        p
+        for p in models_dir.iterdir()
+        if p.is_dir() and not p.name.startswith((".", "_")) and not (p / SCREEN_MANIFEST).is_file()
+    )
 
 
 def fingerprint(models_dir: str | Path) -> tuple:
@@ -103,22 +112,17 @@ def fingerprint(models_dir: str | Path) -> tuple:
     it changes whenever a bundle is added, removed, retrained or edited, so it can key a
     cache of `scan`."""
     items: list[tuple[str, str, int | None, int | None]] = []
-    for folder in candidate_folders(models_dir):
-        for name in (
-            MANIFEST_FILE,
-            MODEL_FILE,
-            PREDICTIONS_FILE,
-            REPORT_PREDICTIONS_FILE,
-            OOD_FILE,
-            MODALITY_FILE,
-            HISTORY_FILE,
-        ):
-            path = folder / name
-            if path.is_file():
-                stat = path.stat()
-                items.append((folder.name, name, stat.st_size, stat.st_mtime_ns))
-            else:
-                items.append((folder.name, name, None, None))
+    bundle_files = (MANIFEST_FILE, MODEL_FILE, PREDICTIONS_FILE, REPORT_PREDICTIONS_FILE, HISTORY_FILE)
+    screen = Path(models_dir) / SCREEN_FOLDER  # the shared screen: a refit one must be re-checked
+    pairs = [(folder, name) for folder in candidate_folders(models_dir) for name in bundle_files]
+    pairs += [(screen, name) for name in (SCREEN_MANIFEST, *SCREEN_FILES)]
+    for folder, name in pairs:
+        path = folder / name
+        if path.is_file():
+            stat = path.stat()
+            items.append((folder.name, name, stat.st_size, stat.st_mtime_ns))
+        else:
+            items.append((folder.name, name, None, None))
     return (str(models_dir), tuple(items))
 
 
@@ -153,8 +157,8 @@ def check_bundle(folder: str | Path) -> Bundle:
         )
     bundle = load_bundle(folder, load_model=False)
     verify_sha256(folder / MODEL_FILE, bundle.manifest["model_sha256"])
-    if "ood" in bundle.manifest:
-        verify_sha256(folder / OOD_FILE, bundle.manifest["ood"].get("sha256", ""))
+    if "screening" in bundle.manifest:
+        verify_screen(screen_folder_for(folder), bundle.manifest["screening"].get("sha256", ""))
     return bundle
 
 

@@ -160,13 +160,15 @@ def metrics_section(manifest: dict) -> str:
             f"{reassured['of']} benign lesions reassured ({reassured['share']:.1%}); "
             f"{no_estimate} images got no estimate"
         )
-    modality = manifest.get("modality", {}).get("held_out")
-    if modality:
+    screen = manifest.get("screening", {}).get("figures")
+    if screen:
+        clinical, kept = screen["clinical_held_out"], screen["report_given_an_estimate"]
+        pictures = screen["non_lesion_pictures"]
         lines.append(
-            f"- **Dermoscopic check:** refuses {modality['clinical_rejected']:.1%} of "
-            f"{modality['clinical_images']} held-out smartphone photos (PAD-UFES-20, "
-            "patients it was not fitted on); keeps "
-            f"{modality['report_dermoscopic_kept']:.1%} of the report set's "
+            f"- **Shared screen (every model):** refuses {clinical['refused']:.1%} of "
+            f"{clinical['images']} held-out smartphone photos (PAD-UFES-20, patients it was "
+            f"not fitted on) and {pictures['no_estimate']} of {pictures['images']} non-lesion "
+            f"pictures; gives an estimate for {kept['all']:.1%} of the report set's "
             "dermoscopic images"
         )
     if "n" in report:

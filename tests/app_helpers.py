@@ -13,7 +13,8 @@ from PIL import Image, ImageFilter
 BUNDLE_INPUT = 48
 BUNDLE_FILTERS = (8, 16)
 GRADCAM_LAYER = "block2_gelu"
-OOD_DRAW_SIZES = (128, 256, 320, 700)  # synthetic lesions the OOD detector is fitted on
+OOD_DRAW_SIZES = (128, 256, 320, 700)  # synthetic lesions the test screen is fitted on
+SCREEN_INPUT = 56  # not BUNDLE_INPUT: the Predictor resizes for the screen separately
 
 
 def synthetic_lesion(seed: int = 0, size: int = 256) -> np.ndarray:
@@ -55,17 +56,15 @@ def synthetic_predictions(n: int = 240, prevalence: float = 0.2, seed: int = 0):
     return bundle.Predictions(np.array([f"val_{i}" for i in range(n)]), labels, logits, probabilities)
 
 
-def make_bundle(folder: Path, seed: int = 0, with_ood: bool = True) -> Path:
+def make_bundle(folder: Path, seed: int = 0, with_screen: bool = True) -> Path:
     """A complete bundle with a tiny untrained custom CNN, synthetic validation
-    predictions, a two-phase history.csv and an OOD detector fitted on synthetic lesions."""
+    predictions and a two-phase history.csv, calibrated (with `with_screen`) with the tiny
+    screen beside it (`make_screen`, made on first use)."""
     import keras
 
     from medal_core.bundles import bundle
-    from medal_core.data.datasets import resize_for_model
     from medal_core.evaluation import figures
     from medal_core.modeling import architectures as models
-    from medal_core.modeling.runner import ModelRunner
-    from medal_core.screening import ood
 
     keras.utils.set_random_seed(seed)
     model = models.build_custom_cnn(input_size=BUNDLE_INPUT, filters=BUNDLE_FILTERS)
@@ -106,24 +105,105 @@ def make_bundle(folder: Path, seed: int = 0, with_ood: bool = True) -> Path:
     )
     bundle.save_bundle(folder, model, manifest, predictions, history)
     history.unlink()
-    if with_ood:
-        runner = ModelRunner(model)
-        # Drawn at the sizes the tests upload (texture depends on it), resized as the
-        # Predictor does, from seeds the tests do not use.
-        lesions = np.stack(
-            [
-                resize_for_model(synthetic_lesion(100 + i, OOD_DRAW_SIZES[i % 4]), BUNDLE_INPUT)
-                for i in range(60)
-            ]
-        )
-        detector, entry = ood.fit_bundle_ood(runner, lesions[:40], lesions[40:])
-        # Generous limits: synthetic test images are all lesions as far as the tests go.
-        detector = dataclasses.replace(
-            detector, feature_limit=detector.feature_limit * 3, statistics_limit=detector.statistics_limit * 3
-        )
-        entry["note"] = "both limits widened threefold for the app tests"
-        bundle.attach_ood(folder, detector, entry)
+    if with_screen:
+        screen = folder.parent / "screening"
+        if not screen.is_dir():
+            make_screen(screen)
+        record_screen(folder, screen)
     return folder
+
+
+def copy_bundle(source: Path, target: Path) -> Path:
+    """Copy a bundle folder, and the screen beside it when the target has none yet: a
+    bundle only loads with the screen it was calibrated with."""
+    import shutil
+
+    shutil.copytree(source, target)
+    screen = source.parent / "screening"
+    if screen.is_dir() and not (target.parent / "screening").exists():
+        shutil.copytree(screen, target.parent / "screening")
+    return target
+
+
+def record_screen(folder: Path, screen: Path) -> None:
+    """Record `screen` in the bundle's manifest as the one it was calibrated with."""
+    import json
+
+    from medal_core.bundles import bundle
+    from medal_core.bundles.screening import SCREEN_MANIFEST
+
+    manifest = bundle.read_manifest(folder)
+    manifest["screening"] = {"folder": screen.name, "sha256": bundle.sha256_file(screen / SCREEN_MANIFEST)}
+    (folder / bundle.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def make_screen(folder: Path, widen: float = 3.0) -> Path:
+    """A tiny screen (an untrained two-layer feature extractor at SCREEN_INPUT px) fitted on
+    synthetic lesions, with "clinical photos" played by smoothed noise. Its lesion limits
+    are widened `widen`-fold: the tests' synthetic lesions all count as lesions."""
+    import keras
+    from keras import layers
+
+    from medal_core.bundles.screening import save_screen
+    from medal_core.data.datasets import resize_for_model
+    from medal_core.modeling.runner import FeatureRunner
+    from medal_core.screening.modality import fit_modality_check
+    from medal_core.screening.ood import image_statistics
+    from medal_core.screening.screen import ImageScreen, LesionCheck
+
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((SCREEN_INPUT, SCREEN_INPUT, 3), name="image")
+    x = layers.Rescaling(1 / 255.0)(inputs)
+    x = layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = layers.Conv2D(12, 3, strides=2, activation="relu")(x)
+    model = keras.Model(inputs, layers.GlobalAveragePooling2D(name="screening_features")(x))
+    runner = FeatureRunner(model)
+    # Drawn at the sizes the tests upload (texture depends on it), resized as the
+    # Predictor does, from seeds the tests do not use.
+    lesions = np.stack(
+        [resize_for_model(synthetic_lesion(100 + i, OOD_DRAW_SIZES[i % 4]), SCREEN_INPUT) for i in range(60)]
+    )
+    rng = np.random.default_rng(5)
+    clinical = np.stack(
+        [
+            np.asarray(
+                Image.fromarray(
+                    rng.integers(60, 200, (SCREEN_INPUT, SCREEN_INPUT, 3), dtype=np.uint8)
+                ).filter(ImageFilter.GaussianBlur(2))
+            )
+            for _ in range(30)
+        ]
+    )
+
+    def described(images):
+        return runner(images), image_statistics(images)
+
+    (fit_f, fit_s), (cal_f, cal_s) = described(lesions[:40]), described(lesions[40:])
+    sources = np.full(40, "synthetic"), np.full(20, "synthetic")
+    lesion = LesionCheck.fit((fit_f, fit_s, sources[0]), (cal_f, cal_s, sources[1]))
+    lesion = dataclasses.replace(
+        lesion,
+        detectors=tuple(
+            dataclasses.replace(
+                d, feature_limit=d.feature_limit * widen, statistics_limit=d.statistics_limit * widen
+            )
+            for d in lesion.detectors
+        ),
+    )
+    modality = fit_modality_check((fit_f, fit_s), described(clinical), (cal_f, cal_s, sources[1]), c=1.0)
+    # The limit midway between the most clinical-looking lesion and the least clinical
+    # "photo", so that no synthetic lesion of the tests sits near it.
+    highest_lesion = modality.score_statistics(*described(lesions)).max()
+    lowest_clinical = modality.score_statistics(*described(clinical)).min()
+    assert highest_lesion < lowest_clinical, "the test screen cannot tell its two kinds apart"
+    modality = dataclasses.replace(modality, limit=float(highest_lesion + lowest_clinical) / 2)
+    manifest = {
+        "name": "screening",
+        "input_size": SCREEN_INPUT,
+        "note": f"a tiny test screen: untrained features, synthetic lesions, limits widened {widen}-fold",
+        "data": {"roles": {}},
+    }
+    return save_screen(folder, model, ImageScreen(lesion, modality), manifest)
 
 
 def make_models_dir(root: Path, names=("alpha", "beta"), broken: str | None = None) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("streamlit")
-from app_helpers import make_bundle, png, synthetic_lesion  # noqa: E402
+from app_helpers import copy_bundle, make_bundle, make_screen, png, record_screen, synthetic_lesion  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from medal_core.bundles import bundle as bundles  # noqa: E402
@@ -44,8 +44,8 @@ def good_models(tmp_path_factory) -> Path:
 def mixed_models(tmp_path_factory, good_models) -> Path:
     """'alpha' (good) and 'damaged' (model file altered after the manifest was written)."""
     root = tmp_path_factory.mktemp("models_mixed")
-    shutil.copytree(good_models / "alpha", root / "alpha")
-    shutil.copytree(good_models / "alpha", root / "damaged")
+    copy_bundle(good_models / "alpha", root / "alpha")
+    copy_bundle(good_models / "alpha", root / "damaged")
     with open(root / "damaged" / "model.keras", "ab") as handle:
         handle.write(b"tampered")
     return root
@@ -101,8 +101,8 @@ def test_every_page_renders(good_models, monkeypatch):
 
 
 def test_default_bundle_is_mobilenet_when_present(tmp_path, good_models, monkeypatch):
-    shutil.copytree(good_models / "beta", tmp_path / "mobilenet")
-    shutil.copytree(good_models / "alpha", tmp_path / "alpha")
+    copy_bundle(good_models / "beta", tmp_path / "mobilenet")
+    copy_bundle(good_models / "alpha", tmp_path / "alpha")
     at = start(tmp_path, monkeypatch)
     assert at.selectbox(key="sidebar_bundle").value == "mobilenet"
 
@@ -220,7 +220,7 @@ def test_a_broken_bundle_is_listed_and_the_app_still_works(mixed_models, monkeyp
 
 
 def test_training_in_progress_is_reported(tmp_path, good_models, monkeypatch):
-    shutil.copytree(good_models / "alpha", tmp_path / "alpha")
+    copy_bundle(good_models / "alpha", tmp_path / "alpha")
     (tmp_path / "mobilenet" / "checkpoints").mkdir(parents=True)
     at = start(tmp_path, monkeypatch)
     assert at.selectbox(key="sidebar_bundle").value == "alpha"
@@ -260,18 +260,10 @@ def test_a_refused_upload_shows_the_reason_not_a_traceback(good_models, monkeypa
 
 
 def test_a_non_lesion_image_gets_no_probability(tmp_path, good_models, monkeypatch):
-    import json
-
-    from medal_core.screening import ood
-
     folder = tmp_path / "strict"
     shutil.copytree(good_models / "alpha", folder)
-    detector = ood.OODDetector.load(folder / ood.OOD_FILE)
-    # Limits of almost zero: nothing counts as a lesion image.
-    ood.OODDetector(detector.features, detector.statistics, 1e-9, 1e-9).save(folder / ood.OOD_FILE)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["ood"]["sha256"] = bundles.sha256_file(folder / ood.OOD_FILE)
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    # A screen whose limits are almost zero: nothing counts as a lesion image.
+    record_screen(folder, make_screen(tmp_path / "screening", widen=1e-9))
     at = start(tmp_path, monkeypatch)
     upload(at, "cat.png", png(synthetic_lesion(7)))
     assert "Probability of melanoma" not in metric_values(at)

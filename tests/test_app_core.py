@@ -37,7 +37,7 @@ def prediction(probability=0.6, spread=(0.55, 0.65), threshold=0.5, ood_score=0.
 @pytest.fixture(scope="module")
 def one_bundle(tmp_path_factory):
     root = tmp_path_factory.mktemp("core_models")
-    make_bundle(root / "alpha", seed=0, with_ood=False)
+    make_bundle(root / "alpha", seed=0, with_screen=False)
     return root
 
 

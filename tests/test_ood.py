@@ -1,34 +1,17 @@
-"""The out-of-distribution check: Mahalanobis distances with Ledoit–Wolf shrinkage, the
+"""The out-of-distribution maths: Mahalanobis distances with Ledoit–Wolf shrinkage, the
 image statistics, the detector (larger of two distance/limit ratios), the per-check
-keep-share limits, the non-lesion test images, and the committed bundle's figures."""
+keep-share limits and the non-lesion test images. The screen built on them, and the
+committed one's figures, are tested in test_screen.py."""
 
-import json
-import math
-import shutil
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 from app_helpers import synthetic_lesion
 
-from medal_core.bundles import bundle
-from medal_core.bundles.bundle import BundleError, load_bundle
-from medal_core.modeling.runner import ModelRunner
 from medal_core.screening import ood
-from medal_core.screening.ood import (
-    FeatureDistribution,
-    OODDetector,
-    fit_bundle_ood,
-    image_statistics,
-    rejection_report,
-    threshold_keeping,
-)
+from medal_core.screening.ood import FeatureDistribution, OODDetector, image_statistics, threshold_keeping
 from medal_core.stages.non_lesion_pictures import sample_photographs, synthetic_non_lesion_images
-
-REPO = Path(__file__).resolve().parents[1]
-REAL_BUNDLE = REPO / "models" / "mobilenet"
-ISIC = REPO.parent / "shared" / "data" / "isic2017"
 
 
 def gaussian(n: int, d: int = 6, seed: int = 0, shift: float = 0.0):
@@ -189,15 +172,16 @@ def test_detector_score_is_the_larger_of_the_two_distance_ratios():
     np.testing.assert_allclose(wider, np.maximum(by_features, by_statistics / 2), rtol=1e-5, atol=1e-6)
 
 
-def test_detector_save_and_load_round_trip(tmp_path):
+def test_detector_arrays_round_trip(tmp_path):
     detector = OODDetector(
         FeatureDistribution.fit(gaussian(100)[0]),
         FeatureDistribution.fit(image_statistics(lesions(range(30), 32))),
         3.25,
         4.5,
     )
-    detector.save(tmp_path / ood.OOD_FILE)
-    loaded = OODDetector.load(tmp_path / ood.OOD_FILE)
+    np.savez(tmp_path / "detector.npz", **detector.arrays())
+    with np.load(tmp_path / "detector.npz") as stored:
+        loaded = OODDetector.from_arrays(stored)
     for part in ("features", "statistics"):
         np.testing.assert_array_equal(getattr(loaded, part).mean, getattr(detector, part).mean)
         np.testing.assert_array_equal(getattr(loaded, part).precision, getattr(detector, part).precision)
@@ -227,197 +211,3 @@ def test_sample_photographs_are_rgb_at_the_asked_size():
     assert len(photos) >= 15
     for image in photos.values():
         assert image.shape == (48, 48, 3) and image.dtype == np.uint8
-
-
-class FixedRunner:
-    """Stands in for a ModelRunner: the 'features' are the images' mean colours."""
-
-    input_size = 8
-
-    def batched(self, images, views=1, batch_size=32):
-        features = np.asarray(images, np.float32).mean(axis=(1, 2))
-        return np.zeros(len(images), np.float32), features
-
-
-def indifferent(d: int) -> FeatureDistribution:
-    """A zero precision: distance 0 from everything, so its check never rejects."""
-    return FeatureDistribution(np.zeros(d, np.float32), np.zeros((d, d), np.float32))
-
-
-def test_rejection_report_counts_images_scored_above_one():
-    images = {
-        "near": np.full((20, 10, 3), 1, np.uint8),
-        "edge": np.full((8, 8, 3), 2, np.uint8),
-        "far": np.full((8, 8, 3), 200, np.uint8),
-    }
-    # Features only (the statistics' distance is always 0): "edge" sits exactly on the limit.
-    by_features = OODDetector(
-        FeatureDistribution(np.zeros(3, np.float32), np.eye(3, dtype=np.float32)),
-        indifferent(9),
-        float(np.sqrt(np.float32(12))),
-        1.0,
-    )
-    report = rejection_report(FixedRunner(), by_features, images)
-    assert report == {
-        "images": 3,
-        "rejected": 1,
-        "share_rejected": pytest.approx(1 / 3),
-        "missed": ["near", "edge"],
-    }
-
-
-def test_rejection_report_applies_the_image_statistics_check_too():
-    rng = np.random.default_rng(0)
-    images = {
-        "flat": np.full((20, 10, 3), 120, np.uint8),
-        "noise": rng.integers(0, 256, (30, 30, 3), dtype=np.uint8),
-    }
-    flat_statistics = image_statistics(np.full((1, 8, 8, 3), 120, np.uint8))[0]
-    # Features never count here; the statistics (of the 8 px images the runner gets) do.
-    by_statistics = OODDetector(
-        indifferent(3), FeatureDistribution(flat_statistics, np.eye(9, dtype=np.float32)), 1.0, 0.5
-    )
-    report = rejection_report(FixedRunner(), by_statistics, images)
-    assert report == {"images": 2, "rejected": 1, "share_rejected": 0.5, "missed": ["flat"]}
-
-
-def test_fit_bundle_ood_keeps_the_share_of_validation_images(tiny_keras_model):
-    train, val = lesions(range(40), 32), lesions(range(40, 120), 32)
-    runner = ModelRunner(tiny_keras_model)
-    detector, entry = fit_bundle_ood(runner, train, val)
-    assert isinstance(detector, OODDetector)
-    assert entry["file"] == ood.OOD_FILE and entry["train_images"] == 40
-    assert entry["threshold"] == 1.0 and entry["keep_each"] == ood.KEEP_EACH
-    # Both distributions are fitted on the training images.
-    np.testing.assert_allclose(
-        detector.features.mean, runner.batched(train)[1].mean(axis=0), rtol=1e-4, atol=1e-5
-    )
-    np.testing.assert_allclose(
-        detector.statistics.mean, image_statistics(train).mean(axis=0), rtol=1e-4, atol=1e-5
-    )
-    # Each limit keeps KEEP_EACH of its own validation distances, and no more than needed.
-    val_features = runner.batched(val)[1]
-    feature_distances = detector.features.distance(val_features)
-    statistics_distances = detector.statistics.distance(image_statistics(val))
-    assert detector.feature_limit == threshold_keeping(feature_distances, ood.KEEP_EACH)
-    assert detector.statistics_limit == threshold_keeping(statistics_distances, ood.KEEP_EACH)
-    assert np.mean(feature_distances <= detector.feature_limit) >= ood.KEEP_EACH
-    assert np.mean(statistics_distances <= detector.statistics_limit) >= ood.KEEP_EACH
-    # Together: the recorded share is the detector's own, and at least KEEP_SHARE.
-    kept = np.mean(detector.score(val_features, val) <= 1.0)
-    assert entry["validation_kept"] == kept
-    assert kept >= ood.KEEP_SHARE
-
-
-# ---------------------------------------------------------------- bundles
-
-
-def test_a_trained_bundle_records_its_ood_detector(trained_tiny_bundle):
-    loaded = load_bundle(trained_tiny_bundle)
-    entry = loaded.manifest["ood"]
-    assert entry["sha256"] == bundle.sha256_file(trained_tiny_bundle / ood.OOD_FILE)
-    assert entry["threshold"] == 1.0 and entry["keep_each"] == ood.KEEP_EACH
-    assert entry["validation_kept"] >= ood.KEEP_SHARE
-    assert isinstance(loaded.ood, OODDetector)
-    assert loaded.ood.features.mean.shape == (256,)  # the default custom CNN's pooled features
-    assert loaded.ood.statistics.mean.shape == (9,)
-    assert 0 < loaded.ood.feature_limit < np.inf and 0 < loaded.ood.statistics_limit < np.inf
-
-
-def test_the_loader_refuses_a_tampered_or_missing_ood_file(trained_tiny_bundle, tmp_path):
-    folder = Path(shutil.copytree(trained_tiny_bundle, tmp_path / "copy"))
-    stored = OODDetector.load(folder / ood.OOD_FILE)
-    # A "harmless" edit: the same distributions with a wider feature limit, accepting more.
-    replace(stored, feature_limit=stored.feature_limit * 2).save(folder / ood.OOD_FILE)
-    with pytest.raises(BundleError, match="does not match its manifest"):
-        load_bundle(folder)
-    (folder / ood.OOD_FILE).unlink()
-    with pytest.raises(BundleError, match="missing"):
-        load_bundle(folder)
-    # Restoring the original file makes the bundle usable again.
-    shutil.copy(trained_tiny_bundle / ood.OOD_FILE, folder / ood.OOD_FILE)
-    assert load_bundle(folder).ood is not None
-
-
-def test_an_old_format_ood_file_is_refused_with_the_refit_command(trained_tiny_bundle, tmp_path):
-    """Before the image statistics, ood.npz held only `mean` and `precision` (with the
-    threshold in the manifest). Its sha256 matches, but this version cannot use it."""
-    folder = Path(shutil.copytree(trained_tiny_bundle, tmp_path / "old"))
-    stored = OODDetector.load(folder / ood.OOD_FILE)
-    np.savez_compressed(folder / ood.OOD_FILE, mean=stored.features.mean, precision=stored.features.precision)
-    manifest = json.loads((folder / bundle.MANIFEST_FILE).read_text())
-    manifest["ood"] = {
-        "file": ood.OOD_FILE,
-        "threshold": 17.5,
-        "validation_kept": 0.975,
-        "sha256": bundle.sha256_file(folder / ood.OOD_FILE),
-    }
-    (folder / bundle.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
-    with pytest.raises(BundleError, match=r"python -m medal_core fit-ood") as refused:
-        load_bundle(folder)
-    assert ood.OOD_FILE in str(refused.value)
-    # Without its detector the bundle still opens, as `python -m medal_core fit-ood` needs.
-    assert load_bundle(folder, load_ood=False).ood is None
-
-
-# ---------------------------------------------------------------- the committed bundle
-
-
-def real_bundle_manifest() -> dict:
-    """The manifest of models/mobilenet, or a skip when it is not there (yet)."""
-    path = REAL_BUNDLE / bundle.MANIFEST_FILE
-    if not path.is_file():
-        pytest.skip(f"no trained bundle at {REAL_BUNDLE} (train it with python -m medal_core train)")
-    manifest = json.loads(path.read_text())
-    if "ood" not in manifest:
-        pytest.skip(f"{REAL_BUNDLE} has no OOD statistics (python -m medal_core fit-ood)")
-    return manifest
-
-
-@pytest.fixture(scope="module")
-def real_runner():
-    real_bundle_manifest()
-    loaded = load_bundle(REAL_BUNDLE)
-    return loaded, ModelRunner(loaded.model)
-
-
-def test_the_real_bundle_rejects_non_lesion_images(real_runner):
-    loaded, runner = real_runner
-    # Drawn at 256 px (the screenshots need at least 61) and resized by the report.
-    images = {**synthetic_non_lesion_images(), **sample_photographs()}
-    assert len(images) >= 30
-    report = rejection_report(runner, loaded.ood, images)
-    assert report["share_rejected"] >= 0.95, f"accepted as lesions: {report['missed']}"
-
-
-@pytest.mark.real_data
-def test_the_real_bundle_keeps_real_calibration_lesions(real_runner):
-    """60 images spread evenly over the bundle's own calibration set.
-
-    The detector keeps at least 97.5% of the whole calibration set by construction (each
-    check 98.75%), so a subset
-    of 60 is expected to lose 1.5 images; requiring ≤ 1 loss (≥ 97% kept) would fail
-    about half of all healthy bundles. The limit is instead the largest number of
-    rejections a 97.5% keep rate produces with probability ≥ 1%: 5 of 60 under a
-    binomial model. A stale ood.npz (features of another model) rejects far more."""
-    if not ISIC.is_dir():
-        pytest.skip(f"ISIC 2017 images not found at {ISIC}")
-    from medal_core.data import datasets as data
-    from medal_core.data import roles
-
-    loaded, runner = real_runner
-    validation = roles.bundle_roles(loaded.manifest, ISIC.parent).role("calibration")
-    chosen = np.linspace(0, len(validation) - 1, 60).round().astype(int)
-    images = data.load_images(validation.paths[chosen], runner.input_size)
-    scores = loaded.ood.score(runner.batched(images)[1], images)
-    rejected = int(np.sum(scores > 1.0))
-    n, p = len(chosen), 1 - ood.KEEP_SHARE
-
-    def tail(k):
-        return sum(math.comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(k, n + 1))
-
-    allowed = max(k for k in range(n + 1) if tail(k) >= 0.01)
-    assert rejected <= allowed, (
-        f"{rejected} of {n} real calibration lesions rejected "
-        f"(kept {1 - rejected / n:.1%}); allowed {allowed}"
-    )

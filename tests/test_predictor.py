@@ -1,14 +1,16 @@
 """Predictor on a bundle written by training, and the Prediction result object's logic."""
 
+import shutil
+
 import cv2
-import keras
 import numpy as np
 import pytest
+from app_helpers import make_screen, record_screen
 
 from medal_core.bundles.bundle import load_bundle
 from medal_core.data.datasets import resize_for_model
 from medal_core.evaluation.metrics import sigmoid
-from medal_core.modeling.architectures import FEATURE_LAYER, logit_model
+from medal_core.modeling.architectures import logit_model
 from medal_core.modeling.runner import DIHEDRAL_VIEWS
 from medal_core.screening.quality import assess_quality
 from medal_core.serving.predictor import Prediction, Predictor
@@ -18,8 +20,13 @@ ATOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def predictor(trained_tiny_bundle) -> Predictor:
-    return Predictor.from_folder(trained_tiny_bundle)
+def predictor(trained_tiny_bundle, tmp_path_factory) -> Predictor:
+    """The trained tiny bundle with the tiny test screen beside it (at another input size
+    than the model's, so the screen gets its own resized copy)."""
+    folder = tmp_path_factory.mktemp("predictor_models") / "tiny"
+    shutil.copytree(trained_tiny_bundle, folder)
+    record_screen(folder, make_screen(folder.parent / "screening"))
+    return Predictor.from_folder(folder)
 
 
 def photo(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -35,8 +42,8 @@ def photo(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 
 def independent_probability(predictor: Predictor, rgb: np.ndarray):
-    """(probability, mean view logit, 8 view probabilities, pooled features, uint8 model-size
-    image) computed from the Keras model directly, with NumPy views — no ModelRunner involved."""
+    """(probability, mean view logit, 8 view probabilities) computed from the Keras model
+    directly, with NumPy views — no ModelRunner involved."""
     bundle = predictor.bundle
     size = bundle.manifest["input_size"]
     resized = resize_for_model(rgb, size)[None]
@@ -49,14 +56,10 @@ def independent_probability(predictor: Predictor, rgb: np.ndarray):
     logits = np.array([raw([np.ascontiguousarray(v)]).numpy()[0, 0] for v in views])
     temperature = bundle.manifest["temperature"]
     logits = logits - bundle.manifest.get("logit_offset", 0.0)  # the class-weighting shift
-    pooled = keras.Model(bundle.model.inputs, bundle.model.get_layer(FEATURE_LAYER).output)
-    features = pooled([image]).numpy()
     return (
         float(sigmoid(logits.mean() / temperature)),
         float(logits.mean() + bundle.logit_offset),
         sigmoid(logits / temperature),
-        features,
-        resized,
     )
 
 
@@ -142,7 +145,7 @@ def test_probability_is_the_calibrated_mean_over_the_eight_views(predictor, heig
     assert predictor.bundle.manifest["test_time_views"] == DIHEDRAL_VIEWS
     rgb = photo(height, width, seed=height)
     result = predictor.predict(rgb)
-    expected, mean_logit, view_probabilities, features, image = independent_probability(predictor, rgb)
+    expected, mean_logit, view_probabilities = independent_probability(predictor, rgb)
     assert isinstance(result, Prediction)
     assert result.probability == pytest.approx(expected, abs=ATOL)
     assert result.logit == pytest.approx(mean_logit, abs=ATOL)
@@ -155,14 +158,19 @@ def test_probability_is_the_calibrated_mean_over_the_eight_views(predictor, heig
     low, high = result.spread
     assert low - 1e-9 <= result.probability <= high + 1e-9
     assert result.threshold == predictor.default_threshold
-    # The OOD score is the detector's, on the unmodified view's pooled features and the
-    # model-size image.
+    # The screen's scores, on its own (unfolded) Keras model and a copy at its size.
+    screen = predictor.bundle.screen
+    screen_image = resize_for_model(rgb, screen.input_size)[None]
+    expected_scores = screen.screen.scores(
+        screen.runner.model(screen_image.astype(np.float32)).numpy(), screen_image
+    )
     assert isinstance(result.ood_score, float) and np.isfinite(result.ood_score)
     assert result.ood_score >= 0
-    assert result.ood_score == pytest.approx(
-        float(predictor.bundle.ood.score(features, image)[0]), rel=1e-4, abs=1e-4
-    )
+    assert result.ood_score == pytest.approx(float(expected_scores.ood[0]), rel=1e-4, abs=1e-4)
+    assert result.clinical_score == pytest.approx(float(expected_scores.clinical[0]), rel=1e-4, abs=1e-4)
+    assert result.clinical_limit == screen.screen.modality.limit
     assert result.looks_like_lesion is (result.ood_score <= 1.0)
+    assert result.has_estimate is not bool(expected_scores.no_estimate[0])
 
 
 def test_the_verdict_follows_the_estimate_and_the_band_not_the_views(predictor):
@@ -234,8 +242,8 @@ def test_the_quality_report_is_attached(predictor):
     assert "low_resolution" in predictor.predict(photo(100, 300)).quality.codes
 
 
-def test_single_view_bundle_without_ood_uses_the_unmodified_view(tiny_bundle):
-    """The shared `tiny_bundle` validated with 1 view and has no OOD statistics."""
+def test_single_view_bundle_without_a_screen_uses_the_unmodified_view(tiny_bundle):
+    """The shared `tiny_bundle` validated with 1 view and records no screen."""
     predictor = Predictor.from_folder(tiny_bundle)
     rgb = photo(50, 70, seed=3)
     result = predictor.predict(rgb)

@@ -42,8 +42,10 @@ def test_bundle_loads_with_its_model_and_checks(loaded):
     size = loaded.manifest["input_size"]
     assert loaded.model.input_shape == (None, size, size, 3)
     assert loaded.manifest["model_sha256"] == bundle.sha256_file(loaded.folder / bundle.MODEL_FILE)
-    assert loaded.ood is not None and loaded.modality is not None
     assert loaded.report_predictions is not None
+    # Calibrated with the committed shared screen, which loads with it.
+    assert loaded.screen is not None and loaded.screen.folder.name == "screening"
+    assert loaded.manifest["screening"]["sha256"] == loaded.screen.manifest_sha256
 
 
 def test_stored_predictions_match_the_roles_and_the_temperature(loaded):

@@ -7,9 +7,11 @@ import os
 
 import numpy as np
 import pytest
-from app_helpers import make_bundle, synthetic_lesion
+from app_helpers import copy_bundle, make_bundle, synthetic_lesion
 
 from medal_core.bundles import bundle as bundles
+from medal_core.bundles import files
+from medal_core.bundles.screening import FEATURES_FILE
 from medal_views import catalog
 
 
@@ -20,9 +22,9 @@ def alpha(tmp_path_factory):
 
 def test_an_unchanged_file_is_hashed_once_per_process(alpha, monkeypatch):
     calls = []
-    real = bundles.sha256_file
-    monkeypatch.setattr(bundles, "sha256_file", lambda path: calls.append(path) or real(path))
-    bundles._verified.clear()
+    real = files.sha256_file
+    monkeypatch.setattr(files, "sha256_file", lambda path: calls.append(path) or real(path))
+    files._verified.clear()
     expected = bundles.read_manifest(alpha)["model_sha256"]
     for _ in range(3):
         bundles.verify_sha256(alpha / bundles.MODEL_FILE, expected)
@@ -30,9 +32,7 @@ def test_an_unchanged_file_is_hashed_once_per_process(alpha, monkeypatch):
 
 
 def test_a_file_changed_after_its_check_is_hashed_again_and_refused(tmp_path, alpha):
-    import shutil
-
-    copy = shutil.copytree(alpha, tmp_path / "alpha")
+    copy = copy_bundle(alpha, tmp_path / "alpha")
     expected = bundles.read_manifest(copy)["model_sha256"]
     bundles.verify_sha256(copy / bundles.MODEL_FILE, expected)
     with open(copy / bundles.MODEL_FILE, "ab") as handle:
@@ -50,13 +50,14 @@ def test_a_file_changed_after_its_check_is_hashed_again_and_refused(tmp_path, al
 def test_the_app_path_loads_a_bundle_hashing_its_model_once(alpha, monkeypatch):
     from medal_core.serving.predictor import Predictor
 
-    bundles._verified.clear()
+    files._verified.clear()
     hashed = []
-    real = bundles.sha256_file
-    monkeypatch.setattr(bundles, "sha256_file", lambda path: hashed.append(path.name) or real(path))
+    real = files.sha256_file
+    monkeypatch.setattr(files, "sha256_file", lambda path: hashed.append(path.name) or real(path))
     catalog.check_bundle(alpha)  # the catalog lists it ...
     Predictor.from_folder(alpha)  # ... then the page loads its model
     assert hashed.count(bundles.MODEL_FILE) == 1
+    assert hashed.count(FEATURES_FILE) == 1  # the shared screen's model too
 
 
 def test_a_prediction_from_a_resized_copy_is_the_same(alpha):

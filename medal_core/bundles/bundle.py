@@ -7,8 +7,10 @@
                                set the threshold was chosen on (its calibration set)
         report_predictions.csv the same on its report set, which chose nothing (optional)
         history.csv            the training log, one row per epoch
-        ood.npz                feature statistics for the "is this a lesion?" check
-        modality.npz           the "is this a dermoscopic image?" check (optional)
+
+Which images get an estimate at all is the shared screen's answer (`models/screening/`,
+`medal_core.bundles.screening`): the manifest's `screening` entry records the sha256 of
+the screen the bundle was calibrated with.
 
 `load_bundle` refuses a bundle that is missing a file, has a malformed or incomplete
 manifest, or whose model file does not match the sha256 in the manifest; the model is
@@ -18,16 +20,17 @@ loaded in Keras safe mode, so a bundle cannot smuggle in code (e.g. a Lambda lay
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from medal_core.bundles.files import BundleError, load_keras_model, sha256_file, verify_sha256
+from medal_core.bundles.screening import LoadedScreen, load_screen, screen_folder_for
 from medal_core.evaluation.metrics import calibrated_probability
-from medal_core.screening.modality import MODALITY_FILE, ModalityCheck
-from medal_core.screening.ood import OOD_FILE, OODDetector
+
+__all__ = ["BundleError", "sha256_file", "verify_sha256", "Bundle", "Predictions", "load_bundle"]
 
 MODEL_FILE = "model.keras"
 MANIFEST_FILE = "manifest.json"
@@ -52,10 +55,6 @@ REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
     "versions": dict,
     "model_sha256": str,
 }
-
-
-class BundleError(RuntimeError):
-    """A bundle that cannot be used, with what is wrong and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -97,8 +96,7 @@ class Bundle:
     manifest: dict
     predictions: Predictions
     model: object = None  # keras.Model, or None when loaded with load_model=False
-    ood: OODDetector | None = None  # None when the bundle has no OOD statistics
-    modality: ModalityCheck | None = None  # None when it has no dermoscopic check
+    screen: LoadedScreen | None = None  # the shared screen; None when none is recorded
     report_predictions: Predictions | None = None  # on its report set, when it has one
 
     @property
@@ -126,14 +124,6 @@ class Bundle:
 
 
 # ---------------------------------------------------------------- writing
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_predictions(path: Path, predictions: Predictions) -> None:
@@ -191,15 +181,6 @@ def save_bundle(
         (folder / HISTORY_FILE).write_text(Path(history_csv).read_text())
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     return folder
-
-
-def attach_ood(folder: str | Path, detector: OODDetector, entry: dict) -> None:
-    """Store an OOD detector in a bundle and record it (and its sha256) in its manifest."""
-    folder = Path(folder)
-    detector.save(folder / OOD_FILE)
-    manifest = read_manifest(folder)
-    manifest["ood"] = {**entry, "sha256": sha256_file(folder / OOD_FILE)}
-    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------- reading
@@ -272,9 +253,9 @@ def read_predictions(path: Path) -> Predictions:
     return predictions
 
 
-def load_bundle(folder: str | Path, load_model: bool = True, load_ood: bool = True) -> Bundle:
+def load_bundle(folder: str | Path, load_model: bool = True, load_screen_too: bool = True) -> Bundle:
     """Read and verify a bundle; with `load_model`, also load its Keras model (safe mode)
-    and, with `load_ood`, its out-of-distribution detector."""
+    and, with `load_screen_too`, the shared screen it was calibrated with."""
     folder = Path(folder)
     manifest = read_manifest(folder)
     for required in (MODEL_FILE, PREDICTIONS_FILE):
@@ -289,13 +270,12 @@ def load_bundle(folder: str | Path, load_model: bool = True, load_ood: bool = Tr
         if (folder / REPORT_PREDICTIONS_FILE).is_file()
         else None
     )
-    model = ood = modality = None
+    model = screen = None
     if load_model:
         verify_sha256(folder / MODEL_FILE, manifest["model_sha256"])
-        model = _load_keras_model(folder / MODEL_FILE)
-        if load_ood:
-            ood = _load_check(folder, manifest, "ood", OOD_FILE, OODDetector.load)
-            modality = _load_check(folder, manifest, "modality", MODALITY_FILE, ModalityCheck.load)
+        model = load_keras_model(folder / MODEL_FILE)
+        if load_screen_too and "screening" in manifest:
+            screen = load_screen(screen_folder_for(folder), manifest["screening"].get("sha256", ""))
         for layer in ("logit", manifest["gradcam_layer"]):
             try:
                 model.get_layer(layer)
@@ -303,58 +283,7 @@ def load_bundle(folder: str | Path, load_model: bool = True, load_ood: bool = Tr
                 raise BundleError(
                     f"{folder / MODEL_FILE} has no layer '{layer}' named in its manifest."
                 ) from error
-    return Bundle(folder, manifest, predictions, model, ood, modality, report)
-
-
-def _load_check(folder: Path, manifest: dict, key: str, file_name: str, load):
-    """The check a manifest records under `key` (None when it records none), verified
-    against its sha256; BundleError with the command that refits it if unreadable."""
-    if key not in manifest:
-        return None
-    verify_sha256(folder / file_name, manifest[key].get("sha256", ""))
-    try:
-        return load(folder / file_name)
-    except (KeyError, ValueError, OSError) as error:
-        raise BundleError(
-            f"{folder / file_name} is not a check this version can read "
-            f"({error}); refit it with `python -m medal_core fit-{key} --bundle "
-            f"{folder} --data-root DATA`."
-        ) from error
-
-
-# Files already hashed in this process, by (path, size, modification time, expected
-# sha256): the app checks a bundle when it lists it and again when it loads the model,
-# and a 10-MB model need not be read twice. Any change to the file changes the key.
-_verified: set[tuple[str, int, int, str]] = set()
-
-
-def verify_sha256(path: Path, expected: str) -> None:
-    """Raise BundleError unless `path` exists and hashes to `expected` (once per process
-    for an unchanged file)."""
-    if not path.is_file():
-        raise BundleError(f"{path} is missing: the bundle is incomplete. Restore it from the repository.")
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, expected)
-    if key in _verified:
-        return
-    actual = sha256_file(path)
-    if actual == expected:
-        _verified.add(key)
-    else:
-        raise BundleError(
-            f"{path} does not match its manifest (sha256 {actual[:12]}… instead of "
-            f"{expected[:12]}…): the file was changed or damaged. Restore it from "
-            "the repository; do not use it."
-        )
-
-
-def _load_keras_model(path: Path):
-    import keras  # deferred: reading manifests and predictions must not need TensorFlow
-
-    try:
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as error:  # Keras raises many types for a bad archive; all mean "unusable"
-        raise BundleError(f"{path} could not be loaded safely: {error}") from error
+    return Bundle(folder, manifest, predictions, model, screen, report)
 
 
 def find_bundles(models_dir: str | Path) -> list[Path]:

@@ -239,15 +239,19 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
     The decoding is the app's own (`intake.read_upload`: EXIF orientation, transparency
     over mid-grey, high bit depths scaled, not clipped), so that training, evaluation and
     the app see the same pixels for the same file. Only the size limits of uploads are
-    lifted (a dataset may hold large lossless files, or small test images). The resize is Pillow's antialiased
-    bilinear, the same that `resize_for_model` uses on uploads.
+    lifted (a dataset may hold large lossless files, or small test images). The
+    resize is Pillow's antialiased bilinear, the same that `resize_for_model` uses on uploads.
     """
+    return resize_for_model(decode_file(path), size)
+
+
+def decode_file(path: str | Path) -> np.ndarray:
+    """The app's decoding of a dataset file (see `load_image`), at its own size."""
     try:
         encoded = Path(path).read_bytes()
-        decoded = read_upload(encoded, max_bytes=max(len(encoded), 1), min_side=1)
+        return read_upload(encoded, max_bytes=max(len(encoded), 1), min_side=1).rgb
     except (OSError, IntakeError) as error:
         raise DatasetError(f"cannot read image {path}: {error}") from error
-    return resize_for_model(decoded.rgb, size)
 
 
 def resize_for_model(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -260,7 +264,15 @@ def resize_for_model(rgb: np.ndarray, size: int) -> np.ndarray:
 
 def load_images(paths, size: int) -> np.ndarray:
     """Decode many files to a (n, size, size, 3) uint8 array, naming any bad file."""
-    images = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    return load_images_at(paths, (size,))[0]
+
+
+def load_images_at(paths, sizes: tuple[int, ...]) -> list[np.ndarray]:
+    """Decode each file once and resize it to every one of `sizes` (a model's and the
+    screen's): one (n, size, size, 3) uint8 array per size, in the order given."""
+    arrays = [np.empty((len(paths), size, size, 3), dtype=np.uint8) for size in sizes]
     for i, path in enumerate(paths):
-        images[i] = load_image(path, size)
-    return images
+        rgb = decode_file(path)
+        for array, size in zip(arrays, sizes):
+            array[i] = resize_for_model(rgb, size)
+    return arrays

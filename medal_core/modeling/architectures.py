@@ -101,6 +101,33 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
 }
 
 
+# The screening features: global-average-pooled activations of a frozen ImageNet MobileNet
+# at three depths. The shallow ones see texture and colour (what tells a dermoscope's
+# magnified, evenly lit skin from a phone photo), the deepest one sees objects (what tells
+# a lesion from a cat or a screenshot). No melanoma training touches them, so every bundle
+# gets the same "is this an image we validated?" answer (`medal_core.screening.screen`).
+SCREENING_BLOCKS = ("conv_pw_5_relu", "conv_pw_11_relu", "conv_pw_13_relu")
+SCREENING_FEATURES = "screening_features"
+
+
+def build_screening_features(input_size: int = 224, weights: str | None = None) -> keras.Model:
+    """Raw RGB 0–255 (n, s, s, 3) → (n, 1536) pooled ImageNet features (MobileNet 0.75 at
+    the depths of `SCREENING_BLOCKS`: 256 + 512 + 768 channels), frozen."""
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    scaled = layers.Rescaling(1 / 127.5, offset=-1, name="to_unit_range")(inputs)
+    backbone = keras.applications.MobileNet(
+        input_tensor=scaled, alpha=0.75, include_top=False, weights=_weights_argument(weights)
+    )
+    pooled = [
+        layers.GlobalAveragePooling2D(name=f"{block}_pool")(backbone.get_layer(block).output)
+        for block in SCREENING_BLOCKS
+    ]
+    features = layers.Concatenate(name=SCREENING_FEATURES)(pooled)
+    model = keras.Model(inputs, features, name="screening_features")
+    model.trainable = False
+    return model
+
+
 def build_model(arch: str, input_size: int | None = None, weights: str | None = None) -> keras.Model:
     """Build architecture `arch` (a key of `ARCHITECTURES`)."""
     if arch not in ARCHITECTURES:

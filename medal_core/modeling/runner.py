@@ -86,3 +86,34 @@ class ModelRunner:
     def tracing_count(self) -> int:
         """How many times the compiled passes were traced (stays at one per pass used)."""
         return sum(f.experimental_get_tracing_count() for f in self._passes.values())
+
+
+class FeatureRunner:
+    """Compiled `images → features` for a model with one output (the screen's feature
+    extractor), traced once, on a batch-norm-folded copy. Images: float32 or uint8
+    (n, s, s, 3) in 0–255; features: (n, d) float32."""
+
+    def __init__(self, model: keras.Model, fold: bool = True):
+        self.model = fold_batch_norm(model) if fold else model
+        self.input_size = int(model.input_shape[1])
+        signature = [tf.TensorSpec((None, self.input_size, self.input_size, 3), tf.float32)]
+
+        @tf.function(input_signature=signature, reduce_retracing=True)
+        def features(images):
+            return self.model(images, training=False)
+
+        self._features = features
+
+    def __call__(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[1:] != (self.input_size, self.input_size, 3):
+            raise ValueError(
+                f"expected images of shape (n, {self.input_size}, {self.input_size}, 3), got {images.shape}"
+            )
+        if len(images) == 0:
+            raise ValueError("no images given")
+        parts = [
+            self._features(images[i : i + batch_size].astype(np.float32)).numpy()
+            for i in range(0, len(images), batch_size)
+        ]
+        return np.concatenate(parts)

@@ -4,16 +4,11 @@ from getting a melanoma estimate the models were never validated for.
 A dermoscope magnifies the lesion under polarised or immersion light: the skin texture,
 the framing (the lesion fills the frame, often inside a dark circular field) and the
 colours differ from a clinical photo taken with a phone. The lesion-vs-non-lesion check
-(`medal_core.screening.ood`) cannot see that difference, since a phone photo of a mole *is* a
-lesion image. This check is a logistic regression on the model's own pooled features
-and the image statistics of `ood.image_statistics`, trained on dermoscopic images
+(`medal_core.screening.screen.LesionCheck`) cannot see that difference, since a phone photo
+of a mole *is* a lesion image. This check is a logistic regression on the screening
+features and the image statistics of `ood.image_statistics`, trained on dermoscopic images
 against PAD-UFES-20's smartphone photos (split by patient), with its limit set to keep
-`KEEP_DERMOSCOPIC` of the bundle's calibration images.
-
-`python -m medal_core fit-modality --bundle models/mobilenet --data-root ../shared/data`
-(`medal_core.stages.fit_modality`) fits it for a bundle, reports what it reaches on
-patients and images it never saw, and stores it in the bundle (`modality.npz`, recorded
-with its sha256 in the manifest).
+`KEEP_DERMOSCOPIC` of each dermoscopic source's calibration images.
 """
 
 from __future__ import annotations
@@ -26,7 +21,7 @@ import numpy as np
 from medal_core.screening.ood import image_statistics
 
 MODALITY_FILE = "modality.npz"
-KEEP_DERMOSCOPIC = 0.99  # of the calibration images, kept for an estimate
+KEEP_DERMOSCOPIC = 0.99  # of each source's calibration images, kept for an estimate
 CLINICAL_SET = "pad_ufes20_clinical"
 
 
@@ -42,9 +37,13 @@ class ModalityCheck:
     limit: float
 
     def score(self, features: np.ndarray, images: np.ndarray) -> np.ndarray:
-        """(n,) P(clinical) from pooled features (n, f) and model-size uint8 images."""
-        x = (_inputs(features, images) - self.mean) / self.scale
-        return 1 / (1 + np.exp(-(x @ self.coef + self.intercept)))
+        """(n,) P(clinical) from pooled features (n, f) and the uint8 images they came from."""
+        return self.score_statistics(features, image_statistics(images))
+
+    def score_statistics(self, features: np.ndarray, statistics: np.ndarray) -> np.ndarray:
+        """The same from pooled features (n, f) and `image_statistics` (n, 9)."""
+        x = np.hstack([np.asarray(features, np.float64), np.asarray(statistics, np.float64)])
+        return 1 / (1 + np.exp(-(((x - self.mean) / self.scale) @ self.coef + self.intercept)))
 
     def looks_dermoscopic(self, features: np.ndarray, images: np.ndarray) -> np.ndarray:
         """(n,) bool: True where the image may get an estimate."""
@@ -66,28 +65,29 @@ class ModalityCheck:
             return cls(stored["mean"], stored["scale"], stored["coef"], intercept, limit)
 
 
-def _inputs(features: np.ndarray, images: np.ndarray) -> np.ndarray:
-    return np.hstack([np.asarray(features, np.float64), image_statistics(images).astype(np.float64)])
-
-
 def fit_modality_check(
     dermoscopic: tuple[np.ndarray, np.ndarray],
     clinical: tuple[np.ndarray, np.ndarray],
-    keep_features: np.ndarray,
-    keep_images: np.ndarray,
+    keep: tuple[np.ndarray, np.ndarray, np.ndarray],
     keep_share: float = KEEP_DERMOSCOPIC,
     c: float = 0.003,
 ) -> ModalityCheck:
-    """Fit on (features, images) of dermoscopic and clinical training images; the limit
-    keeps `keep_share` of the dermoscopic (keep_features, keep_images) set."""
+    """Fit on (features, statistics) of dermoscopic and clinical training images; the
+    limit keeps at least `keep_share` of each source's images of the dermoscopic
+    `keep` = (features, statistics, sources) set."""
     from sklearn.linear_model import LogisticRegression
 
-    x = np.vstack([_inputs(*dermoscopic), _inputs(*clinical)])
+    x = np.vstack([np.hstack(dermoscopic), np.hstack(clinical)]).astype(np.float64)
     y = np.r_[np.zeros(len(dermoscopic[0])), np.ones(len(clinical[0]))]
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
-    model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
+    model = LogisticRegression(C=c, class_weight="balanced", max_iter=3000)
     model.fit((x - mean) / scale, y)
     check = ModalityCheck(mean, scale, model.coef_[0], float(model.intercept_[0]), 1.0)
-    kept_scores = check.score(keep_features, keep_images)
-    limit = float(np.quantile(kept_scores, keep_share, method="inverted_cdf"))
+    keep_features, keep_statistics, keep_sources = keep
+    kept_scores = check.score_statistics(keep_features, keep_statistics)
+    keep_sources = np.asarray(keep_sources)
+    limit = max(
+        float(np.quantile(kept_scores[keep_sources == source], keep_share, method="inverted_cdf"))
+        for source in sorted(set(keep_sources.tolist()))
+    )
     return ModalityCheck(mean, scale, model.coef_[0], float(model.intercept_[0]), limit)

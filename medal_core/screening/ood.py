@@ -1,28 +1,21 @@
-""" "Is this a skin-lesion image at all?" — an out-of-distribution score.
+"""Out-of-distribution scores: how far an image is from a set of lesion images.
 
-Two Mahalanobis distances from the training images, each with a Ledoit–Wolf shrunk
-covariance (hundreds of dimensions from a couple of thousand images: the plain sample
-covariance would be singular):
+Two Mahalanobis distances, each with a Ledoit–Wolf shrunk covariance (a thousand
+dimensions from a thousand or so images: the plain sample covariance would be singular):
 
-* of the image's pooled features (the model's own `avg_pool` layer): is this what the
-  model saw in training?
+* of the image's pooled features: is this what the lesion images look like to a network?
 * of a handful of image statistics (colour, contrast, texture, edges): flat colours and
   noise produce bland features that sit *inside* the feature distribution, but their
   pixels are nothing like a dermoscopy photograph's.
 
-Each distance is divided by its own limit, chosen to keep 98.75% of the validation
-lesions, and the score is the larger ratio: above 1, the app warns and gives no
-melanoma probability. Together they keep at least 97.5% of validation lesions.
-
-`python -m medal_core fit-ood --bundle models/mobilenet --data-root ../shared/data`
-(`medal_core.stages.fit_ood`) refits the detector of an existing bundle and reports how
-many non-lesion pictures (`medal_core.stages.non_lesion_pictures`) it rejects.
+Each distance is divided by its own limit, chosen to keep `KEEP_EACH` of held-out lesion
+images, and the score is the larger ratio: above 1, the image is not like them. The screen
+every bundle shares (`medal_core.screening.screen`) holds one such detector per source.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -99,75 +92,40 @@ def image_statistics(images: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class OODDetector:
-    """Scores images against the training lesions: ≤ 1 looks like one, > 1 does not."""
+    """Scores images against one set of lesion images: ≤ 1 looks like them, > 1 does not."""
 
-    features: FeatureDistribution  # of the model's pooled features
+    features: FeatureDistribution  # of pooled features
     statistics: FeatureDistribution  # of `image_statistics`
     feature_limit: float
     statistics_limit: float
 
     def score(self, features: np.ndarray, images: np.ndarray) -> np.ndarray:
-        """(n,) scores from pooled features (n, d) and the model-size uint8 images
-        (n, s, s, 3) they came from: the larger of the two distance/limit ratios."""
+        """(n,) scores from pooled features (n, d) and the uint8 images (n, s, s, 3) they
+        came from: the larger of the two distance/limit ratios."""
+        return self.score_statistics(features, image_statistics(images))
+
+    def score_statistics(self, features: np.ndarray, statistics: np.ndarray) -> np.ndarray:
+        """The same from pooled features (n, d) and `image_statistics` (n, 9)."""
         return np.maximum(
             self.features.distance(features) / self.feature_limit,
-            self.statistics.distance(image_statistics(images)) / self.statistics_limit,
+            self.statistics.distance(statistics) / self.statistics_limit,
         )
 
-    def save(self, path: Path) -> None:
-        np.savez_compressed(
-            path,
-            feature_mean=self.features.mean,
-            feature_precision=self.features.precision,
-            statistics_mean=self.statistics.mean,
-            statistics_precision=self.statistics.precision,
-            limits=np.array([self.feature_limit, self.statistics_limit]),
-        )
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Everything needed to rebuild the detector (`from_arrays`), as named arrays."""
+        return {
+            "feature_mean": self.features.mean,
+            "feature_precision": self.features.precision,
+            "statistics_mean": self.statistics.mean,
+            "statistics_precision": self.statistics.precision,
+            "limits": np.array([self.feature_limit, self.statistics_limit]),
+        }
 
     @classmethod
-    def load(cls, path: Path) -> "OODDetector":
-        with np.load(path) as stored:
-            return cls(
-                FeatureDistribution(stored["feature_mean"], stored["feature_precision"]),
-                FeatureDistribution(stored["statistics_mean"], stored["statistics_precision"]),
-                *map(float, stored["limits"]),
-            )
-
-
-def fit_bundle_ood(runner, train_images: np.ndarray, val_images: np.ndarray) -> tuple[OODDetector, dict]:
-    """Fit both distributions on training images (uint8, model size) and each limit on
-    the validation images. Returns the detector and the manifest's `ood` entry."""
-    train_features, val_features = runner.batched(train_images)[1], runner.batched(val_images)[1]
-    features = FeatureDistribution.fit(train_features)
-    statistics = FeatureDistribution.fit(image_statistics(train_images))
-    detector = OODDetector(
-        features,
-        statistics,
-        threshold_keeping(features.distance(val_features), KEEP_EACH),
-        threshold_keeping(statistics.distance(image_statistics(val_images)), KEEP_EACH),
-    )
-    return detector, {
-        "file": OOD_FILE,
-        "method": (
-            "larger of two Mahalanobis distances (Ledoit-Wolf) from the training images, "
-            "each over its limit: avg_pool features, and colour/texture statistics"
-        ),
-        "threshold": 1.0,
-        "keep_each": KEEP_EACH,
-        "validation_kept": float(np.mean(detector.score(val_features, val_images) <= 1.0)),
-        "train_images": int(len(train_images)),
-    }
-
-
-def rejection_report(runner, detector: OODDetector, images: dict[str, np.ndarray]) -> dict:
-    """Share of `images` (all non-lesions, any size) scored above 1."""
-    from medal_core.data.datasets import resize_for_model
-
-    batch = np.stack([resize_for_model(im, runner.input_size) for im in images.values()])
-    rejected = detector.score(runner.batched(batch)[1], batch) > 1.0
-    return {
-        "images": len(images),
-        "rejected": int(rejected.sum()),
-        "share_rejected": float(rejected.mean()),
-        "missed": [name for name, r in zip(images, rejected) if not r],
-    }
+    def from_arrays(cls, stored) -> "OODDetector":
+        """The detector `arrays` describes (KeyError when one is missing)."""
+        return cls(
+            FeatureDistribution(stored["feature_mean"], stored["feature_precision"]),
+            FeatureDistribution(stored["statistics_mean"], stored["statistics_precision"]),
+            *map(float, stored["limits"]),
+        )

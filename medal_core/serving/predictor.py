@@ -6,7 +6,8 @@
 
 The bundle is loaded and the graph traced once; each call is then one compiled forward
 pass over 8 rotated/mirrored copies of the image (flips × quarter turns): the estimate
-is their average, and their spread shows how much it depends on the orientation.
+is their average, and their spread shows how much it depends on the orientation. The
+shared screen (`medal_core.screening.screen`) decides whether the image gets one at all.
 The verdict is the decision policy's (`medal_core.evaluation.decision`).
 """
 
@@ -21,6 +22,7 @@ from medal_core.data.datasets import resize_for_model
 from medal_core.evaluation import decision
 from medal_core.modeling.runner import DIHEDRAL_VIEWS, ModelRunner
 from medal_core.screening.quality import assess_quality
+from medal_core.screening.screen import ScreenScores
 from medal_core.serving.prediction import DISCLAIMER, Prediction
 
 __all__ = ["DISCLAIMER", "Prediction", "Predictor"]
@@ -37,6 +39,10 @@ class Predictor:
         self.input_size = self.runner.input_size
         # Trace now, so the first person to upload does not wait for it.
         self.runner(np.zeros((1, self.input_size, self.input_size, 3), np.float32), DIHEDRAL_VIEWS)
+        if bundle.screen is not None:
+            bundle.screen.scores(
+                np.zeros((1, bundle.screen.input_size, bundle.screen.input_size, 3), np.uint8)
+            )
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> "Predictor":
@@ -83,25 +89,33 @@ class Predictor:
                 f"resized must hold one ({self.input_size}, {self.input_size}, 3) copy per image"
             )
         batch = np.stack(resized)
-        view_logits, features = self.runner.batched(batch, DIHEDRAL_VIEWS, batch_size)
+        view_logits, _ = self.runner.batched(batch, DIHEDRAL_VIEWS, batch_size)
         logits = self.estimate_logits(view_logits)
-        ood_scores = self.bundle.ood.score(features, batch) if self.bundle.ood is not None else None
-        modality = self.bundle.modality
-        clinical = modality.score(features, batch) if modality is not None else None
+        screened = self.screen(images, batch)
         return [
             Prediction(
                 probability=float(self.bundle.calibrate(logits[i])),
                 logit=float(logits[i]),
                 threshold=threshold,
                 view_probabilities=self.bundle.calibrate(view_logits[i]),
-                ood_score=None if ood_scores is None else float(ood_scores[i]),
+                ood_score=None if screened is None else float(screened.ood[i]),
                 quality=assess_quality(images[i]),
                 band_ratio=self.band_ratio,
-                clinical_score=None if clinical is None else float(clinical[i]),
-                clinical_limit=modality.limit if modality is not None else 1.0,
+                clinical_score=None if screened is None else float(screened.clinical[i]),
+                clinical_limit=1.0 if screened is None else screened.clinical_limit,
             )
             for i in range(len(images))
         ]
+
+    def screen(self, images: list[np.ndarray], model_sized: np.ndarray) -> ScreenScores | None:
+        """The shared screen's scores (None for a bundle calibrated without one), on
+        copies at the screen's size: the model's own when the sizes agree."""
+        screen = self.bundle.screen
+        if screen is None:
+            return None
+        if screen.input_size == self.input_size:
+            return screen.scores(model_sized)
+        return screen.scores(np.stack([resize_for_model(rgb, screen.input_size) for rgb in images]))
 
     def estimate_logits(self, view_logits: np.ndarray) -> np.ndarray:
         """The bundle's point estimate from (n, 8) view logits: the mean over the views

@@ -1,2 +1,2 @@
 """The stages that make a bundle, each a CLI under `python -m medal_core`: `train`,
-`calibrate`, `evaluate`, `fit_ood`, `fit_modality`."""
+`calibrate`, `evaluate`, and `fit_screening` (the screen every bundle shares)."""

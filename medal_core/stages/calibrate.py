@@ -4,8 +4,8 @@ the app's rule on its report set.
     python -m medal_core calibrate --bundle models/mobilenet --data-root ../shared/data
 
 Run after training (`train.write_bundle` calls `calibrate_bundle`; the CLI re-runs it on
-an existing bundle, e.g. after refitting its dermoscopic check). On the calibration set,
-with the bundle's temperature, OOD check and dermoscopic check:
+an existing bundle, e.g. after refitting the shared screen). On the calibration set, with
+the bundle's temperature and the shared screen (`medal_core.screening.screen`):
 
 * which images get no estimate (not a lesion image, not dermoscopic);
 * the threshold: the highest at which the *app* sends at least 95% of the melanomas
@@ -22,6 +22,7 @@ column so that the threshold explorer can show the rule live.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -29,33 +30,21 @@ from pathlib import Path
 import numpy as np
 
 from medal_core.bundles import bundle as bundles
+from medal_core.bundles.screening import (
+    DEFAULT_SCREEN,
+    SCREEN_FOLDER,
+    SCREEN_MANIFEST,
+    load_screen,
+    screen_folder_for,
+)
 from medal_core.data import datasets as data
 from medal_core.data import roles
 from medal_core.evaluation import decision, figures, metrics
 from medal_core.stages.evaluate import score_role
-from medal_core.stages.non_lesion_pictures import non_lesion_pictures
+from medal_core.stages.non_lesion_pictures import non_lesion_check
 
 TARGET_SENSITIVITY = figures.TARGET_SENSITIVITY
 GUARANTEE_CONFIDENCE = 0.95
-
-
-def non_lesion_check(loaded: bundles.Bundle, runner) -> dict:
-    """Share of non-lesion pictures (flat colours, noise, text, screenshots and, where
-    scikit-image is installed, its sample photographs) that get no estimate."""
-    pictures = non_lesion_pictures(256)
-    batch = np.stack([data.resize_for_model(p, runner.input_size) for p in pictures.values()])
-    _, features = runner.batched(batch)
-    refused = np.zeros(len(batch), bool)
-    if loaded.ood is not None:
-        refused |= loaded.ood.score(features, batch) > 1.0
-    if loaded.modality is not None:
-        refused |= ~loaded.modality.looks_dermoscopic(features, batch)
-    return {
-        "images": len(batch),
-        "no_estimate": int(refused.sum()),
-        "share_no_estimate": float(refused.mean()),
-        "given_an_estimate": [name for name, r in zip(pictures, refused) if not r],
-    }
 
 
 def rule_report(labels, scored: dict, threshold: float, band_ratio: float) -> dict:
@@ -67,6 +56,39 @@ def rule_report(labels, scored: dict, threshold: float, band_ratio: float) -> di
         estimate = metrics.Estimate.of(counts[key]["count"], counts[key]["of"])
         counts[key].update(low=estimate.low, high=estimate.high)
     return counts
+
+
+def with_current_screen(loaded: bundles.Bundle, assignment: roles.RoleAssignment) -> bundles.Bundle:
+    """The bundle with the screen found beside it (or the app's own), checked to have been
+    fitted on the same roles as `assignment`, so that its limits never saw the bundle's
+    report images. A screen beside the bundle fitted on other roles is an error; the
+    app's own is then not used (the bundle answers for every image, and this says so).
+    Unchanged when there is no screen at all."""
+    folder = screen_folder_for(loaded.folder)
+    if not (folder / SCREEN_MANIFEST).is_file():
+        return loaded
+    screen = load_screen(folder)
+    recorded = screen.manifest["data"]["roles"]
+    current = {role: assignment.summary()[role]["ids_sha256"] for role in recorded}
+    if current != recorded:
+        advice = (
+            f"fit a screen on the bundle's recipe with `python -m medal_core fit-screening "
+            f"--recipe ... --out {loaded.folder.parent / SCREEN_FOLDER}`"
+        )
+        if folder != DEFAULT_SCREEN:
+            raise data.DatasetError(
+                f"the screen in {folder} was fitted on other train/calibration/report images "
+                f"than bundle '{loaded.name}': {advice}"
+            )
+        print(
+            f"note: the app's screen was fitted on other images than bundle '{loaded.name}', "
+            f"so it is calibrated without one and will answer for every image; {advice}",
+            file=sys.stderr,
+        )
+        return dataclasses.replace(
+            loaded, manifest={k: v for k, v in loaded.manifest.items() if k != "screening"}
+        )
+    return dataclasses.replace(loaded, screen=screen)
 
 
 def calibrate_bundle(
@@ -81,7 +103,7 @@ def calibrate_bundle(
     are reported on the whole calibration set and on the report set either way."""
     from medal_core.modeling.runner import ModelRunner
 
-    loaded = bundles.load_bundle(folder)
+    loaded = with_current_screen(bundles.load_bundle(folder, load_screen_too=False), assignment)
     runner = ModelRunner(loaded.model)
     calibration_set, report_set = assignment.role("calibration"), assignment.role("report")
     cal = score_role(loaded, runner, calibration_set)
@@ -126,9 +148,18 @@ def calibrate_bundle(
             "calibration": rule_report(labels, cal, threshold, band_ratio),
             "report": rule_report(report_set.labels, rep, threshold, band_ratio),
         },
-        "non_lesion_check": non_lesion_check(loaded, runner),
+        "non_lesion_check": (
+            non_lesion_check(loaded.screen.scores, loaded.screen.input_size) if loaded.screen else None
+        ),
     }
     manifest = dict(loaded.manifest)
+    if loaded.screen is not None:
+        manifest["screening"] = {
+            "folder": str(loaded.screen.folder.name),
+            "sha256": loaded.screen.manifest_sha256,
+            "note": "the shared screen this bundle's threshold was chosen with (models/screening)",
+            "figures": loaded.screen.manifest["figures"],
+        }
     manifest["threshold"] = {
         **figures.operating_points(y, p),
         "value": threshold,

@@ -52,16 +52,18 @@ def mean_logits(runner, images: np.ndarray, views: int = 1) -> np.ndarray:
 
 def score_role(loaded: bundles.Bundle, runner, dataset: data.Dataset) -> dict:
     """Logits (n,), calibrated probabilities (n,) and the no-estimate mask (n,) of a set,
-    computed exactly as the app's Predictor does (8 views, OOD and dermoscopic checks)."""
-    images = data.load_images(dataset.paths, runner.input_size)
+    computed exactly as the app's Predictor does (8 views, the shared screen)."""
+    screen = loaded.screen
+    sizes = sorted({runner.input_size} | ({screen.input_size} if screen else set()))
+    images = dict(zip(sizes, data.load_images_at(dataset.paths, tuple(sizes))))  # each decoded once
     views = loaded.manifest["test_time_views"]
-    view_logits, features = runner.batched(images, views)
+    view_logits, _ = runner.batched(images[runner.input_size], views)
     logits = view_logits.mean(axis=1) if views == DIHEDRAL_VIEWS else view_logits
-    no_estimate = np.zeros(len(dataset), bool)
-    if loaded.ood is not None:
-        no_estimate |= loaded.ood.score(features, images) > 1.0
-    if loaded.modality is not None:
-        no_estimate |= ~loaded.modality.looks_dermoscopic(features, images)
+    no_estimate = (
+        np.zeros(len(dataset), bool)
+        if screen is None
+        else screen.scores(images[screen.input_size]).no_estimate
+    )
     return {"logits": logits, "probabilities": loaded.calibrate(logits), "no_estimate": no_estimate}
 
 
@@ -70,7 +72,7 @@ def evaluate_roles(
 ) -> dict:
     """Rebuild the bundle's roles from the recipe in its manifest, check they are the
     images it recorded, recompute the predictions exactly as the app makes them (8 views,
-    OOD and dermoscopic checks) and report every set and each source of it."""
+    the shared screen) and report every set and each source of it."""
     from medal_core.data import roles
     from medal_core.modeling.runner import ModelRunner
 

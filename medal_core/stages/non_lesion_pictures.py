@@ -1,6 +1,6 @@
 """Pictures that are not skin lesions, for measuring the out-of-distribution check.
 
-The calibration stage and `fit-ood` report how many of them get no melanoma estimate;
+The calibration stage and `fit-screening` report how many of them get no melanoma estimate;
 the tests use them too. They are drawn here (flat colours, noise, text, screenshots) or
 come from scikit-image's sample photographs (a development dependency: without it, only
 the drawn ones are used).
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from medal_core.data.datasets import resize_for_model
 
 
 def synthetic_non_lesion_images(size: int = 256, seed: int = 0) -> dict[str, np.ndarray]:
@@ -112,3 +114,17 @@ def non_lesion_pictures(size: int = 256) -> dict[str, np.ndarray]:
     except ImportError:
         pass
     return pictures
+
+
+def non_lesion_check(scores_of, input_size: int) -> dict:
+    """How many non-lesion pictures get no estimate from a screen: `scores_of` maps uint8
+    images (n, input_size, input_size, 3) to their `ScreenScores`."""
+    pictures = non_lesion_pictures(256)  # drawn at 256 px whatever the size: text needs room
+    batch = np.stack([resize_for_model(p, input_size) for p in pictures.values()])
+    refused = scores_of(batch).no_estimate
+    return {
+        "images": len(batch),
+        "no_estimate": int(refused.sum()),
+        "share_no_estimate": float(refused.mean()),
+        "given_an_estimate": [name for name, r in zip(pictures, refused) if not r],
+    }

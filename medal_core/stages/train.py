@@ -40,8 +40,7 @@ from medal_core.data import pipeline, roles
 from medal_core.evaluation import figures, metrics
 from medal_core.modeling import architectures as models
 from medal_core.modeling.runner import ModelRunner
-from medal_core.screening import modality, ood
-from medal_core.stages import calibrate, evaluate, fit_modality
+from medal_core.stages import calibrate, evaluate
 
 # Settings that do not change what a run computes: they may differ on resume.
 RESUMABLE_SETTINGS = ("out", "max_minutes")
@@ -361,10 +360,10 @@ def train(config: TrainConfig) -> Path:
     return write_bundle(model, config, assignment, weights, work)
 
 
-def role_logits(runner: ModelRunner, dataset: data.Dataset, views: int) -> tuple[np.ndarray, np.ndarray]:
-    """(decoded images (n, s, s, 3) uint8, logits (n,) averaged over `views`) of a role."""
+def role_logits(runner: ModelRunner, dataset: data.Dataset, views: int) -> np.ndarray:
+    """Logits (n,) of a role's images, averaged over `views`."""
     images = data.load_images(dataset.paths, runner.input_size)
-    return images, evaluate.mean_logits(runner, images, views=views)
+    return evaluate.mean_logits(runner, images, views=views)
 
 
 def write_bundle(
@@ -374,13 +373,13 @@ def write_bundle(
     weights: dict[int, float],
     work: Path,
 ) -> Path:
-    """Fit the temperature on the calibration set, save the bundle, fit its checks, then
-    run the calibration stage, which sets the decision policy and scores the report set
+    """Fit the temperature on the calibration set, save the bundle, then run the
+    calibration stage, which sets the decision policy and scores the report set
     (`calibrate.calibrate_bundle`)."""
-    runner = ModelRunner(model)  # one folded, traced pass for the logits and the OOD features
+    runner = ModelRunner(model)  # one folded, traced pass
     views = config.test_time_views
     calibration_set = assignment.role("calibration")
-    calibration_images, logits = role_logits(runner, calibration_set, views)
+    logits = role_logits(runner, calibration_set, views)
     # Class weighting raises every logit by log(w1/w0); undo it before fitting T, so the
     # probabilities shown are estimates at the data's own prevalence.
     logit_offset = float(np.log(weights[1] / weights[0]))
@@ -439,13 +438,8 @@ def write_bundle(
         bundle.Predictions.of(calibration_set, logits, probabilities),
         work / "history.csv",
     )
-    train_images = data.load_images(assignment.role("train").paths, runner.input_size)
-    detector, entry = ood.fit_bundle_ood(runner, train_images, calibration_images)
-    bundle.attach_ood(folder, detector, entry)
-    # The dermoscopic check needs a clinical photo set beside the datasets; without it
-    # the bundle answers for every lesion image (and says so in its manifest).
-    if (Path(config.data_root) / modality.CLINICAL_SET).is_dir():
-        fit_modality.fit_for_bundle(folder, assignment, config.data_root)
+    # Which images get an estimate is the shared screen's answer (models/screening, or one
+    # beside `--out`); calibrate records it and counts its refusals in the threshold.
     calibrate.calibrate_bundle(folder, assignment)
     return folder
 
