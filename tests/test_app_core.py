@@ -589,3 +589,17 @@ def test_guarantee_note_only_at_the_default_and_says_when_none_is_possible():
     assert explorer.guarantee_note(manifest, 0.06) is None
     manifest["decision"]["guaranteed"]["threshold"] = 0.0139
     assert "0.0139 would guarantee 95%" in explorer.guarantee_note(manifest, 0.05)
+
+
+def test_the_model_card_reports_the_shared_screen_of_a_committed_bundle():
+    from medal_core.bundles import bundle as bundles
+    from medal_core.bundles.screening import DEFAULT_SCREEN, read_screen_manifest
+
+    manifest = bundles.read_manifest(DEFAULT_SCREEN.parent / "mobilenet")
+    figures = read_screen_manifest(DEFAULT_SCREEN)["figures"]
+    text = dict(model_card.model_card(manifest))["Validation metrics"]
+    clinical = figures["clinical_held_out"]
+    assert f"refuses {clinical['refused']:.1%} of {clinical['images']} held-out smartphone photos" in text
+    pictures = figures["non_lesion_pictures"]
+    assert f"{pictures['no_estimate']} of {pictures['images']} non-lesion pictures" in text
+    assert f"{figures['report_given_an_estimate']['all']:.1%} of the report set" in text

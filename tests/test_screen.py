@@ -223,3 +223,67 @@ def test_the_committed_screen_refuses_held_out_phone_photos(real_screen):
     images = load_images(held_out.paths[chosen], real_screen.input_size)
     refused = real_screen.scores(images).no_estimate
     assert refused.mean() >= 0.85, f"{int(refused.sum())} of 60 refused"
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def write_labelled_folder(root: Path, images: list[np.ndarray], patients: list[str] | None = None) -> Path:
+    """An ISIC-layout folder (labels.csv with path, label, split[, patient_id]), half of
+    the images labelled malignant."""
+    from PIL import Image
+
+    root.mkdir(parents=True)
+    rows = ["image_id,path,label,split" + (",patient_id" if patients else "")]
+    for i, rgb in enumerate(images):
+        Image.fromarray(rgb).save(root / f"img_{i}.png")
+        label = "malignant" if i % 2 else "benign"
+        rows.append(f"img_{i},img_{i}.png,{label},train" + (f",{patients[i]}" if patients else ""))
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_fit_screening_writes_a_screen_the_bundles_can_load(tmp_path):
+    """The whole stage on synthetic data (random-init features at 32 px: the mechanics,
+    not the quality): two dermoscopic sources, phone-photo-like pictures by patient."""
+    from app_helpers import synthetic_lesion
+    from PIL import Image, ImageFilter
+
+    from medal_core.bundles.screening import save_screen
+    from medal_core.data import roles
+    from medal_core.stages import fit_screening
+
+    rng = np.random.default_rng(0)
+    data_root = tmp_path / "data"
+    write_labelled_folder(data_root / "derm_a", [synthetic_lesion(i, 96) for i in range(40)])
+    write_labelled_folder(data_root / "derm_b", [synthetic_lesion(100 + i, 160)[::-1] for i in range(40)])
+    phone = [
+        np.asarray(
+            Image.fromarray(rng.integers(90, 230, (80, 80, 3), dtype=np.uint8)).filter(
+                ImageFilter.GaussianBlur(3)
+            )
+        )
+        for _ in range(24)
+    ]
+    write_labelled_folder(data_root / "pad_ufes20_clinical", phone, [f"PAT_{i // 2}" for i in range(24)])
+    assignment = roles.assign_roles(roles.default_recipe(["derm_a", "derm_b"]), data_root)
+
+    model, screen, manifest = fit_screening.fit_screen(
+        assignment, data_root, "none", per_source=20, input_size=32
+    )
+    assert manifest["input_size"] == 32 and screen.lesion.sources == ("derm_a", "derm_b")
+    assert manifest["data"]["fit"]["dermoscopic"] == {"derm_a": 20, "derm_b": 20}
+    assert manifest["data"]["roles"] == {
+        role: assignment.summary()[role]["ids_sha256"] for role in ("train", "calibration", "report")
+    }
+    figures = manifest["figures"]
+    calibration_kept = figures["calibration_given_an_estimate (chose the limits)"]
+    assert set(calibration_kept) == {"all", "derm_a", "derm_b"}
+    assert 0 < figures["clinical_held_out"]["images"] < 24  # the other half of the patients
+    assert figures["non_lesion_pictures"]["images"] >= 16
+    folder = save_screen(tmp_path / "models" / "screening", model, screen, manifest)
+    loaded = load_screen(folder)
+    images = load_images(assignment.role("report").paths, 32)
+    np.testing.assert_allclose(
+        loaded.scores(images).ood, screen.scores(loaded.runner(images), images).ood, rtol=1e-5
+    )

@@ -69,7 +69,8 @@ def with_current_screen(loaded: bundles.Bundle, assignment: roles.RoleAssignment
         return loaded
     screen = load_screen(folder)
     recorded = screen.manifest["data"]["roles"]
-    current = {role: assignment.summary()[role]["ids_sha256"] for role in recorded}
+    summary = assignment.summary()
+    current = {role: summary[role]["ids_sha256"] for role in recorded}
     if current != recorded:
         advice = (
             f"fit a screen on the bundle's recipe with `python -m medal_core fit-screening "

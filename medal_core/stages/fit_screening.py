@@ -85,10 +85,15 @@ def kept_shares(kept: np.ndarray, sources: np.ndarray) -> dict:
 
 
 def fit_screen(
-    assignment: roles.RoleAssignment, data_root: str | Path, weights: str, per_source: int = PER_SOURCE
+    assignment: roles.RoleAssignment,
+    data_root: str | Path,
+    weights: str,
+    per_source: int = PER_SOURCE,
+    input_size: int = INPUT_SIZE,
 ) -> tuple[object, ImageScreen, dict]:
-    """Fit both checks; returns (feature model, screen, manifest without file hashes)."""
-    model = build_screening_features(INPUT_SIZE, weights)
+    """Fit both checks; returns (feature model, screen, manifest without file hashes).
+    `input_size` other than the weights' 224 is for tests on small images."""
+    model = build_screening_features(input_size, weights)
     runner = FeatureRunner(model)
     train = Described(runner, per_source_sample(assignment.role("train"), per_source))
     calibration = Described(runner, assignment.role("calibration"))
@@ -119,9 +124,10 @@ def fit_screen(
     report_refused, report_not_lesion, report_clinical = no_estimate(report)
     calibration_refused = no_estimate(calibration)[0]
     held_refused, held_not_lesion, held_clinical = no_estimate(clinical, ~clinical_fit)
+    summary = assignment.summary()
     manifest = {
         "name": SCREEN_FOLDER,
-        "input_size": INPUT_SIZE,
+        "input_size": input_size,
         "features": {
             "model": "MobileNet 0.75, ImageNet weights, frozen",
             "pooled_blocks": list(SCREENING_BLOCKS),
@@ -144,9 +150,7 @@ def fit_screen(
         "clinical_limit": modality.limit,
         "data": {
             "recipe": assignment.recipe.as_dict(),
-            "roles": {
-                role: assignment.summary()[role]["ids_sha256"] for role in ("train", "calibration", "report")
-            },
+            "roles": {role: summary[role]["ids_sha256"] for role in ("train", "calibration", "report")},
             "fit": {
                 "dermoscopic": {s: int((train.sources == s).sum()) for s in sorted(set(train.sources))},
                 "clinical_images": int(clinical_fit.sum()),
@@ -167,7 +171,7 @@ def fit_screen(
                 "refused_as_not_a_lesion": float(held_not_lesion.mean()),
             },
             "non_lesion_pictures": non_lesion_check(
-                lambda batch: screen.scores(runner(batch), batch), INPUT_SIZE
+                lambda batch: screen.scores(runner(batch), batch), input_size
             ),
         },
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
