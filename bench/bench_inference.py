@@ -6,7 +6,7 @@ batch throughput and memory. Prints figures only; it asserts nothing.
 
 What is measured (time.perf_counter; every path is warmed up before it is timed):
 
-* load: `load_bundle` (manifest, sha256 checks, Keras safe-mode load, OOD detector),
+* load: `load_bundle` (manifest, sha256 checks, Keras safe-mode load, the shared screen),
   then `Predictor(bundle)` (sub-model and the 8-view pass traced once), separately;
 * single image, latency p50/p95 over `--repeats` calls, the three paths interleaved
   call by call so that a busy CPU slows them alike:
@@ -16,7 +16,7 @@ What is measured (time.perf_counter; every path is warmed up before it is timed)
       show what the folding buys;
     - `model.predict(x, verbose=0)`: Keras' own path, same model and input;
     - `predictor.predict(rgb)`: what the app calls on an upload (resize, 8 dihedral
-      views, OOD score, quality checks), on a 640×480 picture;
+      views, the shared screen, quality checks), on a 640×480 picture;
 * Grad-CAM latency p50/p95 (`explain.GradCAM` on the manifest's `gradcam_layer`);
 * throughput in images/s: `runner.batched(images, views=1, batch_size=--batch)` over
   `--images` images (folded, and not folded), and `predictor.predict_batch` (8 views
@@ -236,14 +236,14 @@ def format_table(r: dict) -> str:
         "",
         "load",
         row("import TensorFlow + medal_core", f"{r['load']['import_tensorflow_and_medal_core_s']:8.2f} s"),
-        row("load_bundle (verify + Keras load + OOD)", f"{r['load']['load_bundle_s']:8.2f} s"),
+        row("load_bundle (verify + Keras load + screen)", f"{r['load']['load_bundle_s']:8.2f} s"),
         row("Predictor(bundle) (fold batch norms, trace)", f"{r['load']['predictor_init_s']:8.2f} s"),
         "",
         f"single image ({s['repeats']} repeats, interleaved, after {s['warmup']} warm-up calls)",
         row("ours, compiled, 1 view: runner(x, views=1)", lat(single["ours_one_view"])),
         row("  the same without batch-norm folding", lat(single["ours_one_view_not_folded"])),
         row("Keras model.predict(x, verbose=0)", lat(single["keras_model_predict"])),
-        row("predictor.predict(rgb 640x480): 8 views+OOD+quality", lat(single["predictor_predict"])),
+        row("predictor.predict(rgb 640x480): 8 views+screen+quality", lat(single["predictor_predict"])),
         row("ratio model.predict / ours (p50, 1 view)", f"{r['keras_predict_over_ours_p50']:8.1f} x"),
         row(f"Grad-CAM on {r['gradcam']['layer']}", lat(r["gradcam"])),
         "",
