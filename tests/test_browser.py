@@ -2,9 +2,9 @@
 explorer, and batch triage with its CSV download.
 
 Starts `streamlit run streamlit_app.py` on a free loopback port with MEDAL_MODELS_DIR set
-(the committed `models/` when it holds a usable bundle, else tiny bundles built here) and
-drives it with Playwright. Screenshots go to $MEDAL_SCREENSHOTS (default
-artifacts/screenshots).
+(the committed `models/` with real dermoscopic images from ../shared/data when both are
+there, else tiny bundles and drawn lesions) and drives it with Playwright. Screenshots go
+to $MEDAL_SCREENSHOTS (default artifacts/screenshots).
 """
 
 from __future__ import annotations
@@ -45,30 +45,45 @@ expect = sync_api.expect
 expect.set_options(timeout=RUN_TIMEOUT_MS)  # a first prediction loads the model
 
 
-def accepted_seeds(models_dir: Path, wanted: int = 2, tries: int = 16) -> list[int]:
-    """Seeds of synthetic lesions that the default bundle takes for lesion images (a real
-    model's out-of-distribution check may reject some drawings)."""
+DATA = ROOT.parent / "shared" / "data"
+
+
+def candidate_lesions(tries: int = 16) -> list[np.ndarray]:
+    """Real dermoscopic images (ISIC 2018 Task 3 test, read from ../shared/data, never
+    copied into the project) when they are there, else synthetic lesions."""
+    from medal_core.data.datasets import decode_file, load_dataset
+
+    folder = DATA / "isic2018_task3_test"
+    if folder.is_dir():
+        return [decode_file(path) for path in load_dataset(folder).paths[:tries]]
+    return [synthetic_lesion(seed, 320) for seed in range(tries)]
+
+
+def accepted_lesions(models_dir: Path, wanted: int = 2) -> list[np.ndarray]:
+    """Lesion images the default bundle gives an estimate (the shared screen refuses
+    drawings that are not like any dermoscopic source)."""
     from medal_core.serving.predictor import Predictor
     from medal_views.catalog import scan
 
     found = scan(models_dir)
     predictor = Predictor.from_folder(found.bundles[found.default_name()].folder)
-    seeds = [seed for seed in range(tries) if predictor.predict(synthetic_lesion(seed, 320)).has_estimate]
-    return seeds[:wanted]
+    return [rgb for rgb in candidate_lesions() if predictor.predict(rgb).has_estimate][:wanted]
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory) -> tuple[Path, list[int]]:
-    """(models folder, seeds of two synthetic lesions it accepts): the committed
-    `models/` when it has a usable bundle that accepts them, else tiny bundles."""
+def setup(tmp_path_factory) -> tuple[Path, list[np.ndarray]]:
+    """(models folder, two lesion images it gives an estimate): the committed `models/`
+    with real dermoscopic images when both are there, else tiny bundles and drawings."""
     from medal_views.catalog import scan
 
     committed = ROOT / "models"
     if not scan(committed).empty:
-        seeds = accepted_seeds(committed)
-        if len(seeds) == 2:
-            return committed, seeds
-    return make_models_dir(tmp_path_factory.mktemp("browser_models"), names=("tiny",)), [0, 1]
+        lesions = accepted_lesions(committed)
+        if len(lesions) == 2:
+            return committed, lesions
+    return make_models_dir(tmp_path_factory.mktemp("browser_models"), names=("tiny",)), [
+        synthetic_lesion(seed, 320) for seed in (0, 1)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -105,12 +120,12 @@ def page(server):
             browser.close()
 
 
-def write_images(folder: Path, seeds: list[int]) -> list[Path]:
+def write_images(folder: Path, lesions: list[np.ndarray]) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for seed in seeds:
-        path = folder / f"lesion_{seed}.png"
-        path.write_bytes(png(synthetic_lesion(seed, 320)))
+    for i, rgb in enumerate(lesions):
+        path = folder / f"lesion_{i}.png"
+        path.write_bytes(png(rgb))
         paths.append(path)
     junk = folder / "not_an_image.png"
     junk.write_bytes(b"definitely not a PNG")
@@ -129,7 +144,7 @@ def test_triage_explorer_and_batch(page, server, setup, screenshots, tmp_path):
     expect(page.locator('[data-testid="stImageCaption"]').filter(has_text="Grad-CAM")).to_have_count(1)
     settle(page)
     probability = metrics_text(page)["Probability of melanoma"]
-    assert re.fullmatch(r"\d{1,3}\.\d%", probability), probability
+    assert re.fullmatch(r"\d{1,3}\.\d%|< 0\.1%", probability), probability
     images = page.locator(IMAGE)
     assert images.count() >= 2
     heatmap = images.nth(1)
@@ -283,3 +298,47 @@ def test_a_cold_start_says_it_is_starting_and_never_lists_the_page_files(page, s
     assert menus == {titles}, menus
     first_shown = next(state for state in seen if state["links"] or state["alert"])
     assert "Starting MedAL Triage" in first_shown["alert"], seen[:5]
+
+
+def test_every_bundle_refuses_a_cat_and_a_phone_photo(page, server, setup, screenshots, tmp_path):
+    """The weaker custom_cnn said "Refer" for a cat and answered half the phone photos;
+    with the shared screen it refuses both, with what to do next, and shows no probability."""
+    from medal_core.data.datasets import load_dataset
+    from medal_core.stages.fit_screening import patient_split
+    from medal_core.stages.non_lesion_pictures import sample_photographs
+
+    if setup[0] != ROOT / "models":
+        pytest.skip("needs the committed bundles (and their screen)")
+    uploads = {"cat.png": png(sample_photographs(512)["chelsea"])}
+    clinical = DATA / "pad_ufes20_clinical"
+    if clinical.is_dir():  # a held-out patient's photo, read from ../shared, never copied in
+        _, held = patient_split(clinical / "labels.csv")
+        photos = load_dataset(clinical)
+        uploads["phone_photo.jpg"] = Path(
+            photos.paths[np.isin(photos.image_ids, sorted(held))][0]
+        ).read_bytes()
+    expected = {
+        "cat.png": "Not recognised as a dermoscopic lesion image",
+        "phone_photo.jpg": "Not a dermoscopic image",
+    }
+    # A session of its own (the module's page keeps the default bundle), in the same browser.
+    context = page.context.browser.new_context(viewport=VIEWPORT)
+    try:
+        own = context.new_page()
+        own.set_default_timeout(RUN_TIMEOUT_MS)
+        own.goto(server)
+        own.locator('[data-testid="stFileUploader"]').first.wait_for()
+        own.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.click()
+        own.get_by_role("option", name="custom_cnn").click()
+        settle(own)
+        for name, data in uploads.items():
+            path = tmp_path / name
+            path.write_bytes(data)
+            own.locator(UPLOAD_INPUT).first.set_input_files(str(path))
+            expect(own.get_by_text(expected[name]).first).to_be_visible()
+            settle(own)
+            assert "Probability of melanoma" not in metrics_text(own)
+            assert "have a clinician look" in own.locator('[data-testid="stMain"]').inner_text()
+            own.screenshot(path=str(screenshots / f"09_custom_cnn_refuses_{Path(name).stem}.png"))
+    finally:
+        context.close()
