@@ -96,7 +96,7 @@ def _ci(estimate: metrics.Estimate) -> str:
 def measure_latency(predictor, side: int = 512, repeats: int = 5, seed: int = 0) -> float:
     """Median wall time in milliseconds of `predictor.predict` on a synthetic
     side × side image (after one warm-up call): the full per-upload cost (resize, 8
-    test-time views, quality checks, OOD distance)."""
+    test-time views, quality checks, the shared screen)."""
     image = np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)
     predictor.predict(image)
     times = []

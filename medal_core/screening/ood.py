@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-OOD_FILE = "ood.npz"
 KEEP_SHARE = 0.975  # of validation lesions, both checks together
 KEEP_EACH = 1 - (1 - KEEP_SHARE) / 2  # per check: the two losses add up at most
 
