@@ -42,7 +42,8 @@ def tiny_bundle(tmp_path, tiny_keras_model) -> Path:
 @pytest.fixture(scope="session")
 def trained_tiny_bundle(tmp_path_factory) -> Path:
     """A bundle written by `train.train` itself (custom CNN at 32×32, one epoch on 24
-    synthetic images): 8 test-time views, a fitted temperature and OOD statistics.
+    synthetic images): 8 test-time views and a fitted temperature (no screen: the
+    app's own was fitted on other roles).
     Shared by the whole session: copy it before changing any of its files."""
     from medal_core.stages.train import TrainConfig, train
 

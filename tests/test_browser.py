@@ -300,7 +300,7 @@ def test_a_cold_start_says_it_is_starting_and_never_lists_the_page_files(page, s
     assert "Starting MedAL Triage" in first_shown["alert"], seen[:5]
 
 
-def test_every_bundle_refuses_a_cat_and_a_phone_photo(page, server, setup, screenshots, tmp_path):
+def test_the_weaker_bundle_refuses_a_cat_and_a_phone_photo(page, server, setup, screenshots, tmp_path):
     """The weaker custom_cnn said "Refer" for a cat and answered half the phone photos;
     with the shared screen it refuses both, with what to do next, and shows no probability."""
     from medal_core.data.datasets import load_dataset

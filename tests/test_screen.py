@@ -143,7 +143,7 @@ def test_calibration_refuses_a_screen_fitted_on_other_roles(trained_tiny_bundle,
     manifest = json.loads((screen / SCREEN_MANIFEST).read_text())
     manifest["data"]["roles"] = summary
     (screen / SCREEN_MANIFEST).write_text(json.dumps(manifest))
-    assert with_current_screen(loaded, assignment).screen.folder == screen
+    assert with_current_screen(loaded, assignment).screen.folder == screen.resolve()
     manifest["data"]["roles"] = {**summary, "report": "0" * 64}
     (screen / SCREEN_MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(DatasetError, match="fitted on other train/calibration/report images"):
@@ -287,3 +287,40 @@ def test_fit_screening_writes_a_screen_the_bundles_can_load(tmp_path):
     np.testing.assert_allclose(
         loaded.scores(images).ood, screen.scores(loaded.runner(images), images).ood, rtol=1e-5
     )
+
+
+def test_calibration_without_a_screen_records_none_and_never_drops_one_silently(
+    trained_tiny_bundle, screen_folder, tmp_path, monkeypatch
+):
+    from medal_core.data import roles
+    from medal_core.stages import calibrate
+
+    folder = tmp_path / "runs" / "tiny"
+    shutil.copytree(trained_tiny_bundle, folder)
+    loaded = load_bundle(folder, load_screen_too=False)
+    data_dir = Path(loaded.manifest["training"]["config"]["data"][0])
+    assignment = roles.bundle_roles(loaded.manifest, data_dir.parent)
+    stale = replace(loaded, manifest={**loaded.manifest, "screening": {"sha256": "0" * 64}})
+    # No screen anywhere: a stale record is dropped, not kept for a threshold it never counted.
+    monkeypatch.setattr(calibrate, "screen_folder_for", lambda _: tmp_path / "nowhere")
+    assert "screening" not in calibrate.with_current_screen(stale, assignment).manifest
+    # The app's own screen, fitted on other roles, for a run elsewhere: used not, said so.
+    other = Path(shutil.copytree(screen_folder, tmp_path / "app_screen"))
+    manifest = json.loads((other / SCREEN_MANIFEST).read_text())
+    manifest["data"]["roles"] = {role: "0" * 64 for role in ("train", "calibration", "report")}
+    (other / SCREEN_MANIFEST).write_text(json.dumps(manifest))
+    monkeypatch.setattr(calibrate, "screen_folder_for", lambda _: other)
+    unscreened = calibrate.with_current_screen(loaded, assignment)
+    assert unscreened.screen is None and "screening" not in unscreened.manifest
+    # ... but a bundle that was calibrated with a screen is never silently left without one.
+    with pytest.raises(DatasetError, match="fitted on other"):
+        calibrate.with_current_screen(stale, assignment)
+
+
+def test_a_bundle_from_before_the_shared_screen_is_refused(trained_tiny_bundle, tmp_path):
+    folder = Path(shutil.copytree(trained_tiny_bundle, tmp_path / "old"))
+    manifest = json.loads((folder / bundle.MANIFEST_FILE).read_text())
+    manifest["ood"] = {"file": "ood.npz", "sha256": "0" * 64}
+    (folder / bundle.MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="predates the shared screen"):
+        load_bundle(folder)

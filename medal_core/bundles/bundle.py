@@ -270,6 +270,11 @@ def load_bundle(folder: str | Path, load_model: bool = True, load_screen_too: bo
         if (folder / REPORT_PREDICTIONS_FILE).is_file()
         else None
     )
+    if "screening" not in manifest and ("ood" in manifest or "modality" in manifest):
+        raise BundleError(
+            f"{folder} predates the shared screen (its manifest records its own checks): "
+            f"re-run `python -m medal_core calibrate --bundle {folder} --data-root DATA`."
+        )
     model = screen = None
     if load_model:
         verify_sha256(folder / MODEL_FILE, manifest["model_sha256"])

@@ -4,7 +4,7 @@ Every figure a user sees is only honest if no image, lesion or duplicate plays t
 
 * ``train``: the weights are fitted on it;
 * ``selection``: it chooses the checkpoint (early stopping) and any model choice;
-* ``calibration``: it fits the temperature and sets the threshold and the OOD limits;
+* ``calibration``: it fits the temperature and sets the threshold and the screen's limits;
 * ``report``: it chose nothing; the headline figures come from it.
 
 A *recipe* (JSON) combines several datasets and says, per dataset, which part goes where::

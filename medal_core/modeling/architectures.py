@@ -17,7 +17,7 @@ from keras import layers
 
 LOGIT_LAYER = "logit"
 PROBABILITY_LAYER = "probability"
-FEATURE_LAYER = "avg_pool"  # pooled features: the out-of-distribution check reads them
+FEATURE_LAYER = "avg_pool"  # pooled features (the activation maps and tests read them)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ class Prediction:
     logit: float  # raw logit behind `probability`
     threshold: float  # decision threshold used
     view_probabilities: np.ndarray  # (8,) P(melanoma) of each rotated/mirrored copy
-    ood_score: float | None  # > 1: not like the training lesions (None: no check)
+    ood_score: float | None  # > 1: not like any validated source (shared screen; None: none)
     quality: QualityReport
     band_ratio: float = decision.DEFAULT_BAND_RATIO  # borderline band above the threshold
     clinical_score: float | None = None  # P(plain clinical photo) (None: no check)

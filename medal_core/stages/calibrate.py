@@ -31,10 +31,10 @@ import numpy as np
 
 from medal_core.bundles import bundle as bundles
 from medal_core.bundles.screening import (
-    DEFAULT_SCREEN,
     SCREEN_FOLDER,
     SCREEN_MANIFEST,
     load_screen,
+    read_screen_manifest,
     screen_folder_for,
 )
 from medal_core.data import datasets as data
@@ -61,22 +61,25 @@ def rule_report(labels, scored: dict, threshold: float, band_ratio: float) -> di
 def with_current_screen(loaded: bundles.Bundle, assignment: roles.RoleAssignment) -> bundles.Bundle:
     """The bundle with the screen found beside it (or the app's own), checked to have been
     fitted on the same roles as `assignment`, so that its limits never saw the bundle's
-    report images. A screen beside the bundle fitted on other roles is an error; the
-    app's own is then not used (the bundle answers for every image, and this says so).
-    Unchanged when there is no screen at all."""
+    report images. A screen beside the bundle (models/screening for models/NAME) fitted on
+    other roles is an error; the app's own, for a bundle elsewhere (a training run), is
+    then not used: the bundle answers for every image, and this says so. Without any
+    screen the bundle records none."""
+    without_screen = {k: v for k, v in loaded.manifest.items() if k != "screening"}
     folder = screen_folder_for(loaded.folder)
     if not (folder / SCREEN_MANIFEST).is_file():
-        return loaded
-    screen = load_screen(folder)
-    recorded = screen.manifest["data"]["roles"]
+        return dataclasses.replace(loaded, manifest=without_screen)
+    recorded = read_screen_manifest(folder).get("data", {}).get("roles")
+    if not isinstance(recorded, dict) or set(recorded) != {"train", "calibration", "report"}:
+        raise bundles.BundleError(f"{folder / SCREEN_MANIFEST} does not record its roles; refit it.")
     summary = assignment.summary()
-    current = {role: summary[role]["ids_sha256"] for role in recorded}
-    if current != recorded:
+    if {role: summary[role]["ids_sha256"] for role in recorded} != recorded:
         advice = (
             f"fit a screen on the bundle's recipe with `python -m medal_core fit-screening "
             f"--recipe ... --out {loaded.folder.parent / SCREEN_FOLDER}`"
         )
-        if folder != DEFAULT_SCREEN:
+        beside = loaded.folder.resolve().parent / SCREEN_FOLDER
+        if (beside / SCREEN_MANIFEST).is_file() or "screening" in loaded.manifest:
             raise data.DatasetError(
                 f"the screen in {folder} was fitted on other train/calibration/report images "
                 f"than bundle '{loaded.name}': {advice}"
@@ -86,10 +89,8 @@ def with_current_screen(loaded: bundles.Bundle, assignment: roles.RoleAssignment
             f"so it is calibrated without one and will answer for every image; {advice}",
             file=sys.stderr,
         )
-        return dataclasses.replace(
-            loaded, manifest={k: v for k, v in loaded.manifest.items() if k != "screening"}
-        )
-    return dataclasses.replace(loaded, screen=screen)
+        return dataclasses.replace(loaded, manifest=without_screen)
+    return dataclasses.replace(loaded, screen=load_screen(folder))
 
 
 def calibrate_bundle(

@@ -7,7 +7,8 @@
 
 The data come from a recipe (`medal_core.data.roles`): each image has one role. Training
 images fit the weights, the selection set stops training early, the calibration set
-fits the temperature and sets the threshold and the OOD limits, and the report set,
+fits the temperature and sets the threshold (and the shared screen's limits, in
+`fit-screening`), and the report set,
 which chose nothing, gives the figures stored in the bundle (`report_predictions.csv`).
 `--data DIR` (repeatable) instead of a recipe splits each folder 70/10/10/10 by lesion.
 
