@@ -158,7 +158,7 @@ def test_probability_is_the_calibrated_mean_over_the_eight_views(predictor, heig
     low, high = result.spread
     assert low - 1e-9 <= result.probability <= high + 1e-9
     assert result.threshold == predictor.default_threshold
-    # The screen's scores, on its own (unfolded) Keras model and a copy at its size.
+    # The screen's scores, from its (batch-norm-folded) Keras model called directly on a copy at its size.
     screen = predictor.bundle.screen
     screen_image = resize_for_model(rgb, screen.input_size)[None]
     expected_scores = screen.screen.scores(
