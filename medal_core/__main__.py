@@ -20,6 +20,10 @@ COMMANDS = {  # command → (module, what it does)
         "choose a bundle's threshold and band on its calibration set",
     ),
     "evaluate": ("medal_core.stages.evaluate", "the figures of a bundle on its report set or a folder"),
+    "ensemble": (
+        "medal_core.stages.ensemble",
+        "merge trained bundles into one whose logit is their mean",
+    ),
     "fit-screening": (
         "medal_core.stages.fit_screening",
         "fit the screen every bundle shares (not a lesion / not dermoscopic)",

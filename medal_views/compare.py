@@ -107,18 +107,21 @@ def measure_latency(predictor, side: int = 512, repeats: int = 5, seed: int = 0)
     return float(np.median(times))
 
 
-def weakest_statement(rows: list[dict]) -> str | None:
+def weakest_statement(rows: list[dict], recommended: str | None = None) -> str | None:
     """A plain sentence naming the weakest bundle by AUC (None for fewer than two), and
-    whether the AUC intervals overlap."""
+    whether the AUC intervals overlap; it recommends `recommended` (the app's default)
+    when that is one of the others, else the bundle with the highest AUC."""
     if len(rows) < 2:
         return None
     ranked = sorted(rows, key=lambda r: r["AUC"])
     weakest, best = ranked[0], ranked[-1]
     apart = weakest["AUC high"] < best["AUC low"]
+    others = {r["model"] for r in ranked[1:]}
+    use = f"{recommended} (the app's default)" if recommended in others else best["model"]
     return (
         f"**{weakest['model']} is the weaker model**: ROC AUC {weakest['AUC']:.3f} against "
         f"{best['model']}'s {best['AUC']:.3f} ({weakest['figures on']} / "
         f"{best['figures on']}; the 95% intervals "
-        f"{'do not overlap' if apart else 'overlap'}). Use {best['model']} unless you are "
+        f"{'do not overlap' if apart else 'overlap'}). Use {use} unless you are "
         "studying the baseline."
     )

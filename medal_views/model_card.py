@@ -85,6 +85,7 @@ def model_section(manifest: dict) -> str:
         f"{manifest.get('input_size', '?')} × {manifest.get('input_size', '?')} px RGB",
         f"- **Parameters:** {parameters:,}" if isinstance(parameters, int) else "- **Parameters:** n/a",
         f"- **Starting weights:** {weights.get('note') or weights.get('source', 'n/a')}",
+        *_ensemble_lines(manifest.get("ensemble")),
         f"- **Calibration:** class-weighting offset {manifest.get('logit_offset', 0.0):.3f} removed "
         f"from the logit, then temperature scaling, T = {manifest.get('temperature', float('nan')):.3f}",
         f"- **Test-time augmentation:** {manifest.get('test_time_views', 1)} view(s) "
@@ -93,6 +94,20 @@ def model_section(manifest: dict) -> str:
         f"- **Model file sha256:** `{manifest.get('model_sha256', '')[:16]}…`",
     ]
     return "\n".join(lines)
+
+
+def _ensemble_lines(ensemble: dict | None) -> list[str]:
+    """For an ensemble bundle: its members and the selection AUCs that chose it."""
+    if not isinstance(ensemble, dict) or not ensemble.get("members"):
+        return []
+    names = [m.get("name", "?") for m in ensemble["members"]]
+    aucs = ensemble.get("selection_roc_auc", {})
+    chosen = ", ".join(f"{name} {aucs[name]:.3f}" for name in [*names, "ensemble"] if name in aucs)
+    return [
+        f"- **Ensemble:** the mean of the logits of {' and '.join(names)}, in one graph "
+        f"(the heatmap reads both members' last layers)"
+        + (f"; selection-set ROC AUC {chosen}" if chosen else "")
+    ]
 
 
 def data_section(manifest: dict) -> str:

@@ -64,7 +64,7 @@ if any(histories.values()):
     )
 else:
     right.info("No training logs (history.csv) in these bundles.")
-statement = compare.weakest_statement(rows)
+statement = compare.weakest_statement(rows, catalog.default_name())
 if statement:
     st.warning(statement, icon=":material/compare_arrows:")
 st.caption(

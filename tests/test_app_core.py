@@ -69,10 +69,12 @@ def test_scan_separates_good_and_broken_bundles(tmp_path, one_bundle):
     assert found.default_name() == "alpha"
 
 
-def test_default_bundle_prefers_mobilenet(tmp_path, one_bundle):
+def test_default_bundle_prefers_mobilenetv2_then_mobilenet(tmp_path, one_bundle):
     for name in ("alpha", "mobilenet", "zeta"):
         shutil.copytree(one_bundle / "alpha", tmp_path / name)
     assert catalog.scan(tmp_path).default_name() == "mobilenet"
+    shutil.copytree(one_bundle / "alpha", tmp_path / "mobilenetv2")
+    assert catalog.scan(tmp_path).default_name() == "mobilenetv2"
 
 
 @pytest.mark.parametrize("exists", [True, False])
@@ -572,7 +574,14 @@ def test_the_comparison_names_the_weaker_model_plainly():
     ]
     text = compare.weakest_statement(rows)
     assert text.startswith("**custom_cnn is the weaker model**") and "do not overlap" in text
+    assert "Use mobilenet unless" in text
     assert compare.weakest_statement(rows[:1]) is None
+    # The app's default (chosen on the selection set) is recommended, even where another
+    # bundle's report AUC is a little higher; never the weakest one.
+    rows.append({**rows[0], "model": "mobilenetv2", "AUC": 0.84, "AUC low": 0.82, "AUC high": 0.86})
+    text = compare.weakest_statement(rows, recommended="mobilenetv2")
+    assert "against mobilenet's 0.850" in text and "Use mobilenetv2 (the app's default) unless" in text
+    assert "Use mobilenet unless" in compare.weakest_statement(rows, recommended="custom_cnn")
 
 
 def test_guarantee_note_only_at_the_default_and_says_when_none_is_possible():

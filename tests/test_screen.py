@@ -158,6 +158,48 @@ def test_the_catalog_does_not_take_the_screen_for_a_bundle(screen_folder, tmp_pa
     assert [p.name for p in candidate_folders(tmp_path)] == ["alpha"]
 
 
+def test_evaluating_a_folder_gives_no_estimate_where_the_app_gives_none(tmp_path):
+    """`evaluate --data DIR` scores a folder as the app would: the screen's refusals
+    are counted, and sent onwards at the threshold, like the Predictor's."""
+    from app_helpers import make_bundle, synthetic_lesion
+    from PIL import Image, ImageFilter
+
+    from medal_core.serving.predictor import Predictor
+    from medal_core.stages import evaluate
+
+    (tmp_path / "models").mkdir()
+    folder = make_bundle(tmp_path / "models" / "b")
+    rng = np.random.default_rng(3)
+    photos = [
+        np.asarray(
+            Image.fromarray(rng.integers(60, 200, (300, 300, 3), dtype=np.uint8)).filter(
+                ImageFilter.GaussianBlur(2)
+            )
+        )
+        for _ in range(3)
+    ]
+    images = {
+        "benign": [synthetic_lesion(s, 256) for s in (1, 2)] + photos[:1],
+        "malignant": [synthetic_lesion(3, 256), *photos[1:]],
+    }
+    for label, pictures in images.items():
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i, rgb in enumerate(pictures):
+            Image.fromarray(rgb).save(tmp_path / "data" / label / f"{label}_{i}.png")
+    out = tmp_path / "report.json"
+    evaluate.main(["--bundle", str(folder), "--data", str(tmp_path / "data"), "--json", str(out)])
+    report = json.loads(out.read_text())
+    predictor = Predictor.from_folder(folder)
+    refused = {
+        label: sum(not predictor.predict(rgb).has_estimate for rgb in pictures)
+        for label, pictures in images.items()
+    }
+    assert refused["malignant"] >= 1, "the test screen should refuse a blurred-noise photo"
+    assert report["no_estimate"]["images"] == sum(refused.values())
+    assert report["no_estimate"]["melanomas"] == refused["malignant"]
+    assert report["no_estimate"]["screen"] == "screening"
+
+
 # ---------------------------------------------------------------- the committed screen
 
 
@@ -169,9 +211,9 @@ def real_screen():
 
 
 def test_the_committed_bundles_were_calibrated_with_the_committed_screen(real_screen):
-    for name in ("mobilenet", "custom_cnn"):
-        manifest = bundle.read_manifest(REPO / "models" / name)
-        assert manifest["screening"]["sha256"] == real_screen.manifest_sha256, name
+    for folder in bundle.find_bundles(REPO / "models"):
+        manifest = bundle.read_manifest(folder)
+        assert manifest["screening"]["sha256"] == real_screen.manifest_sha256, folder.name
 
 
 def test_the_committed_screen_refuses_every_non_lesion_picture(real_screen):

@@ -155,6 +155,32 @@ def test_resuming_may_change_only_the_time_budget(trained, config):
     assert train(replace(config, max_minutes=30.0)) == trained
 
 
+def test_a_second_stage_starts_from_a_bundle_of_the_same_roles(trained, config, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from medal_core.stages import train as training
+
+    # No epochs run: the bundle written is the model the second stage starts from.
+    monkeypatch.setattr(training, "run_phase", lambda *args, **kwargs: 0.0)
+    second = train(replace(config, out=str(tmp_path / "second"), init_from=str(trained)))
+    first, after = bundle.load_bundle(trained), bundle.load_bundle(second)
+    weights = after.manifest["backbone_weights"]
+    assert (weights["source"], weights["model_sha256"]) == ("bundle", first.manifest["model_sha256"])
+    assert after.manifest["training"]["config"]["init_from"] == str(trained)
+    np.testing.assert_allclose(after.predictions.logits, first.predictions.logits, atol=1e-5)
+    fresh = train(replace(config, out=str(tmp_path / "fresh")))
+    assert not np.allclose(bundle.load_bundle(fresh).predictions.logits, first.predictions.logits, atol=1e-2)
+
+
+def test_a_second_stage_from_another_architecture_or_other_roles_is_refused(trained, config, tmp_path):
+    from dataclasses import replace
+
+    with pytest.raises(TrainingError, match="is a custom_cnn at 32 px; this run trains a mobilenet"):
+        train(replace(config, arch="mobilenet", out=str(tmp_path / "a"), init_from=str(trained)))
+    with pytest.raises(TrainingError, match="other train, selection, calibration, report images"):
+        train(replace(config, seed=3, out=str(tmp_path / "b"), init_from=str(trained)))
+
+
 def test_evaluate_exits_with_a_message_on_a_bad_bundle(tmp_path, dataset_dir):
     with pytest.raises(SystemExit, match="error: model bundle not found"):
         evaluate.main(["--bundle", str(tmp_path / "none"), "--data", str(dataset_dir)])

@@ -1,4 +1,5 @@
-"""Model builders: MobileNet, MobileNetV2 and EfficientNetB0 transfer models and a custom CNN.
+"""Model builders: MobileNet, MobileNetV2 and EfficientNetB0 transfer models, a custom CNN,
+and a flat ensemble of trained transfer models (`build_ensemble`).
 
 Every model
 * takes raw RGB in 0–255 at its input size (rescaling happens inside the model);
@@ -32,7 +33,8 @@ class ArchitectureSpec:
 
 def _classifier_head(features, dropout: float) -> keras.KerasTensor:
     x = layers.GlobalAveragePooling2D(name=FEATURE_LAYER)(features)
-    x = layers.Dropout(dropout, name="head_dropout")(x)
+    if dropout > 0:
+        x = layers.Dropout(dropout, name="head_dropout")(x)
     logit = layers.Dense(1, name=LOGIT_LAYER)(x)
     return layers.Activation("sigmoid", name=PROBABILITY_LAYER, dtype="float32")(logit)
 
@@ -44,26 +46,45 @@ def _weights_argument(weights: str | None) -> str | None:
     return str(weights)
 
 
-def build_mobilenet(input_size: int = 256, weights: str | None = None, alpha: float = 0.75) -> keras.Model:
-    """MobileNet v1 (alpha 0.75, the ImageNet weights available offline in
-    `../shared/weights`), global average pooling, dropout 0.3, one sigmoid unit."""
+def _image_in_unit_range(input_size: int) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """The model input (raw RGB 0–255) and the same scaled to [-1, 1], as the MobileNets
+    were trained on ImageNet."""
     inputs = keras.Input((input_size, input_size, 3), name="image")
-    scaled = layers.Rescaling(1 / 127.5, offset=-1, name="to_unit_range")(inputs)
+    return inputs, layers.Rescaling(1 / 127.5, offset=-1, name="to_unit_range")(inputs)
+
+
+def _mobilenet_maps(scaled, weights: str | None = None, alpha: float = 0.75) -> keras.KerasTensor:
+    """MobileNet v1's last activation maps (conv_pw_13_relu), its layers added to the
+    graph of `scaled` (flat: no nested sub-model)."""
     backbone = keras.applications.MobileNet(
         input_tensor=scaled, alpha=alpha, include_top=False, weights=_weights_argument(weights)
     )
-    return keras.Model(inputs, _classifier_head(backbone.output, 0.3), name="mobilenet")
+    return backbone.output
+
+
+def _mobilenetv2_maps(scaled, weights: str | None = None, alpha: float = 1.0) -> keras.KerasTensor:
+    """MobileNetV2's last activation maps (out_relu), its layers added to the graph of
+    `scaled`."""
+    backbone = keras.applications.MobileNetV2(
+        input_tensor=scaled, alpha=alpha, include_top=False, weights=_weights_argument(weights)
+    )
+    return backbone.output
+
+
+def build_mobilenet(input_size: int = 256, weights: str | None = None, alpha: float = 0.75) -> keras.Model:
+    """MobileNet v1 (alpha 0.75, the ImageNet weights available offline in
+    `../shared/weights`), global average pooling, dropout 0.3, one sigmoid unit."""
+    inputs, scaled = _image_in_unit_range(input_size)
+    maps = _mobilenet_maps(scaled, weights, alpha)
+    return keras.Model(inputs, _classifier_head(maps, 0.3), name="mobilenet")
 
 
 def build_mobilenetv2(input_size: int = 224, weights: str | None = None, alpha: float = 1.0) -> keras.Model:
     """MobileNetV2 (alpha 1.0: about the compute of MobileNet 0.75, with inverted residual
     blocks), global average pooling, dropout 0.3, one sigmoid unit."""
-    inputs = keras.Input((input_size, input_size, 3), name="image")
-    scaled = layers.Rescaling(1 / 127.5, offset=-1, name="to_unit_range")(inputs)
-    backbone = keras.applications.MobileNetV2(
-        input_tensor=scaled, alpha=alpha, include_top=False, weights=_weights_argument(weights)
-    )
-    return keras.Model(inputs, _classifier_head(backbone.output, 0.3), name="mobilenetv2")
+    inputs, scaled = _image_in_unit_range(input_size)
+    maps = _mobilenetv2_maps(scaled, weights, alpha)
+    return keras.Model(inputs, _classifier_head(maps, 0.3), name="mobilenetv2")
 
 
 def build_efficientnetb0(input_size: int = 224, weights: str | None = None) -> keras.Model:
@@ -99,6 +120,46 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
     "efficientnetb0": ArchitectureSpec(build_efficientnetb0, 224, "top_activation", True),
     "custom_cnn": ArchitectureSpec(build_custom_cnn, 192, "block5_gelu", False),
 }
+
+
+# ------------------------------------------------------------------ ensembles
+
+# Architectures an ensemble can hold: the same [-1, 1] input scaling, and layer names that
+# differ between them (MobileNet's `conv1` vs MobileNetV2's `Conv1`), so both backbones
+# sit side by side in one flat graph.
+ENSEMBLE_MEMBERS: dict[str, Callable[..., keras.KerasTensor]] = {
+    "mobilenet": _mobilenet_maps,
+    "mobilenetv2": _mobilenetv2_maps,
+}
+ENSEMBLE_MAPS = "ensemble_maps"  # both members' last maps side by side: its Grad-CAM layer
+ENSEMBLE = "ensemble"
+
+
+def build_ensemble(member_archs: tuple[str, ...] | list[str], input_size: int = 224) -> keras.Model:
+    """One flat graph holding several transfer backbones (keys of `ENSEMBLE_MEMBERS`, each
+    at most once), untrained: image → each backbone's last maps → their concatenation
+    `ensemble_maps` (h, w, Σc) → `avg_pool` → `logit` → `probability`.
+
+    Pooling is per channel, so the pooled concatenation is the members' pooled features
+    side by side, and a `logit` whose kernel is each member's kernel divided by the
+    number of members (bias: their mean) computes the mean of the members' logits exactly
+    (`medal_core.modeling.ensembling.merge_members`). Grad-CAM on `ensemble_maps` then
+    explains that mean: it is the sum of each member's own map, weighted alike.
+    """
+    archs = list(member_archs)
+    unknown = sorted(set(archs) - set(ENSEMBLE_MEMBERS))
+    if unknown or len(archs) < 2 or len(set(archs)) != len(archs):
+        raise ValueError(
+            f"an ensemble holds two or more different architectures of {sorted(ENSEMBLE_MEMBERS)}, "
+            f"each once; got {archs}"
+        )
+    inputs, scaled = _image_in_unit_range(input_size)
+    maps = [ENSEMBLE_MEMBERS[arch](scaled) for arch in archs]
+    if len({tuple(m.shape[1:3]) for m in maps}) != 1:
+        shapes = [tuple(m.shape) for m in maps]
+        raise ValueError(f"the members' last maps differ in size at {input_size} px: {shapes}")
+    joined = layers.Concatenate(name=ENSEMBLE_MAPS)(maps)
+    return keras.Model(inputs, _classifier_head(joined, 0.0), name=ENSEMBLE)
 
 
 # The screening features: global-average-pooled activations of a frozen ImageNet MobileNet

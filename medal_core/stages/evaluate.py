@@ -10,7 +10,9 @@ MedAL's per-class table.
 With `--data-root` every figure of the README's model table is recomputed from the
 bundle's model and the images: its report set (which chose nothing), each source of
 it, and, labelled as such, its selection and calibration sets. `--data` evaluates one
-folder (`--split` train, val, test or all).
+folder (`--split` train, val, test or all). Either way the predictions are the app's: 8
+test-time views, and no estimate where the bundle's screen gives none (counted, and
+counted as sent onwards at the threshold).
 """
 
 from __future__ import annotations
@@ -161,15 +163,24 @@ def main(argv=None) -> dict:
 
 
 def evaluate_folder(bundle, dataset: data.Dataset, threshold: float | None = None) -> dict:
-    """The full report of `evaluate_probabilities` for one dataset, plus calibration."""
-    logits = dataset_logits(bundle.model, dataset, views=bundle.manifest["test_time_views"])
-    probabilities = bundle.calibrate(logits)
+    """The full report of `evaluate_probabilities` for one dataset, plus calibration,
+    with the predictions made as the app makes them (`score_role`: 8 views and the
+    bundle's screen, whose no-estimate images count as sent onwards at the threshold)."""
+    from medal_core.modeling.runner import ModelRunner
+
+    scored = score_role(bundle, ModelRunner(bundle.model), dataset)
+    probabilities, no_estimate = scored["probabilities"], scored["no_estimate"]
     threshold = bundle.threshold if threshold is None else threshold
-    report = evaluate_probabilities(dataset.labels, probabilities, threshold)
+    report = evaluate_probabilities(dataset.labels, probabilities, threshold, no_estimate=no_estimate)
     report["calibration"] = calibration_summary(
-        dataset.labels, logits, bundle.temperature, bundle.logit_offset
+        dataset.labels, scored["logits"], bundle.temperature, bundle.logit_offset
     )
-    report["headline"] = headline_figures(dataset.labels, probabilities, threshold)
+    report["headline"] = headline_figures(dataset.labels, probabilities, threshold, no_estimate=no_estimate)
+    report["no_estimate"] = {
+        "images": int(no_estimate.sum()),
+        "melanomas": int(no_estimate[dataset.labels == 1].sum()),
+        "screen": bundle.screen.folder.name if bundle.screen is not None else None,
+    }
     report["bundle"] = bundle.name
     return report
 

@@ -60,6 +60,7 @@ class TrainConfig:
     recipe: str | None = None  # or a JSON recipe (medal_core.data.roles)
     data_root: str = "."  # where the recipe's datasets are
     weights: str | None = None
+    init_from: str | None = None  # a bundle of the same architecture and roles to go on from
     input_size: int | None = None
     batch_size: int = 32
     head_epochs: int = 3
@@ -322,19 +323,25 @@ def train(config: TrainConfig) -> Path:
     budget = config.max_minutes * 60 if config.max_minutes else None
 
     model = models.build_model(config.arch, size, config.weights)
+    if config.init_from:
+        start_from_bundle(model, config, assignment)
     common = dict(
         train_ds=train_ds, val_ds=selection_ds, config=config, work=work, steps_per_epoch=steps_per_epoch
     )
     if spec.is_transfer:
         models.set_backbone_trainable(model, False)
-        head_seconds = run_phase(
-            "head",
-            model,
-            epochs=config.head_epochs,
-            head_lr=config.head_lr,
-            backbone_lr=None,
-            max_seconds=budget,
-            **common,
+        head_seconds = (
+            0.0
+            if config.head_epochs == 0
+            else run_phase(
+                "head",
+                model,
+                epochs=config.head_epochs,
+                head_lr=config.head_lr,
+                backbone_lr=None,
+                max_seconds=budget,
+                **common,
+            )
         )
         models.set_backbone_trainable(model, True)
         # The head is already fitted: it moves at a tenth of its first-phase rate.
@@ -361,6 +368,29 @@ def train(config: TrainConfig) -> Path:
     return write_bundle(model, config, assignment, weights, work)
 
 
+def start_from_bundle(model: keras.Model, config: TrainConfig, assignment: roles.RoleAssignment) -> None:
+    """Load the weights of bundle `config.init_from` into `model`, e.g. to fine-tune a
+    model trained on every source on the app's own kind of images. Refused unless the
+    bundle has the same architecture and input size and was trained with exactly these
+    roles, so that it never saw this run's selection, calibration or report images."""
+    source = bundle.load_bundle(config.init_from, load_screen_too=False)
+    manifest = source.manifest
+    if (manifest["architecture"], manifest["input_size"]) != (config.arch, int(model.input_shape[1])):
+        raise TrainingError(
+            f"--init-from {config.init_from} is a {manifest['architecture']} at "
+            f"{manifest['input_size']} px; this run trains a {config.arch} at {model.input_shape[1]} px"
+        )
+    recorded, rebuilt = manifest["data"]["roles"], assignment.summary()
+    differ = [role for role in roles.ROLES if recorded[role]["ids_sha256"] != rebuilt[role]["ids_sha256"]]
+    if differ:
+        raise TrainingError(
+            f"--init-from {config.init_from} was trained with other {', '.join(differ)} images than "
+            "this run's recipe gives: it may have seen this run's held-back images"
+        )
+    model.set_weights(source.model.get_weights())
+    print(f"starting from the weights of {config.init_from} ({manifest['model_sha256'][:12]})", flush=True)
+
+
 def role_logits(runner: ModelRunner, dataset: data.Dataset, views: int) -> np.ndarray:
     """Logits (n,) of a role's images, averaged over `views`."""
     images = data.load_images(dataset.paths, runner.input_size)
@@ -374,16 +404,47 @@ def write_bundle(
     weights: dict[int, float],
     work: Path,
 ) -> Path:
-    """Fit the temperature on the calibration set, save the bundle, then run the
-    calibration stage, which sets the decision policy and scores the report set
-    (`calibrate.calibrate_bundle`)."""
+    """Save the trained model as a bundle with what it is and how it was trained
+    (`save_calibrated_bundle` fits its temperature and runs the calibration stage)."""
+    spec = models.ARCHITECTURES[config.arch]
+    phases = {
+        p.name: json.loads((p / "done").read_text()) for p in sorted(work.iterdir()) if (p / "done").exists()
+    }
+    about = {
+        "architecture": config.arch,
+        "backbone_weights": describe_weights(config.weights, spec.is_transfer, config.init_from),
+        "gradcam_layer": spec.gradcam_layer,
+        "training": {
+            "config": asdict(config),
+            "phases": phases,
+            "selection_auc": {p: s.get("best") for p, s in phases.items()},
+        },
+    }
+    # Class weighting raises every logit by log(w1/w0); it is undone before fitting T, so
+    # the probabilities shown are estimates at the data's own prevalence.
+    logit_offset = float(np.log(weights[1] / weights[0]))
+    return save_calibrated_bundle(
+        model, config.out, about, assignment, logit_offset, config.test_time_views, work / "history.csv"
+    )
+
+
+def save_calibrated_bundle(
+    model: keras.Model,
+    out: str | Path,
+    about: dict,
+    assignment: roles.RoleAssignment,
+    logit_offset: float,
+    views: int,
+    history_csv: Path | None = None,
+    threshold_sources: tuple[str, ...] = (),
+) -> Path:
+    """Fit the temperature on the calibration set, save the bundle (`about`: the
+    manifest's architecture, backbone_weights, gradcam_layer and how the model came to
+    be), then run the calibration stage, which sets the decision policy and scores the
+    report set (`calibrate.calibrate_bundle`, threshold chosen on `threshold_sources`)."""
     runner = ModelRunner(model)  # one folded, traced pass
-    views = config.test_time_views
     calibration_set = assignment.role("calibration")
     logits = role_logits(runner, calibration_set, views)
-    # Class weighting raises every logit by log(w1/w0); undo it before fitting T, so the
-    # probabilities shown are estimates at the data's own prevalence.
-    logit_offset = float(np.log(weights[1] / weights[0]))
     temperature = metrics.fit_temperature(calibration_set.labels, logits - logit_offset)
     probabilities = bundle.calibrated_probability(logits, logit_offset, temperature)
     threshold = figures.operating_points(calibration_set.labels, probabilities)
@@ -393,19 +454,13 @@ def write_bundle(
     calibration_report["calibration"] = figures.calibration_summary(
         calibration_set.labels, logits, temperature, logit_offset
     )
-    name = Path(config.out).name
+    name = Path(out).name
     print(figures.format_report(calibration_report, f"{name} on its calibration set"), flush=True)
-    spec = models.ARCHITECTURES[config.arch]
-    phases = {
-        p.name: json.loads((p / "done").read_text()) for p in sorted(work.iterdir()) if (p / "done").exists()
-    }
     manifest = {
         "name": name,
-        "architecture": config.arch,
         "input_size": int(model.input_shape[1]),
         "class_names": list(data.CLASS_NAMES),
-        "backbone_weights": describe_weights(config.weights, spec.is_transfer),
-        "gradcam_layer": spec.gradcam_layer,
+        **about,
         "test_time_views": views,
         "logit_offset": logit_offset,
         "temperature": temperature,
@@ -424,29 +479,30 @@ def write_bundle(
         },
         # "validation" in earlier bundles: the set the threshold was chosen on.
         "validation_metrics": calibration_report,  # rewritten by the calibration stage
-        "training": {
-            "config": asdict(config),
-            "phases": phases,
-            "selection_auc": {p: s.get("best") for p, s in phases.items()},
-        },
         "versions": library_versions(),
         "created": time.strftime("%Y-%m-%d"),
     }
     folder = bundle.save_bundle(
-        config.out,
-        model,
-        manifest,
-        bundle.Predictions.of(calibration_set, logits, probabilities),
-        work / "history.csv",
+        out, model, manifest, bundle.Predictions.of(calibration_set, logits, probabilities), history_csv
     )
     # Which images get an estimate is the shared screen's answer (models/screening, or one
-    # beside `--out`); calibrate records it and counts its refusals in the threshold.
-    calibrate.calibrate_bundle(folder, assignment)
+    # beside `out`); calibrate records it and counts its refusals in the threshold.
+    calibrate.calibrate_bundle(folder, assignment, threshold_sources)
     return folder
 
 
-def describe_weights(weights: str | None, is_transfer: bool) -> dict:
+def describe_weights(weights: str | None, is_transfer: bool, init_from: str | None = None) -> dict:
     """Where the backbone's starting weights came from, for the manifest."""
+    if init_from:
+        earlier = bundle.read_manifest(init_from)
+        return {
+            "source": "bundle",
+            "bundle": Path(init_from).name,
+            "model_sha256": earlier["model_sha256"],
+            "note": f"the trained weights of bundle '{Path(init_from).name}' "
+            f"({earlier['backbone_weights'].get('note', '')})",
+            "first": earlier["backbone_weights"],
+        }
     if not is_transfer or weights is None or str(weights).lower() == "none":
         return {"source": "none", "note": "trained from random initialisation"}
     if str(weights) == "imagenet":
@@ -490,6 +546,12 @@ def parse_args(argv=None) -> TrainConfig:
         "--weights",
         default=None,
         help="backbone weights: 'imagenet' (needs internet), a .weights.h5 file, or 'none'",
+    )
+    parser.add_argument(
+        "--init-from",
+        default=None,
+        help="start from this bundle's trained weights (same architecture and roles); "
+        "with --head-epochs 0 the head phase is skipped",
     )
     defaults = TrainConfig("", "")
     for name in ("input_size", "batch_size", "head_epochs", "epochs", "patience", "test_time_views", "seed"):

@@ -1,0 +1,68 @@
+"""Merge trained models into one flat ensemble graph whose logit is the mean of theirs.
+
+The members are trained on their own (`python -m medal_core train`); merging copies
+each backbone's weights, layer by layer, into `architectures.build_ensemble`'s graph and
+writes a `logit` layer that averages the members' logits. Nothing is fitted here: the
+ensemble is the members' mean, and a calibration stage then fits its temperature and
+threshold like any bundle's (`medal_core.stages.ensemble`).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from medal_core.modeling import architectures as models
+
+# Layers every member has under the same name, and whose weights are not the backbone's:
+# the input, its scaling (identical: no weights), and the head, which is merged.
+_SHARED_LAYERS = {"image", "to_unit_range", models.FEATURE_LAYER, "head_dropout"}
+_HEAD_LAYERS = {models.LOGIT_LAYER, models.PROBABILITY_LAYER}
+
+
+def merge_members(members: list[keras.Model], archs: list[str]) -> keras.Model:
+    """The ensemble of `members` (trained models built by `architectures.build_model` for
+    `archs`, one per member, all of one input size): its logit is the mean of theirs.
+
+    Raises ValueError when a member's layers do not fit its architecture's backbone
+    (another alpha or input size), so a mismatch can never pass silently.
+    """
+    if len(members) != len(archs):
+        raise ValueError(f"{len(members)} members but {len(archs)} architectures")
+    sizes = {int(m.input_shape[1]) for m in members}
+    if len(sizes) != 1:
+        raise ValueError(f"the members take different input sizes: {sorted(sizes)}")
+    ensemble = models.build_ensemble(archs, sizes.pop())
+    copied: set[str] = set()
+    for member in members:
+        for layer in member.layers:
+            if layer.name in _SHARED_LAYERS | _HEAD_LAYERS:
+                continue
+            try:
+                target = ensemble.get_layer(layer.name)
+            except ValueError:
+                raise ValueError(
+                    f"layer '{layer.name}' of member '{member.name}' has no place in the ensemble"
+                ) from None
+            if layer.name in copied:
+                raise ValueError(f"two members have a layer named '{layer.name}'")
+            target.set_weights(layer.get_weights())  # raises on a shape mismatch
+            copied.add(layer.name)
+    missing = [
+        layer.name
+        for layer in ensemble.layers
+        if layer.weights and layer.name not in copied and layer.name not in _HEAD_LAYERS
+    ]
+    if missing:
+        raise ValueError(f"no member supplied the weights of {missing[:5]} ({len(missing)} layers)")
+    ensemble.get_layer(models.LOGIT_LAYER).set_weights(mean_logit_weights(members))
+    return ensemble
+
+
+def mean_logit_weights(members: list[keras.Model]) -> list[np.ndarray]:
+    """[kernel (Σd, 1), bias (1,)] of a Dense layer over the members' pooled features side
+    by side that computes the mean of their logits: each kernel divided by the number of
+    members, stacked in member order, and the mean bias."""
+    kernels, biases = zip(*(m.get_layer(models.LOGIT_LAYER).get_weights() for m in members))
+    k = len(members)
+    return [np.concatenate(kernels, axis=0) / k, np.mean(biases, axis=0)]

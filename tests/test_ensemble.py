@@ -1,0 +1,206 @@
+"""The flat ensemble: its logit is exactly the members' mean, its Grad-CAM the members'
+maps summed, and the stage that builds the bundle refuses members that do not belong
+together and an ensemble its selection set does not choose."""
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+from helpers import write_class_folders
+
+from medal_core.bundles import bundle
+from medal_core.bundles.files import load_keras_model
+from medal_core.explain.gradcam import GradCAM, activations_and_logit
+from medal_core.modeling import architectures as models
+from medal_core.modeling.ensembling import merge_members
+from medal_core.modeling.runner import ModelRunner
+from medal_core.stages import ensemble as stage
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`shuffle=True` was passed:UserWarning"),
+    pytest.mark.filterwarnings("ignore:Your input ran out of data:UserWarning"),
+]
+
+SIZE = 64
+ARCHS = ["mobilenet", "mobilenetv2"]
+
+
+def _perturbed(model: keras.Model, seed: int) -> keras.Model:
+    """`model` with seeded batch-norm statistics and head weights, so that a weight copied
+    to the wrong place (or not at all) changes the logits."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, variance = layer.get_weights()
+            layer.set_weights(
+                [
+                    1 + 0.1 * rng.standard_normal(gamma.shape),
+                    0.1 * rng.standard_normal(beta.shape),
+                    0.1 * rng.standard_normal(mean.shape),
+                    1 + 0.2 * rng.random(variance.shape),
+                ]
+            )
+    kernel, bias = model.get_layer(models.LOGIT_LAYER).get_weights()
+    model.get_layer(models.LOGIT_LAYER).set_weights(
+        [rng.standard_normal(kernel.shape) * 0.5, rng.standard_normal(bias.shape)]
+    )
+    return model
+
+
+@pytest.fixture(scope="module")
+def members():
+    return [_perturbed(models.build_model(arch, SIZE), seed) for seed, arch in enumerate(ARCHS)]
+
+
+@pytest.fixture(scope="module")
+def merged(members):
+    return merge_members(members, ARCHS)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(7).integers(0, 256, (3, SIZE, SIZE, 3)).astype(np.float32)
+
+
+def test_merged_logit_is_the_mean_of_the_members_logits(members, merged, images):
+    for views in (1, 8):
+        member_logits = [ModelRunner(m, fold=False)(images, views)[0] for m in members]
+        assert not np.allclose(member_logits[0], member_logits[1])  # a real mean is tested
+        ensemble_logits, features = ModelRunner(merged)(images, views)  # folded, as the app runs it
+        np.testing.assert_allclose(ensemble_logits, np.mean(member_logits, axis=0), atol=1e-4)
+    assert features.shape == (3, 768 + 1280)  # both members' pooled features, side by side
+
+
+def test_ensemble_is_one_flat_graph_that_loads_in_safe_mode(merged, images, tmp_path):
+    assert not any(isinstance(layer, keras.Model) for layer in merged.layers)
+    assert merged.get_layer(models.ENSEMBLE_MAPS).output.shape[1:] == (2, 2, 768 + 1280)
+    merged.save(tmp_path / "model.keras")
+    loaded = load_keras_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(ModelRunner(loaded)(images)[0], ModelRunner(merged)(images)[0], atol=1e-5)
+
+
+def test_ensemble_grad_cam_is_half_the_sum_of_the_members_raw_maps(members, merged, images):
+    def raw_cam(model, layer):
+        activations, grads, _ = activations_and_logit(model, layer).gradients(images, np.float32(1.0))
+        weights = GradCAM.channel_weights(None, activations.numpy(), grads.numpy())
+        return np.einsum("nhwc,nc->nhw", activations.numpy(), weights)
+
+    expected = 0.5 * sum(
+        raw_cam(m, models.ARCHITECTURES[arch].gradcam_layer) for m, arch in zip(members, ARCHS)
+    )
+    np.testing.assert_allclose(raw_cam(merged, models.ENSEMBLE_MAPS), expected, rtol=1e-3, atol=1e-5)
+    heatmap = GradCAM(merged, models.ENSEMBLE_MAPS)(images[0])
+    assert heatmap.shape == (SIZE, SIZE) and 0 <= heatmap.min() and heatmap.max() <= 1
+
+
+@pytest.mark.parametrize(
+    "archs",
+    [["mobilenet"], ["mobilenet", "mobilenet"], ["mobilenet", "custom_cnn"], ["efficientnetb0", "mobilenet"]],
+)
+def test_build_ensemble_refuses_members_it_cannot_hold(archs):
+    with pytest.raises(ValueError, match="different architectures"):
+        models.build_ensemble(archs, SIZE)
+
+
+def test_merge_refuses_a_member_of_another_shape(members):
+    narrower = models.build_mobilenet(SIZE, alpha=0.5)
+    with pytest.raises(ValueError):
+        merge_members([narrower, members[1]], ARCHS)
+    with pytest.raises(ValueError, match="input sizes"):
+        merge_members([members[0], models.build_mobilenetv2(96)], ARCHS)
+
+
+# ------------------------------------------------------------------- the stage
+
+
+@pytest.fixture(scope="module")
+def trained_members(tmp_path_factory):
+    """A mobilenet and a mobilenetv2 bundle trained by `train` (32 px, one head and one
+    fine-tuning epoch, random initial weights) on the same synthetic images and roles."""
+    from medal_core.stages.train import TrainConfig, train
+
+    data_dir = write_class_folders(tmp_path_factory.mktemp("ensemble_data"), per_class=16)
+    root = tmp_path_factory.mktemp("members")
+    return [
+        train(
+            TrainConfig(
+                arch=arch,
+                data=[str(data_dir)],
+                out=str(root / arch),
+                input_size=32,
+                head_epochs=1,
+                epochs=1,
+                batch_size=8,
+            )
+        )
+        for arch in ARCHS
+    ]
+
+
+def test_stage_refuses_an_ensemble_its_selection_set_does_not_choose(trained_members, tmp_path, monkeypatch):
+    measured = stage.selection_aucs
+
+    def ensemble_no_better(runners, selection, views):
+        aucs, logits = measured(runners, selection, views)
+        return {**aucs, models.ENSEMBLE: min(aucs[a] for a in ARCHS)}, logits
+
+    monkeypatch.setattr(stage, "selection_aucs", ensemble_no_better)
+    out = tmp_path / "ensemble"
+    with pytest.raises(stage.EnsembleError, match="does not beat its best member"):
+        stage.build_ensemble_bundle(trained_members, out, tmp_path)
+    assert not out.exists()
+
+
+def test_stage_writes_an_ensemble_bundle_the_app_can_load(trained_members, tmp_path):
+    data_root = tmp_path  # not read: the default recipe names the data folder itself
+    out = tmp_path / "models" / "ensemble"
+    folder = stage.build_ensemble_bundle(trained_members, out, data_root, keep_if_not_better=True)
+    loaded = bundle.load_bundle(folder)
+    manifest = loaded.manifest
+    assert manifest["architecture"] == models.ENSEMBLE
+    assert manifest["gradcam_layer"] == models.ENSEMBLE_MAPS
+    record = manifest["ensemble"]
+    assert [m["name"] for m in record["members"]] == ARCHS
+    assert set(record["selection_roc_auc"]) == {*ARCHS, models.ENSEMBLE}
+    assert record["max_logit_difference_from_members_mean"] < 1e-3
+    first = bundle.read_manifest(trained_members[0])
+    assert manifest["data"]["roles"] == first["data"]["roles"]
+    assert manifest["logit_offset"] == pytest.approx(first["logit_offset"])
+    assert "rule" in manifest["decision"] and manifest["temperature"] > 0
+    image = np.full((32, 32, 3), 128, np.float32)
+    assert GradCAM(loaded.model, manifest["gradcam_layer"])(image).shape == (32, 32)
+
+
+def test_stage_refuses_members_of_other_roles_or_the_same_architecture(trained_members):
+    members = [bundle.load_bundle(f, load_model=False) for f in trained_members]
+    assert stage.check_members(members) == ARCHS
+    other = dataclasses.replace(members[1], manifest=_with_report_ids(members[1].manifest, "0" * 64))
+    with pytest.raises(stage.EnsembleError, match="different report images"):
+        stage.check_members([members[0], other])
+    with pytest.raises(stage.EnsembleError, match="must differ"):
+        stage.check_members([members[0], members[0]])
+    with pytest.raises(stage.EnsembleError, match="at least two"):
+        stage.check_members(members[:1])
+
+
+def test_cli_reports_a_refusal_as_an_error_message(trained_members, tmp_path, capsys):
+    with pytest.raises(SystemExit, match="error: .*must differ"):
+        stage.main(
+            [
+                "--member",
+                str(trained_members[0]),
+                "--member",
+                str(trained_members[0]),
+                "--data-root",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "e"),
+            ]
+        )
+
+
+def _with_report_ids(manifest: dict, ids_sha256: str) -> dict:
+    roles = {**manifest["data"]["roles"], "report": {**manifest["data"]["roles"]["report"]}}
+    roles["report"]["ids_sha256"] = ids_sha256
+    return {**manifest, "data": {**manifest["data"], "roles": roles}}
