@@ -20,6 +20,10 @@ interruption and training resumes where it stopped; a finished run goes straight
 writing the bundle. The checkpoints carry a fingerprint of the configuration and of the
 training and selection images: resuming with another configuration or other data is
 refused, never silently continued.
+
+`--init-from BUNDLE` starts from a trained bundle's weights instead (same architecture,
+input size and roles, checked), for a second stage on another mix of the training
+images, e.g. `recipes/isic2017_second_stage.json` with `--head-epochs 0`.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import cast
 
 import keras
 import numpy as np
@@ -324,7 +329,7 @@ def train(config: TrainConfig) -> Path:
 
     model = models.build_model(config.arch, size, config.weights)
     if config.init_from:
-        start_from_bundle(model, config, assignment)
+        start_from_bundle(model, config.arch, config.init_from, assignment)
     common = dict(
         train_ds=train_ds, val_ds=selection_ds, config=config, work=work, steps_per_epoch=steps_per_epoch
     )
@@ -368,27 +373,28 @@ def train(config: TrainConfig) -> Path:
     return write_bundle(model, config, assignment, weights, work)
 
 
-def start_from_bundle(model: keras.Model, config: TrainConfig, assignment: roles.RoleAssignment) -> None:
-    """Load the weights of bundle `config.init_from` into `model`, e.g. to fine-tune a
-    model trained on every source on the app's own kind of images. Refused unless the
-    bundle has the same architecture and input size and was trained with exactly these
-    roles, so that it never saw this run's selection, calibration or report images."""
-    source = bundle.load_bundle(config.init_from, load_screen_too=False)
+def start_from_bundle(model: keras.Model, arch: str, folder: str, assignment: roles.RoleAssignment) -> None:
+    """Load the weights of the bundle in `folder` into `model` (an `arch`), e.g. to
+    fine-tune a model trained on every source on the app's own kind of images. Refused
+    unless the bundle has the same architecture and input size and was trained with
+    exactly these roles, so that it never saw this run's selection, calibration or
+    report images."""
+    source = bundle.load_bundle(folder, load_screen_too=False)
     manifest = source.manifest
-    if (manifest["architecture"], manifest["input_size"]) != (config.arch, int(model.input_shape[1])):
+    if (manifest["architecture"], manifest["input_size"]) != (arch, int(model.input_shape[1])):
         raise TrainingError(
-            f"--init-from {config.init_from} is a {manifest['architecture']} at "
-            f"{manifest['input_size']} px; this run trains a {config.arch} at {model.input_shape[1]} px"
+            f"--init-from {folder} is a {manifest['architecture']} at "
+            f"{manifest['input_size']} px; this run trains a {arch} at {model.input_shape[1]} px"
         )
     recorded, rebuilt = manifest["data"]["roles"], assignment.summary()
     differ = [role for role in roles.ROLES if recorded[role]["ids_sha256"] != rebuilt[role]["ids_sha256"]]
     if differ:
         raise TrainingError(
-            f"--init-from {config.init_from} was trained with other {', '.join(differ)} images than "
+            f"--init-from {folder} was trained with other {', '.join(differ)} images than "
             "this run's recipe gives: it may have seen this run's held-back images"
         )
-    model.set_weights(source.model.get_weights())
-    print(f"starting from the weights of {config.init_from} ({manifest['model_sha256'][:12]})", flush=True)
+    model.set_weights(cast(keras.Model, source.model).get_weights())
+    print(f"starting from the weights of {folder} ({manifest['model_sha256'][:12]})", flush=True)
 
 
 def role_logits(runner: ModelRunner, dataset: data.Dataset, views: int) -> np.ndarray:
