@@ -332,6 +332,8 @@ def reruns(args, image) -> dict:
     os.environ["MEDAL_MODELS_DIR"] = str(Path(args.models).resolve())
     from streamlit.testing.v1 import AppTest
 
+    from medal_ui.session import threshold_widget_key
+
     name, mime, data, _ = image
     figures: dict = {"load_average_at_start": load_average()}
     at = AppTest.from_file(str(APP), default_timeout=args.timeout)
@@ -377,7 +379,8 @@ def reruns(args, image) -> dict:
         value = round(0.05 + 0.9 * ((i * 7) % n) / max(1, n - 1), 3)
         if value == round(at.session_state["threshold"], 3):
             value = round(value + 0.001, 3)
-        at.slider(key="sidebar_threshold").set_value(value)
+        # The sidebar field is keyed by the value it shows (`session.threshold_widget_key`).
+        at.number_input(key=threshold_widget_key(at.session_state["threshold"])).set_value(value)
         samples.append(timer.run())
     figures["threshold"] = summarise(samples)
 

@@ -6,11 +6,13 @@ busy CPU slows them alike. Prints figures only; it asserts nothing.
 
 Per bundle (time.perf_counter, every path warmed up first):
 
-* one view: `predictor.runner(x, views=1)` on one 224-px image (the folded, compiled pass);
+* one view: `predictor.runner(x, views=1)` on one image at the bundle's input size (the
+  folded, compiled pass);
 * per upload: `predictor.predict(rgb)` on a 640×480 picture (resize, 8 views, the shared
   screen, quality checks), what the app runs;
 * Grad-CAM: `explain_estimate` on the manifest's layer (8 views, as the app draws it);
-* batch throughput: `runner.batched` over 128 images, 1 view, batches of 64.
+* batch throughput: `runner.batched` over 128 images at the bundle's input size, 1 view,
+  batches of 64.
 """
 
 from __future__ import annotations
@@ -40,20 +42,18 @@ def main(argv=None) -> None:
 
     load_start = os.getloadavg()
     rgb = upload_like(480, 640)
-    batch = np.random.default_rng(0).integers(0, 256, (128, 224, 224, 3)).astype(np.float32)
     paths: dict[str, dict] = {}
     for folder in args.bundle:
         predictor = Predictor.from_folder(folder)
         size = predictor.input_size
         x = resize_for_model(rgb, size)[None].astype(np.float32)
+        batch = np.random.default_rng(0).integers(0, 256, (128, size, size, 3)).astype(np.float32)
         cam = GradCAM(predictor.bundle.model, predictor.bundle.manifest["gradcam_layer"])
         paths[Path(folder).name] = {
             "one view": lambda r=predictor.runner, x=x: r(x, views=1),
             "per upload": lambda p=predictor: p.predict(rgb),
             "Grad-CAM (8 views)": lambda c=cam, x=x: c.explain_estimate(x[0]),
-            "batch of 128": lambda r=predictor.runner, b=batch[:, :size, :size]: r.batched(
-                b, views=1, batch_size=64
-            ),
+            "batch of 128": lambda r=predictor.runner, b=batch: r.batched(b, views=1, batch_size=64),
         }
     for functions in paths.values():
         for function in functions.values():

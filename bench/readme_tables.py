@@ -2,7 +2,8 @@
 `python -m medal_core evaluate --bundle models/NAME --data-root DATA --json FILE` and the
 bundles' manifests, so that no figure is copied by hand.
 
-    python bench/readme_tables.py --bundle models/mobilenet reports/mobilenet_roles.json \
+    python bench/readme_tables.py --bundle models/mobilenetv2 reports/mobilenetv2_roles.json \
+        --bundle models/mobilenet reports/mobilenet_roles.json \
         --bundle models/custom_cnn reports/custom_cnn_roles.json
 """
 
@@ -17,7 +18,8 @@ SETS = [  # (report key, what the README calls it)
     ("report: isic2017", "report: ISIC 2017 part"),
     ("report: isic2018_task3_test", "report: ISIC 2018 Task 3 test"),
     ("report: ph2", "report: PH2"),
-    ("selection: isic2017 official val", "ISIC 2017 official val (selection set: chose the checkpoint)"),
+    ("selection (all)", "selection set, all (chose the checkpoint and the default bundle)"),
+    ("selection: isic2017 official val", "ISIC 2017 official val (part of the selection set)"),
     ("calibration (all)", "calibration set (its ISIC 2017 part chose the threshold)"),
 ]
 

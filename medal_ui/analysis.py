@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
+from medal_core.bundles.bundle import BundleError
 from medal_core.data.datasets import resize_for_model
 from medal_core.data.intake import IntakeError, read_upload
 from medal_core.serving.client import RemoteGradCAM, RemotePredictor
@@ -59,6 +60,9 @@ def _or_stop(call):
         return call()
     except session.SERVICE_ERRORS as error:
         session.service_error_and_stop(error)
+    except BundleError as error:  # e.g. the service serves another model
+        st.error(str(error))
+        st.stop()
 
 
 def analyse_or_stop(context: session.AppContext, upload: session.Upload) -> Analysis:

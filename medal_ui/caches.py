@@ -30,6 +30,7 @@ from medal_core.serving.client import (
     RemoteGradCAM,
     RemotePredictor,
     ServiceClient,
+    check_serves,
 )
 from medal_views import catalog as catalogs
 
@@ -113,10 +114,26 @@ def service_client() -> ServiceClient | None:
     return None if url is None else _service_client(url, _setting(TOKEN_ENV))
 
 
+@st.cache_data(show_spinner=False, ttl=30, max_entries=4)
+def _service_health(url: str, token: str | None) -> dict:
+    """The service's /v1/health answer, asked at most every 30 s."""
+    return ServiceClient(url, token).health()
+
+
+def _checked_service_client(bundle: Bundle) -> ServiceClient | None:
+    """The service client, checked to serve `bundle`'s model (BundleError otherwise:
+    its threshold and figures must never be applied to another model's answers)."""
+    client = service_client()
+    if client is not None:
+        check_serves(_service_health(client.url, client.token), bundle)
+    return client
+
+
 def predictor_for(bundle: Bundle):
     """What answers for images: the service when one is configured, else the bundle's
-    model in this process (raises BundleError when it cannot be loaded)."""
-    client = service_client()
+    model in this process (raises BundleError when it cannot be loaded, or when the
+    service serves another model)."""
+    client = _checked_service_client(bundle)
     if client is not None:
         return RemotePredictor(client, bundle)
     return get_predictor(str(bundle.folder), catalogs.signature(bundle))
@@ -124,7 +141,7 @@ def predictor_for(bundle: Bundle):
 
 def gradcam_for(bundle: Bundle, layer: str):
     """Grad-CAM at `layer`, through the service when one is configured."""
-    client = service_client()
+    client = _checked_service_client(bundle)
     if client is not None:
         return RemoteGradCAM(client, layer)
     return get_gradcam(str(bundle.folder), catalogs.signature(bundle), layer)

@@ -68,6 +68,8 @@ def load_or_stop(name: str, load):
     except BundleError as error:
         st.error(f"The model bundle **{name}** could not be loaded: {error}")
         st.stop()
+    except SERVICE_ERRORS as error:  # the service is asked which model it serves
+        service_error_and_stop(error)
 
 
 def service_error_and_stop(error: Exception) -> None:

@@ -108,20 +108,33 @@ def measure_latency(predictor, side: int = 512, repeats: int = 5, seed: int = 0)
 
 
 def weakest_statement(rows: list[dict], recommended: str | None = None) -> str | None:
-    """A plain sentence naming the weakest bundle by AUC (None for fewer than two), and
-    whether the AUC intervals overlap; it recommends `recommended` (the app's default)
-    when that is one of the others, else the bundle with the highest AUC."""
+    """A plain sentence about the weakest bundle by AUC (None for fewer than two): named
+    as the weaker model only when its AUC interval lies below the best one's, else said
+    to be indistinguishable. It recommends `recommended` (the app's default, chosen on
+    the selection set) when that is not the weakest, else the bundle with the highest AUC."""
     if len(rows) < 2:
         return None
     ranked = sorted(rows, key=lambda r: r["AUC"])
     weakest, best = ranked[0], ranked[-1]
-    apart = weakest["AUC high"] < best["AUC low"]
+    default = (
+        f" The app's default, {recommended}, was chosen on its selection set."
+        if recommended in {r["model"] for r in rows}
+        else ""
+    )
+    if weakest["AUC high"] >= best["AUC low"]:
+        return (
+            f"No model is clearly weaker here: ROC AUC {weakest['AUC']:.3f} ({weakest['model']}) "
+            f"to {best['AUC']:.3f} ({best['model']}), and the 95% intervals overlap.{default}"
+        )
     others = {r["model"] for r in ranked[1:]}
-    use = f"{recommended} (the app's default)" if recommended in others else best["model"]
+    use = (
+        f"{recommended} (the app's default, chosen on its selection set)"
+        if recommended in others
+        else best["model"]
+    )
     return (
         f"**{weakest['model']} is the weaker model**: ROC AUC {weakest['AUC']:.3f} against "
         f"{best['model']}'s {best['AUC']:.3f} ({weakest['figures on']} / "
-        f"{best['figures on']}; the 95% intervals "
-        f"{'do not overlap' if apart else 'overlap'}). Use {use} unless you are "
+        f"{best['figures on']}; the 95% intervals do not overlap). Use {use} unless you are "
         "studying the baseline."
     )

@@ -101,8 +101,9 @@ def _ensemble_lines(ensemble: dict | None) -> list[str]:
     if not isinstance(ensemble, dict) or not ensemble.get("members"):
         return []
     names = [m.get("name", "?") for m in ensemble["members"]]
-    aucs = ensemble.get("selection_roc_auc", {})
-    chosen = ", ".join(f"{name} {aucs[name]:.3f}" for name in [*names, "ensemble"] if name in aucs)
+    aucs = ensemble.get("selection_roc_auc", {})  # by member architecture, and "ensemble"
+    keys = [*(m.get("architecture", "?") for m in ensemble["members"]), "ensemble"]
+    chosen = ", ".join(f"{key} {aucs[key]:.3f}" for key in keys if key in aucs)
     return [
         f"- **Ensemble:** the mean of the logits of {' and '.join(names)}, in one graph "
         f"(the heatmap reads both members' last layers)"

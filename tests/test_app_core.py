@@ -580,8 +580,12 @@ def test_the_comparison_names_the_weaker_model_plainly():
     # bundle's report AUC is a little higher; never the weakest one.
     rows.append({**rows[0], "model": "mobilenetv2", "AUC": 0.84, "AUC low": 0.82, "AUC high": 0.86})
     text = compare.weakest_statement(rows, recommended="mobilenetv2")
-    assert "against mobilenet's 0.850" in text and "Use mobilenetv2 (the app's default) unless" in text
+    assert "against mobilenet's 0.850" in text and "Use mobilenetv2 (the app's default" in text
     assert "Use mobilenet unless" in compare.weakest_statement(rows, recommended="custom_cnn")
+    # Two models whose intervals overlap: neither is called the weaker one or a baseline.
+    text = compare.weakest_statement(rows[::2], recommended="mobilenetv2")
+    assert text.startswith("No model is clearly weaker here") and "weaker model**" not in text
+    assert "0.840 (mobilenetv2) to 0.850 (mobilenet)" in text and "default, mobilenetv2" in text
 
 
 def test_guarantee_note_only_at_the_default_and_says_when_none_is_possible():

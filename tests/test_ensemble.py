@@ -16,6 +16,7 @@ from medal_core.modeling import architectures as models
 from medal_core.modeling.ensembling import merge_members
 from medal_core.modeling.runner import ModelRunner
 from medal_core.stages import ensemble as stage
+from medal_views import model_card
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:`shuffle=True` was passed:UserWarning"),
@@ -82,8 +83,9 @@ def test_ensemble_is_one_flat_graph_that_loads_in_safe_mode(merged, images, tmp_
 
 def test_ensemble_grad_cam_is_half_the_sum_of_the_members_raw_maps(members, merged, images):
     def raw_cam(model, layer):
+        """Grad-CAM before its ReLU and scaling: channels weighted by their mean gradient."""
         activations, grads, _ = activations_and_logit(model, layer).gradients(images, np.float32(1.0))
-        weights = GradCAM.channel_weights(None, activations.numpy(), grads.numpy())
+        weights = grads.numpy().mean(axis=(1, 2))
         return np.einsum("nhwc,nc->nhw", activations.numpy(), weights)
 
     expected = 0.5 * sum(
@@ -105,7 +107,7 @@ def test_build_ensemble_refuses_members_it_cannot_hold(archs):
 
 def test_merge_refuses_a_member_of_another_shape(members):
     narrower = models.build_mobilenet(SIZE, alpha=0.5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="(?i)shape"):  # Keras' own set_weights message
         merge_members([narrower, members[1]], ARCHS)
     with pytest.raises(ValueError, match="input sizes"):
         merge_members([members[0], models.build_mobilenetv2(96)], ARCHS)
@@ -166,10 +168,30 @@ def test_stage_writes_an_ensemble_bundle_the_app_can_load(trained_members, tmp_p
     assert record["max_logit_difference_from_members_mean"] < 1e-3
     first = bundle.read_manifest(trained_members[0])
     assert manifest["data"]["roles"] == first["data"]["roles"]
-    assert manifest["logit_offset"] == pytest.approx(first["logit_offset"])
+    offsets = [bundle.read_manifest(m)["logit_offset"] for m in trained_members]
+    assert manifest["logit_offset"] == pytest.approx(np.mean(offsets))
     assert "rule" in manifest["decision"] and manifest["temperature"] > 0
     image = np.full((32, 32, 3), 128, np.float32)
     assert GradCAM(loaded.model, manifest["gradcam_layer"])(image).shape == (32, 32)
+    (card,) = model_card._ensemble_lines(record)
+    assert "the mean of the logits of mobilenet and mobilenetv2" in card
+    assert f"ensemble {record['selection_roc_auc']['ensemble']:.3f}" in card
+
+
+def test_a_second_stage_of_a_transfer_model_skips_its_head_phase(trained_members, tmp_path, monkeypatch):
+    from medal_core.stages import train as training
+
+    phases = []
+    monkeypatch.setattr(training, "run_phase", lambda name, *args, **kwargs: phases.append(name) or 0.0)
+    first = bundle.read_manifest(trained_members[0])
+    config = training.TrainConfig(**{**first["training"]["config"], "out": str(tmp_path / "second")})
+    second = training.train(
+        dataclasses.replace(config, init_from=str(trained_members[0]), head_epochs=0, weights=None)
+    )
+    assert phases == ["finetune"]
+    assert bundle.read_manifest(second)["backbone_weights"]["source"] == "bundle"
+    with pytest.raises(training.TrainingError, match="not both"):
+        training.train(dataclasses.replace(config, init_from=str(trained_members[0]), weights="imagenet"))
 
 
 def test_stage_refuses_members_of_other_roles_or_the_same_architecture(trained_members):

@@ -149,3 +149,11 @@ def test_bundle_folder_is_small_enough_to_commit(loaded):
     } <= names
     total = sum(f.stat().st_size for f in files)
     assert total < MAX_BUNDLE_BYTES, f"{loaded.folder} holds {total / 2**20:.1f} MiB"
+
+
+def test_the_apps_first_choice_of_bundle_is_committed_and_usable():
+    from medal_views import catalog
+
+    found = catalog.scan(MODELS_DIR)
+    assert found.broken == []
+    assert found.default_name() == catalog.PREFERRED_BUNDLES[0]

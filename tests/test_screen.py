@@ -198,6 +198,15 @@ def test_evaluating_a_folder_gives_no_estimate_where_the_app_gives_none(tmp_path
     assert report["no_estimate"]["images"] == sum(refused.values())
     assert report["no_estimate"]["melanomas"] == refused["malignant"]
     assert report["no_estimate"]["screen"] == "screening"
+    # At threshold 1 no estimate reaches it: only the no-estimate melanomas go onwards.
+    evaluate.main(
+        ["--bundle", str(folder), "--data", str(tmp_path / "data"), "--threshold", "1.0", "--json", str(out)]
+    )
+    sensitivity = json.loads(out.read_text())["at_threshold"]["sensitivity"]
+    assert (sensitivity["successes"], sensitivity["total"]) == (
+        refused["malignant"],
+        len(images["malignant"]),
+    )
 
 
 # ---------------------------------------------------------------- the committed screen

@@ -17,6 +17,7 @@ from app_helpers import make_bundle, png, synthetic_lesion  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from medal_core.bundles import bundle as bundle_module  # noqa: E402
 from medal_core.data.intake import IntakeError, read_upload  # noqa: E402
 from medal_core.evaluation import decision  # noqa: E402
 from medal_core.serving.client import (  # noqa: E402
@@ -24,7 +25,9 @@ from medal_core.serving.client import (  # noqa: E402
     RemotePredictor,
     ServiceClient,
     ServiceRefused,
+    ServiceServesAnotherModel,
     ServiceUnavailable,
+    check_serves,
     png_for_sending,
 )
 from medal_core.serving.prediction import Prediction  # noqa: E402
@@ -64,6 +67,20 @@ def test_health_needs_no_token_and_names_the_bundle(client, predictor):
     body = answer.json()
     assert body["status"] == "ok" and body["bundle"] == "alpha" and body["replicas"] == 1
     assert body["threshold"] == predictor.default_threshold
+    assert body["model_sha256"] == predictor.bundle.manifest["model_sha256"]
+
+
+def test_the_app_refuses_a_service_that_serves_another_model(client, predictor, tmp_path):
+    """The app applies the chosen bundle's threshold and figures to the service's
+    answers: they must come from the same model file."""
+    health = client.get("/v1/health").json()
+    check_serves(health, predictor.bundle)
+    (tmp_path / "models").mkdir()
+    other = bundle_module.load_bundle(make_bundle(tmp_path / "models" / "beta", seed=1), load_model=False)
+    with pytest.raises(
+        ServiceServesAnotherModel, match="answers with model 'alpha', not 'beta'.*serve --bundle models/beta"
+    ):
+        check_serves(health, other)
 
 
 def test_predict_answers_as_the_predictor_does(client, predictor, lesion):
@@ -278,6 +295,19 @@ def test_the_app_triages_through_the_service(server, service_bundle, monkeypatch
     shown = {m.label: m.value for m in at.metric}
     assert shown["Probability of melanoma"].endswith("%")
     assert len(at.image) >= 2  # original and the service's Grad-CAM
+
+
+def test_the_app_says_so_when_the_service_serves_another_model(
+    server, service_bundle, monkeypatch, lesion, tmp_path
+):
+    other = tmp_path / "models"
+    other.mkdir()
+    make_bundle(other / "beta", seed=1)
+    at = _app(other, monkeypatch, server)
+    at.file_uploader(key="triage_file").set_value(("lesion.png", png(lesion), "image/png")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("answers with model" in e.value and "not 'beta'" in e.value for e in at.error)
+    assert "Probability of melanoma" not in {m.label for m in at.metric}
 
 
 def test_an_unreachable_service_is_a_clear_message_not_a_traceback(service_bundle, monkeypatch, lesion):

@@ -172,6 +172,12 @@ def recipe_from_dict(raw: dict) -> Recipe:
     )
 
 
+def differing_roles(recorded: dict, other: dict) -> list[str]:
+    """The roles whose images differ between two role summaries (`RoleAssignment.summary()`
+    or a manifest's `data.roles`), compared by the sha256 of their sorted image ids."""
+    return [role for role in ROLES if recorded[role]["ids_sha256"] != other[role]["ids_sha256"]]
+
+
 def bundle_roles(manifest: dict, data_root: str | Path) -> RoleAssignment:
     """A bundle's roles rebuilt from the recipe in its manifest, checked image for image
     against the ids it recorded (DatasetError if the data under `data_root` differ)."""
@@ -182,13 +188,14 @@ def bundle_roles(manifest: dict, data_root: str | Path) -> RoleAssignment:
         )
     assignment = assign_roles(recipe_from_dict(manifest["data"]["recipe"]), data_root)
     recorded, rebuilt = manifest["data"]["roles"], assignment.summary()
-    for role in ROLES:
-        if recorded[role]["ids_sha256"] != rebuilt[role]["ids_sha256"]:
-            raise DatasetError(
-                f"the {role} images under {data_root} are not the ones bundle "
-                f"'{manifest.get('name')}' recorded ({rebuilt[role]['images']} images, "
-                f"{recorded[role]['images']} recorded): another copy or version of the data?"
-            )
+    differ = differing_roles(recorded, rebuilt)
+    if differ:
+        role = differ[0]
+        raise DatasetError(
+            f"the {role} images under {data_root} are not the ones bundle "
+            f"'{manifest.get('name')}' recorded ({rebuilt[role]['images']} images, "
+            f"{recorded[role]['images']} recorded): another copy or version of the data?"
+        )
     return assignment
 
 

@@ -14,11 +14,6 @@ import numpy as np
 
 from medal_core.modeling import architectures as models
 
-# Layers every member has under the same name, and whose weights are not the backbone's:
-# the input, its scaling (identical: no weights), and the head, which is merged.
-_SHARED_LAYERS = {"image", "to_unit_range", models.FEATURE_LAYER, "head_dropout"}
-_HEAD_LAYERS = {models.LOGIT_LAYER, models.PROBABILITY_LAYER}
-
 
 def merge_members(members: list[keras.Model], archs: list[str]) -> keras.Model:
     """The ensemble of `members` (trained models built by `architectures.build_model` for
@@ -36,7 +31,9 @@ def merge_members(members: list[keras.Model], archs: list[str]) -> keras.Model:
     copied: set[str] = set()
     for member in members:
         for layer in member.layers:
-            if layer.name in _SHARED_LAYERS | _HEAD_LAYERS:
+            # The input, its scaling and the pooling have no weights and the same names
+            # in every member; the logit is merged below.
+            if not models.is_backbone_layer(layer):
                 continue
             try:
                 target = ensemble.get_layer(layer.name)
@@ -51,7 +48,7 @@ def merge_members(members: list[keras.Model], archs: list[str]) -> keras.Model:
     missing = [
         layer.name
         for layer in ensemble.layers
-        if layer.weights and layer.name not in copied and layer.name not in _HEAD_LAYERS
+        if layer.weights and layer.name not in copied and models.is_backbone_layer(layer)
     ]
     if missing:
         raise ValueError(f"no member supplied the weights of {missing[:5]} ({len(missing)} layers)")

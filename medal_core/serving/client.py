@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
+from medal_core.bundles.files import BundleError
 from medal_core.evaluation import decision
 from medal_core.serving.prediction import Prediction
 
@@ -33,6 +34,23 @@ TOKEN_ENV = "MEDAL_API_TOKEN"  # the bearer token, when the service requires one
 SEND_SIDE = 2048
 TIMEOUT_S = 60.0
 PARALLEL_REQUESTS = 4  # a batch's images in flight at once
+
+
+class ServiceServesAnotherModel(BundleError):
+    """The service answers with another model than the bundle chosen in the app, whose
+    threshold, figures and Grad-CAM layer would then be applied to the wrong model."""
+
+
+def check_serves(health: dict, bundle) -> None:
+    """Raise `ServiceServesAnotherModel` unless the service's `/v1/health` answer names
+    the model of `bundle` (by the sha256 of its model file)."""
+    if health.get("model_sha256") != bundle.manifest["model_sha256"]:
+        served = health.get("bundle", "an unknown model")
+        raise ServiceServesAnotherModel(
+            f"The analysis service answers with model '{served}', not '{bundle.name}' chosen "
+            f"here: choose {served} in the sidebar, or ask the administrator to serve "
+            f"models/{bundle.name} (`python -m medal_core serve --bundle models/{bundle.name}`)."
+        )
 
 
 class ServiceUnavailable(RuntimeError):

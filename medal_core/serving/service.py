@@ -235,6 +235,7 @@ def create_app(backend: Backend, token: str | None = None, max_bytes: int = MAX_
         return {
             "status": "ok",
             "bundle": backend.bundle.name,
+            "model_sha256": backend.bundle.manifest["model_sha256"],
             "replicas": backend.replicas(),
             "threshold": backend.bundle.threshold,
             "version": __version__,

@@ -3,7 +3,7 @@ the app's rule on its report set.
 
     python -m medal_core calibrate --bundle models/mobilenet --data-root ../shared/data
 
-Run after training (`train.write_bundle` calls `calibrate_bundle`; the CLI re-runs it on
+Run after training (`train.save_calibrated_bundle` calls `calibrate_bundle`; the CLI re-runs it on
 an existing bundle, e.g. after refitting the shared screen). On the calibration set, with
 the bundle's temperature and the shared screen (`medal_core.screening.screen`):
 

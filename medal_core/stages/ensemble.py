@@ -1,11 +1,12 @@
 """Ensemble stage: merge trained bundles into one bundle whose logit is their mean.
 
-    python -m medal_core ensemble --member models/mobilenet --member runs/mobilenetv2 \\
+    python -m medal_core ensemble --member models/mobilenet --member models/mobilenetv2 \\
         --data-root ../shared/data --threshold-on isic2017 --out models/ensemble
 
-The members must come from one recipe and the same images in every role (so that no
-member saw the ensemble's calibration or report images) and be different architectures
-of `architectures.ENSEMBLE_MEMBERS`. The merged model is one flat graph
+The members must have the same images in every role (so that no member saw the
+ensemble's selection, calibration or report images) and be different architectures of
+`architectures.ENSEMBLE_MEMBERS`; they may differ in how often each source was drawn
+(e.g. a second stage, `train --init-from`). The merged model is one flat graph
 (`modeling.ensembling.merge_members`); its Grad-CAM layer holds both members' last maps.
 
 The selection set makes the ensemble choice: the stage prints and records the selection
@@ -30,7 +31,7 @@ from medal_core.data import roles
 from medal_core.evaluation import metrics
 from medal_core.modeling import architectures as models
 
-if TYPE_CHECKING:  # TensorFlow is imported when the stage runs, not for --help
+if TYPE_CHECKING:  # for the annotations only; the stage imports it when it runs
     from medal_core.modeling.runner import ModelRunner
 
 
@@ -39,9 +40,9 @@ class EnsembleError(RuntimeError):
 
 
 def check_members(members: list[bundles.Bundle]) -> list[str]:
-    """The members' architectures, after checking that they can form one ensemble: same
-    recipe and images in every role, input size, test-time views and class-weighting
-    offset, and no architecture twice. Raises EnsembleError saying what differs."""
+    """The members' architectures, after checking that they can form one ensemble: the
+    same images in every role, input size and test-time views, and no architecture
+    twice. Raises EnsembleError saying what differs."""
     if len(members) < 2:
         raise EnsembleError("an ensemble needs at least two --member bundles")
     first = members[0].manifest
@@ -52,17 +53,11 @@ def check_members(members: list[bundles.Bundle]) -> list[str]:
                 raise EnsembleError(
                     f"'{member.name}' has {key} {manifest[key]}, '{members[0].name}' {first[key]}"
                 )
-        if manifest["data"].get("recipe") != first["data"].get("recipe"):
-            raise EnsembleError(f"'{member.name}' was trained from another recipe than '{members[0].name}'")
-        for role in roles.ROLES:
-            if manifest["data"]["roles"][role]["ids_sha256"] != first["data"]["roles"][role]["ids_sha256"]:
-                raise EnsembleError(
-                    f"'{member.name}' and '{members[0].name}' have different {role} images: a member "
-                    "could have trained on the ensemble's calibration or report images"
-                )
-        if not np.isclose(member.logit_offset, members[0].logit_offset, atol=1e-9):
+        differ = roles.differing_roles(manifest["data"]["roles"], first["data"]["roles"])
+        if differ:
             raise EnsembleError(
-                f"'{member.name}' and '{members[0].name}' were trained with different class weights"
+                f"'{member.name}' and '{members[0].name}' have different {', '.join(differ)} images: "
+                "a member could have trained on the ensemble's selection, calibration or report images"
             )
     archs = [m.manifest["architecture"] for m in members]
     if len(set(archs)) != len(archs) or not set(archs) <= set(models.ENSEMBLE_MEMBERS):
@@ -103,27 +98,29 @@ def build_ensemble_bundle(
     model = ensembling.merge_members([m.model for m in members], archs)
     views = members[0].manifest["test_time_views"]
 
-    runners = {m.name: ModelRunner(m.model) for m in members}
+    # Keyed by architecture, which check_members made unique (folder names need not be).
+    runners = {arch: ModelRunner(m.model) for arch, m in zip(archs, members)}
     runners[models.ENSEMBLE] = ModelRunner(model)
     aucs, logits = selection_aucs(runners, assignment.role("selection"), views)
-    mean_of_members = np.mean([logits[m.name] for m in members], axis=0)
+    mean_of_members = np.mean([logits[arch] for arch in archs], axis=0)
     # The merge is exact up to float rounding; anything more is a wrong weight copy.
     worst = float(np.max(np.abs(logits[models.ENSEMBLE] - mean_of_members)))
     if worst > 1e-3:
         raise EnsembleError(f"the merged model's logits differ from the members' mean by {worst:.2g}")
     for name, auc in aucs.items():
         print(f"selection ROC AUC ({views} views) {name:<14} {auc:.4f}", flush=True)
-    best_member = max(aucs[m.name] for m in members)
+    best_member = max(aucs[arch] for arch in archs)
     if aucs[models.ENSEMBLE] <= best_member and not keep_if_not_better:
         raise EnsembleError(
             f"the ensemble's selection AUC {aucs[models.ENSEMBLE]:.4f} does not beat its best member's "
             f"{best_member:.4f}: not written (--keep-if-not-better writes it anyway)"
         )
+    notes = "; ".join(f"{m.name}: {m.manifest['backbone_weights'].get('note', '?')}" for m in members)
     about = {
         "architecture": models.ENSEMBLE,
         "backbone_weights": {
             "source": "members",
-            "note": "the trained weights of its members (each from ImageNet weights)",
+            "note": f"the trained weights of its members ({notes})",
             "members": [m.manifest["backbone_weights"] for m in members],
         },
         "gradcam_layer": models.ENSEMBLE_MAPS,
@@ -132,25 +129,29 @@ def build_ensemble_bundle(
             "members": [
                 {
                     "name": m.name,
-                    "architecture": m.manifest["architecture"],
+                    "architecture": arch,
                     "model_sha256": m.manifest["model_sha256"],
+                    "logit_offset": m.logit_offset,
                     "training": m.manifest.get("training"),
                     "report_roc_auc": m.manifest.get("report_metrics", {}).get("roc_auc"),
                 }
-                for m in members
+                for arch, m in zip(archs, members)
             ],
-            "selection_roc_auc": aucs,
+            "selection_roc_auc": aucs,  # by architecture, and "ensemble"
             "selection_views": views,
             "max_logit_difference_from_members_mean": worst,
         },
         "training": {"note": "not trained: merged from its members' bundles (see `ensemble`)"},
     }
+    # The mean logit carries the mean of the members' class-weighting offsets (the mean
+    # is linear), so removing that mean gives the mean of their offset-free logits.
+    logit_offset = float(np.mean([m.logit_offset for m in members]))
     return save_calibrated_bundle(
         model,
         out,
         about,
         assignment,
-        members[0].logit_offset,
+        logit_offset,
         views,
         threshold_sources=threshold_sources,
     )

@@ -10,9 +10,9 @@ MedAL's per-class table.
 With `--data-root` every figure of the README's model table is recomputed from the
 bundle's model and the images: its report set (which chose nothing), each source of
 it, and, labelled as such, its selection and calibration sets. `--data` evaluates one
-folder (`--split` train, val, test or all). Either way the predictions are the app's: 8
-test-time views, and no estimate where the bundle's screen gives none (counted, and
-counted as sent onwards at the threshold).
+folder (`--split` train, val, test or all). Either way the predictions are the app's: the
+bundle's test-time views (8 in every committed bundle), and no estimate where the
+bundle's screen gives none (counted, and counted as sent onwards at the threshold).
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ def mean_logits(runner, images: np.ndarray, views: int = 1) -> np.ndarray:
 
 def score_role(loaded: bundles.Bundle, runner, dataset: data.Dataset) -> dict:
     """Logits (n,), calibrated probabilities (n,) and the no-estimate mask (n,) of a set,
-    computed exactly as the app's Predictor does (8 views, the shared screen)."""
+    computed exactly as the app's Predictor does (the bundle's test-time views, the
+    shared screen)."""
     screen = loaded.screen
     sizes = sorted({runner.input_size} | ({screen.input_size} if screen else set()))
     images = dict(zip(sizes, data.load_images_at(dataset.paths, tuple(sizes))))  # each decoded once
@@ -73,8 +74,8 @@ def evaluate_roles(
     bundle, data_root: str | Path, roles_to_check=("report", "selection", "calibration")
 ) -> dict:
     """Rebuild the bundle's roles from the recipe in its manifest, check they are the
-    images it recorded, recompute the predictions exactly as the app makes them (8 views,
-    the shared screen) and report every set and each source of it."""
+    images it recorded, recompute the predictions exactly as the app makes them (its
+    test-time views, the shared screen) and report every set and each source of it."""
     from medal_core.data import roles
     from medal_core.modeling.runner import ModelRunner
 
@@ -152,6 +153,11 @@ def main(argv=None) -> dict:
             report = evaluate_folder(bundle, dataset, args.threshold)
             report.update(split=args.split, data=str(args.data))
             print(format_report(report, f"{bundle.name} on '{args.split}' of {args.data}"))
+            refused = report["no_estimate"]
+            print(
+                f"no estimate (the screen): {refused['images']} of {report['n']} images, "
+                f"{refused['melanomas']} of {report['malignant']} melanomas (counted as sent onwards)"
+            )
             suffix = args.split
     except (BundleError, data.DatasetError) as error:
         sys.exit(f"error: {error}")
@@ -164,8 +170,8 @@ def main(argv=None) -> dict:
 
 def evaluate_folder(bundle, dataset: data.Dataset, threshold: float | None = None) -> dict:
     """The full report of `evaluate_probabilities` for one dataset, plus calibration,
-    with the predictions made as the app makes them (`score_role`: 8 views and the
-    bundle's screen, whose no-estimate images count as sent onwards at the threshold)."""
+    with the predictions made as the app makes them (`score_role`: the bundle's test-time
+    views and its screen, whose no-estimate images count as sent onwards at the threshold)."""
     from medal_core.modeling.runner import ModelRunner
 
     scored = score_role(bundle, ModelRunner(bundle.model), dataset)

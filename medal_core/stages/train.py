@@ -200,6 +200,8 @@ def run_fingerprint(config: TrainConfig, assignment: roles.RoleAssignment) -> di
     """What a run's checkpoints belong to: the settings that shape the weights and the
     exact training and selection images (sha256 of their sorted ids)."""
     settings = {k: v for k, v in asdict(config).items() if k not in RESUMABLE_SETTINGS}
+    if config.init_from:  # the weights it starts from, not only where they were
+        settings["init_from_model_sha256"] = bundle.read_manifest(config.init_from)["model_sha256"]
     summary = assignment.summary()
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     return {
@@ -306,6 +308,8 @@ def train(config: TrainConfig) -> Path:
     out = Path(config.out)
     work = out / "checkpoints"
 
+    if config.init_from and config.weights not in (None, "none"):
+        raise TrainingError("give --weights or --init-from, not both: --init-from brings its own weights")
     assignment = roles.assign_roles(config.recipe_object(), config.data_root)
     check_fingerprint(work, run_fingerprint(config, assignment))
     (work / "config.json").write_text(json.dumps(asdict(config), indent=2))
@@ -386,8 +390,7 @@ def start_from_bundle(model: keras.Model, arch: str, folder: str, assignment: ro
             f"--init-from {folder} is a {manifest['architecture']} at "
             f"{manifest['input_size']} px; this run trains a {arch} at {model.input_shape[1]} px"
         )
-    recorded, rebuilt = manifest["data"]["roles"], assignment.summary()
-    differ = [role for role in roles.ROLES if recorded[role]["ids_sha256"] != rebuilt[role]["ids_sha256"]]
+    differ = roles.differing_roles(manifest["data"]["roles"], assignment.summary())
     if differ:
         raise TrainingError(
             f"--init-from {folder} was trained with other {', '.join(differ)} images than "
