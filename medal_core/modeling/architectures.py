@@ -144,7 +144,8 @@ def build_ensemble(member_archs: tuple[str, ...] | list[str], input_size: int = 
     side by side, and a `logit` whose kernel is each member's kernel divided by the
     number of members (bias: their mean) computes the mean of the members' logits exactly
     (`medal_core.modeling.ensembling.merge_members`). Grad-CAM on `ensemble_maps` then
-    explains that mean: it is the sum of each member's own map, weighted alike.
+    explains that mean: before its ReLU and scaling, the map is the mean of the members'
+    own maps.
     """
     archs = list(member_archs)
     unknown = sorted(set(archs) - set(ENSEMBLE_MEMBERS))

@@ -10,7 +10,7 @@ ensemble's selection, calibration or report images) and be different architectur
 (`modeling.ensembling.merge_members`); its Grad-CAM layer holds both members' last maps.
 
 The selection set makes the ensemble choice: the stage prints and records the selection
-ROC AUC of each member and of the ensemble (8 test-time views, every selection image),
+ROC AUC of each member and of the ensemble (their test-time views, every selection image),
 and refuses to write an ensemble that does not beat every member there, unless told
 with `--keep-if-not-better`. Then, as after training, the calibration set fits the
 temperature and sets the threshold, and the report set, which chose nothing, is scored.
