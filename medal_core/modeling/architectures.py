@@ -175,8 +175,7 @@ SCREENING_FEATURES = "screening_features"
 def build_screening_features(input_size: int = 224, weights: str | None = None) -> keras.Model:
     """Raw RGB 0–255 (n, s, s, 3) → (n, 1536) pooled ImageNet features (MobileNet 0.75 at
     the depths of `SCREENING_BLOCKS`: 256 + 512 + 768 channels), frozen."""
-    inputs = keras.Input((input_size, input_size, 3), name="image")
-    scaled = layers.Rescaling(1 / 127.5, offset=-1, name="to_unit_range")(inputs)
+    inputs, scaled = _image_in_unit_range(input_size)
     backbone = keras.applications.MobileNet(
         input_tensor=scaled, alpha=0.75, include_top=False, weights=_weights_argument(weights)
     )
