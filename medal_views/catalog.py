@@ -133,8 +133,8 @@ def signature(bundle: Bundle) -> str:
     """A short digest of the bundle's manifest, which records the sha256 of its model and
     of the shared screen it was calibrated with, its temperature and threshold: it
     changes whenever anything the app loads from the bundle changes, so it keys caches
-    of loaded models. Computed once per
-    Bundle object (pages ask for it several times per run)."""
+    of loaded models. Computed once per Bundle object (pages ask for it several times
+    per run)."""
     known = _signatures.get(id(bundle))
     if known is not None and known[0] is bundle:
         return known[1]

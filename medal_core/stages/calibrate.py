@@ -3,8 +3,8 @@ the app's rule on its report set.
 
     python -m medal_core calibrate --bundle models/mobilenet --data-root ../shared/data
 
-Run after training (`train.save_calibrated_bundle` calls `calibrate_bundle`; the CLI re-runs it on
-an existing bundle, e.g. after refitting the shared screen). On the calibration set, with
+Run after training (`train.save_calibrated_bundle` calls `calibrate_bundle`; the CLI
+re-runs it on an existing bundle, e.g. after refitting the shared screen). On the calibration set, with
 the bundle's temperature and the shared screen (`medal_core.screening.screen`):
 
 * which images get no estimate (not a lesion image, not dermoscopic);

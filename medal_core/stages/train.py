@@ -338,11 +338,10 @@ def train(config: TrainConfig) -> Path:
         train_ds=train_ds, val_ds=selection_ds, config=config, work=work, steps_per_epoch=steps_per_epoch
     )
     if spec.is_transfer:
-        models.set_backbone_trainable(model, False)
-        head_seconds = (
-            0.0
-            if config.head_epochs == 0
-            else run_phase(
+        head_seconds = 0.0  # no head phase with --head-epochs 0 (e.g. after --init-from)
+        if config.head_epochs:
+            models.set_backbone_trainable(model, False)
+            head_seconds = run_phase(
                 "head",
                 model,
                 epochs=config.head_epochs,
@@ -351,7 +350,6 @@ def train(config: TrainConfig) -> Path:
                 max_seconds=budget,
                 **common,
             )
-        )
         models.set_backbone_trainable(model, True)
         # The head is already fitted: it moves at a tenth of its first-phase rate.
         run_phase(
