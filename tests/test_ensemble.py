@@ -49,14 +49,28 @@ def _perturbed(model: keras.Model, seed: int) -> keras.Model:
     return model
 
 
-@pytest.fixture(scope="module")
-def members():
-    return [_perturbed(models.build_model(arch, SIZE), seed) for seed, arch in enumerate(ARCHS)]
+# The pairs whose merged graph is checked: the one measured, and DenseNet121 (another
+# input preprocessing) with MobileNetV2.
+PAIRS = [ARCHS, ["densenet121", "mobilenetv2"]]
+
+
+@pytest.fixture(scope="module", params=PAIRS, ids="+".join)
+def pair(request) -> list[str]:
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def merged(members):
-    return merge_members(members, ARCHS)
+def members(pair):
+    return [_perturbed(models.build_model(arch, SIZE), seed) for seed, arch in enumerate(pair)]
+
+
+@pytest.fixture(scope="module")
+def merged(members, pair):
+    return merge_members(members, pair)
+
+
+def _pooled_width(model: keras.Model) -> int:
+    return int(model.get_layer(models.FEATURE_LAYER).output.shape[-1])
 
 
 @pytest.fixture(scope="module")
@@ -70,18 +84,20 @@ def test_merged_logit_is_the_mean_of_the_members_logits(members, merged, images)
         assert not np.allclose(member_logits[0], member_logits[1])  # a real mean is tested
         ensemble_logits, features = ModelRunner(merged)(images, views)  # folded, as the app runs it
         np.testing.assert_allclose(ensemble_logits, np.mean(member_logits, axis=0), atol=1e-4)
-    assert features.shape == (3, 768 + 1280)  # both members' pooled features, side by side
+    widths = [_pooled_width(m) for m in members]
+    assert features.shape == (3, sum(widths))  # both members' pooled features, side by side
 
 
-def test_ensemble_is_one_flat_graph_that_loads_in_safe_mode(merged, images, tmp_path):
+def test_ensemble_is_one_flat_graph_that_loads_in_safe_mode(members, merged, images, tmp_path):
     assert not any(isinstance(layer, keras.Model) for layer in merged.layers)
-    assert merged.get_layer(models.ENSEMBLE_MAPS).output.shape[1:] == (2, 2, 768 + 1280)
+    width = sum(_pooled_width(m) for m in members)
+    assert merged.get_layer(models.ENSEMBLE_MAPS).output.shape[1:] == (2, 2, width)
     merged.save(tmp_path / "model.keras")
     loaded = load_keras_model(tmp_path / "model.keras")
     np.testing.assert_allclose(ModelRunner(loaded)(images)[0], ModelRunner(merged)(images)[0], atol=1e-5)
 
 
-def test_ensemble_grad_cam_is_half_the_sum_of_the_members_raw_maps(members, merged, images):
+def test_ensemble_grad_cam_is_half_the_sum_of_the_members_raw_maps(members, merged, pair, images):
     def raw_cam(model, layer):
         """Grad-CAM before its ReLU and scaling: channels weighted by their mean gradient."""
         activations, grads, _ = activations_and_logit(model, layer).gradients(images, np.float32(1.0))
@@ -89,7 +105,7 @@ def test_ensemble_grad_cam_is_half_the_sum_of_the_members_raw_maps(members, merg
         return np.einsum("nhwc,nc->nhw", activations.numpy(), weights)
 
     expected = 0.5 * sum(
-        raw_cam(m, models.ARCHITECTURES[arch].gradcam_layer) for m, arch in zip(members, ARCHS)
+        raw_cam(m, models.ARCHITECTURES[arch].gradcam_layer) for m, arch in zip(members, pair)
     )
     np.testing.assert_allclose(raw_cam(merged, models.ENSEMBLE_MAPS), expected, rtol=1e-3, atol=1e-5)
     heatmap = GradCAM(merged, models.ENSEMBLE_MAPS)(images[0])
@@ -105,12 +121,18 @@ def test_build_ensemble_refuses_members_it_cannot_hold(archs):
         models.build_ensemble(archs, SIZE)
 
 
-def test_merge_refuses_a_member_of_another_shape(members):
+def test_build_ensemble_refuses_members_whose_layer_names_clash():
+    with pytest.raises(ValueError, match="cannot share one graph.*conv1_bn"):
+        models.build_ensemble(["mobilenet", "densenet121"], SIZE)
+
+
+def test_merge_refuses_a_member_of_another_shape():
     narrower = models.build_mobilenet(SIZE, alpha=0.5)
+    v2 = models.build_mobilenetv2(SIZE)
     with pytest.raises(ValueError, match="(?i)shape"):  # Keras' own set_weights message
-        merge_members([narrower, members[1]], ARCHS)
+        merge_members([narrower, v2], ARCHS)
     with pytest.raises(ValueError, match="input sizes"):
-        merge_members([members[0], models.build_mobilenetv2(96)], ARCHS)
+        merge_members([models.build_mobilenet(SIZE), models.build_mobilenetv2(96)], ARCHS)
 
 
 # ------------------------------------------------------------------- the stage

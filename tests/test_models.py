@@ -172,3 +172,14 @@ def test_mobilenet_loads_a_local_weights_file():
         keras.ops.convert_to_numpy(random_init.get_layer("conv1").kernel),
         keras.ops.convert_to_numpy(model.get_layer("conv1").kernel),
     )
+
+
+def test_densenet_standardises_inputs_as_its_imagenet_weights_expect(built):
+    """DenseNet121's weights were trained on "torch" preprocessing; the model does it itself
+    from raw 0–255 RGB, exactly as `keras.applications.densenet.preprocess_input`."""
+    model = built["densenet121"]
+    images = random_images(2, seed=3)
+    inside = keras.Model(model.inputs, model.get_layer("imagenet_standardise").output)
+    ours = keras.ops.convert_to_numpy(inside(images, training=False))
+    theirs = keras.applications.densenet.preprocess_input(images.copy())
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)

@@ -1,5 +1,5 @@
-"""Model builders: MobileNet, MobileNetV2 and EfficientNetB0 transfer models, a custom CNN,
-and a flat ensemble of trained transfer models (`build_ensemble`).
+"""Model builders: MobileNet, MobileNetV2, DenseNet121 and EfficientNetB0 transfer models, a
+custom CNN, and a flat ensemble of trained transfer models (`build_ensemble`).
 
 Every model
 * takes raw RGB in 0–255 at its input size (rescaling happens inside the model);
@@ -46,11 +46,15 @@ def _weights_argument(weights: str | None) -> str | None:
     return str(weights)
 
 
+def _unit_range(inputs) -> keras.KerasTensor:
+    """Raw RGB 0–255 → [-1, 1], as the MobileNets were trained on ImageNet."""
+    return layers.Rescaling(1 / 127.5, offset=-1, name="to_unit_range")(inputs)
+
+
 def _image_in_unit_range(input_size: int) -> tuple[keras.KerasTensor, keras.KerasTensor]:
-    """The model input (raw RGB 0–255) and the same scaled to [-1, 1], as the MobileNets
-    were trained on ImageNet."""
+    """The model input (raw RGB 0–255) and the same scaled to [-1, 1]."""
     inputs = keras.Input((input_size, input_size, 3), name="image")
-    return inputs, layers.Rescaling(1 / 127.5, offset=-1, name="to_unit_range")(inputs)
+    return inputs, _unit_range(inputs)
 
 
 def _mobilenet_maps(scaled, weights: str | None = None, alpha: float = 0.75) -> keras.KerasTensor:
@@ -87,6 +91,39 @@ def build_mobilenetv2(input_size: int = 224, weights: str | None = None, alpha: 
     return keras.Model(inputs, _classifier_head(maps, 0.3), name="mobilenetv2")
 
 
+# DenseNet121 was trained on ImageNet with "torch" preprocessing: RGB scaled to [0, 1], then
+# standardised per channel with ImageNet's mean and standard deviation.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _imagenet_standardised(inputs) -> keras.KerasTensor:
+    """Raw RGB 0–255 → "torch" preprocessing, as DenseNet121's ImageNet weights expect:
+    scaled to [0, 1], then standardised per channel (`IMAGENET_MEAN`, `IMAGENET_STD`)."""
+    x = layers.Rescaling(1 / 255.0, name="to_unit_interval")(inputs)
+    return layers.Normalization(
+        mean=IMAGENET_MEAN, variance=[s * s for s in IMAGENET_STD], name="imagenet_standardise"
+    )(x)
+
+
+def _densenet121_maps(standardised, weights: str | None = None) -> keras.KerasTensor:
+    """DenseNet121's last activation maps (relu), its layers added to the graph of
+    `standardised` (the output of `_imagenet_standardised`)."""
+    backbone = keras.applications.DenseNet121(
+        input_tensor=standardised, include_top=False, weights=_weights_argument(weights)
+    )
+    return backbone.output
+
+
+def build_densenet121(input_size: int = 224, weights: str | None = None) -> keras.Model:
+    """DenseNet121 (about 10x MobileNetV2's multiply-adds), global average pooling,
+    dropout 0.3, one sigmoid unit. Inputs are standardised inside the model as its
+    ImageNet weights expect."""
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    maps = _densenet121_maps(_imagenet_standardised(inputs), weights)
+    return keras.Model(inputs, _classifier_head(maps, 0.3), name="densenet121")
+
+
 def build_efficientnetb0(input_size: int = 224, weights: str | None = None) -> keras.Model:
     """EfficientNetB0, the original MedAL backbone: global average pooling, dropout 0.3,
     one sigmoid unit. Keras' EfficientNet rescales 0–255 inputs itself."""
@@ -117,6 +154,7 @@ def build_custom_cnn(
 ARCHITECTURES: dict[str, ArchitectureSpec] = {
     "mobilenet": ArchitectureSpec(build_mobilenet, 256, "conv_pw_13_relu", True),
     "mobilenetv2": ArchitectureSpec(build_mobilenetv2, 224, "out_relu", True),
+    "densenet121": ArchitectureSpec(build_densenet121, 224, "relu", True),
     "efficientnetb0": ArchitectureSpec(build_efficientnetb0, 224, "top_activation", True),
     "custom_cnn": ArchitectureSpec(build_custom_cnn, 192, "block5_gelu", False),
 }
@@ -124,12 +162,25 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
 
 # ------------------------------------------------------------------ ensembles
 
-# Architectures an ensemble can hold: the same [-1, 1] input scaling, and layer names that
-# differ between them (MobileNet's `conv1` vs MobileNetV2's `Conv1`), so both backbones
-# sit side by side in one flat graph.
-ENSEMBLE_MEMBERS: dict[str, Callable[..., keras.KerasTensor]] = {
-    "mobilenet": _mobilenet_maps,
-    "mobilenetv2": _mobilenetv2_maps,
+
+@dataclass(frozen=True)
+class EnsembleMember:
+    """How an architecture's backbone joins an ensemble: the input preprocessing it needs
+    (raw RGB 0–255 → tensor) and its backbone's last maps from that tensor."""
+
+    preprocess: Callable[[keras.KerasTensor], keras.KerasTensor]
+    maps: Callable[[keras.KerasTensor], keras.KerasTensor]
+
+
+# Architectures an ensemble can hold. Members that share a preprocessing share its layer
+# (one `to_unit_range` for both MobileNets); their backbones' layer names must differ
+# (MobileNet's `conv1` vs MobileNetV2's `Conv1`), so the backbones sit side by side in one
+# flat graph. MobileNet v1 and DenseNet121 both name a layer `conv1_bn`: Keras refuses
+# that pair when the graph is built.
+ENSEMBLE_MEMBERS: dict[str, EnsembleMember] = {
+    "mobilenet": EnsembleMember(_unit_range, _mobilenet_maps),
+    "mobilenetv2": EnsembleMember(_unit_range, _mobilenetv2_maps),
+    "densenet121": EnsembleMember(_imagenet_standardised, _densenet121_maps),
 }
 ENSEMBLE_MAPS = "ensemble_maps"  # both members' last maps side by side: its Grad-CAM layer
 ENSEMBLE = "ensemble"
@@ -154,13 +205,22 @@ def build_ensemble(member_archs: tuple[str, ...] | list[str], input_size: int = 
             f"an ensemble holds two or more different architectures of {sorted(ENSEMBLE_MEMBERS)}, "
             f"each once; got {archs}"
         )
-    inputs, scaled = _image_in_unit_range(input_size)
-    maps = [ENSEMBLE_MEMBERS[arch](scaled) for arch in archs]
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    preprocessed: dict[Callable, keras.KerasTensor] = {}  # one layer per preprocessing
+    maps = []
+    for arch in archs:
+        member = ENSEMBLE_MEMBERS[arch]
+        if member.preprocess not in preprocessed:
+            preprocessed[member.preprocess] = member.preprocess(inputs)
+        maps.append(member.maps(preprocessed[member.preprocess]))
     if len({tuple(m.shape[1:3]) for m in maps}) != 1:
         shapes = [tuple(m.shape) for m in maps]
         raise ValueError(f"the members' last maps differ in size at {input_size} px: {shapes}")
     joined = layers.Concatenate(name=ENSEMBLE_MAPS)(maps)
-    return keras.Model(inputs, _classifier_head(joined, 0.0), name=ENSEMBLE)
+    try:
+        return keras.Model(inputs, _classifier_head(joined, 0.0), name=ENSEMBLE)
+    except ValueError as error:  # Keras refuses two layers of one name
+        raise ValueError(f"the members {archs} cannot share one graph: {error}") from None
 
 
 # The screening features: global-average-pooled activations of a frozen ImageNet MobileNet
@@ -207,6 +267,8 @@ def is_backbone_layer(layer: keras.layers.Layer) -> bool:
     return layer.name not in {
         "image",
         "to_unit_range",
+        "to_unit_interval",
+        "imagenet_standardise",
         FEATURE_LAYER,
         "head_dropout",
         LOGIT_LAYER,

@@ -32,8 +32,9 @@ def merge_members(members: list[keras.Model], archs: list[str]) -> keras.Model:
     for member in members:
         for layer in member.layers:
             # The input, its scaling and the pooling have no weights and the same names
-            # in every member; the logit is merged below.
-            if not models.is_backbone_layer(layer):
+            # in every member; the logit is merged below. Other layers without weights
+            # (DenseNet's padding) may carry names Keras numbered as they were built.
+            if not models.is_backbone_layer(layer) or not layer.weights:
                 continue
             try:
                 target = ensemble.get_layer(layer.name)
