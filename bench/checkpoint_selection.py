@@ -7,13 +7,16 @@ figures only; it asserts nothing and writes nothing.
         --against models/mobilenetv2 --data-root ../shared/data
 
 For a run stopped before its calibration stage (the calibration and report sets are not
-touched here). The selection images are rebuilt from `--against`'s manifest, so the
-checkpoint must come from a run of the same recipe and seed (`train` records both).
+touched here). The selection images are rebuilt from `--against`'s manifest; the run's
+`checkpoints/fingerprint.json` (next to the phase folder of `--weights`) must name the
+same architecture and input size as given, and the same train and selection images as
+that manifest, or nothing is scored.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -28,6 +31,24 @@ from medal_core.modeling.runner import ModelRunner  # noqa: E402
 from medal_core.stages.evaluate import mean_logits  # noqa: E402
 
 
+def provenance_problem(weights: Path, arch: str, input_size: int, manifest: dict) -> str | None:
+    """Why the checkpoint `weights` cannot be scored beside the bundle of `manifest`, or
+    None: its run's fingerprint must exist and match the architecture, the input size,
+    and the bundle's train and selection images."""
+    fingerprint_file = weights.resolve().parents[1] / "fingerprint.json"
+    if not fingerprint_file.is_file():
+        return f"no {fingerprint_file}: --weights must be a checkpoint written by `train`"
+    fingerprint = json.loads(fingerprint_file.read_text())
+    config = fingerprint["config"]
+    if (config["arch"], config["input_size"]) != (arch, input_size):
+        found = f"{config['arch']} at {config['input_size']} px"
+        return f"the checkpoint is {found}, not {arch} at {input_size} px"
+    for role in ("train", "selection"):
+        if fingerprint[f"{role}_ids_sha256"] != manifest["data"]["roles"][role]["ids_sha256"]:
+            return f"the checkpoint's run had other {role} images than the bundle's"
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", required=True, choices=sorted(models.ARCHITECTURES))
@@ -39,20 +60,24 @@ def main(argv: list[str] | None = None) -> None:
 
     reference = bundles.load_bundle(args.against, load_screen_too=False)
     size = reference.manifest["input_size"]
+    problem = provenance_problem(Path(args.weights), args.arch, size, reference.manifest)
+    if problem:
+        parser.error(problem)
     selection = roles.bundle_roles(reference.manifest, args.data_root).role("selection")
     checkpoint = models.build_model(args.arch, size, weights=None)
     checkpoint.load_weights(args.weights)
 
     images = data.load_images(selection.paths, size)
+    checkpoint_name, bundle_name = f"{args.arch} (checkpoint)", f"{reference.name} (bundle)"
     logits = {
-        args.arch: mean_logits(ModelRunner(checkpoint), images, args.views),
-        reference.name: mean_logits(ModelRunner(reference.model), images, args.views),
+        checkpoint_name: mean_logits(ModelRunner(checkpoint), images, args.views),
+        bundle_name: mean_logits(ModelRunner(reference.model), images, args.views),
     }
-    logits["mean of both logits"] = (logits[args.arch] + logits[reference.name]) / 2
+    logits["mean of both logits"] = (logits[checkpoint_name] + logits[bundle_name]) / 2
     melanomas = int(selection.labels.sum())
     print(f"selection set: {len(selection.labels)} images, {melanomas} melanomas, {args.views} views")
     for name, values in logits.items():
-        print(f"  {name:<22} ROC AUC {metrics.roc_auc(selection.labels, values):.4f}")
+        print(f"  {name:<28} ROC AUC {metrics.roc_auc(selection.labels, values):.4f}")
 
 
 if __name__ == "__main__":

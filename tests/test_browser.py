@@ -250,7 +250,12 @@ def test_random_threshold_changes_keep_the_field_and_the_figures_in_step(page, s
         settle(page)
         # Waits (up to the page timeout) for the field and the figures to show one
         # threshold: a field left on another value fails here.
-        agreed = page.wait_for_function(FIELD_AND_FIGURES_AGREE_JS, polling=100)
+        try:
+            agreed = page.wait_for_function(FIELD_AND_FIGURES_AGREE_JS, polling=100)
+        except sync_api.TimeoutError:
+            field_value = field.input_value()
+            in_use_text = re.search(r"Threshold in use: \S+", page.inner_text("[data-testid='stMain']"))
+            pytest.fail(f"step {step} ({action}): the field shows {field_value}, the page {in_use_text}")
         shown, in_use = agreed.json_value()
         assert shown == pytest.approx(in_use, abs=1e-9), (step, action)
         # The figures belong to that threshold (to within its 4 shown decimals).

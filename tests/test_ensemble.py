@@ -69,8 +69,9 @@ def merged(members, pair):
     return merge_members(members, pair)
 
 
-def _pooled_width(model: keras.Model) -> int:
-    return int(model.get_layer(models.FEATURE_LAYER).output.shape[-1])
+# Both members' pooled features side by side (MobileNet 0.75: 768, MobileNetV2: 1280,
+# DenseNet121: 1024 channels).
+WIDTH = {"mobilenet+mobilenetv2": 768 + 1280, "densenet121+mobilenetv2": 1024 + 1280}
 
 
 @pytest.fixture(scope="module")
@@ -78,20 +79,26 @@ def images():
     return np.random.default_rng(7).integers(0, 256, (3, SIZE, SIZE, 3)).astype(np.float32)
 
 
-def test_merged_logit_is_the_mean_of_the_members_logits(members, merged, images):
+def test_merged_logit_is_the_mean_of_the_members_logits(members, merged, pair, images):
     for views in (1, 8):
         member_logits = [ModelRunner(m, fold=False)(images, views)[0] for m in members]
         assert not np.allclose(member_logits[0], member_logits[1])  # a real mean is tested
         ensemble_logits, features = ModelRunner(merged)(images, views)  # folded, as the app runs it
         np.testing.assert_allclose(ensemble_logits, np.mean(member_logits, axis=0), atol=1e-4)
-    widths = [_pooled_width(m) for m in members]
-    assert features.shape == (3, sum(widths))  # both members' pooled features, side by side
+    assert features.shape == (3, WIDTH["+".join(pair)])
 
 
-def test_ensemble_is_one_flat_graph_that_loads_in_safe_mode(members, merged, images, tmp_path):
+def test_ensemble_is_one_flat_graph_that_loads_in_safe_mode(merged, pair, images, tmp_path):
     assert not any(isinstance(layer, keras.Model) for layer in merged.layers)
-    width = sum(_pooled_width(m) for m in members)
-    assert merged.get_layer(models.ENSEMBLE_MAPS).output.shape[1:] == (2, 2, width)
+    assert merged.get_layer(models.ENSEMBLE_MAPS).output.shape[1:] == (2, 2, WIDTH["+".join(pair)])
+    # One preprocessing layer per kind: both MobileNets read one `to_unit_range`.
+    kinds = (keras.layers.Rescaling, keras.layers.Normalization)
+    preprocessing = sorted(layer.name for layer in merged.layers if isinstance(layer, kinds))
+    expected = {
+        "mobilenet+mobilenetv2": ["to_unit_range"],
+        "densenet121+mobilenetv2": ["imagenet_standardise", "to_unit_interval", "to_unit_range"],
+    }
+    assert preprocessing == expected["+".join(pair)]
     merged.save(tmp_path / "model.keras")
     loaded = load_keras_model(tmp_path / "model.keras")
     np.testing.assert_allclose(ModelRunner(loaded)(images)[0], ModelRunner(merged)(images)[0], atol=1e-5)
@@ -122,8 +129,14 @@ def test_build_ensemble_refuses_members_it_cannot_hold(archs):
 
 
 def test_build_ensemble_refuses_members_whose_layer_names_clash():
-    with pytest.raises(ValueError, match="cannot share one graph.*conv1_bn"):
+    with pytest.raises(ValueError, match="densenet121 and mobilenet share layer names"):
         models.build_ensemble(["mobilenet", "densenet121"], SIZE)
+    # The declared clash is real: Keras itself refuses the two backbones in one graph.
+    inputs = keras.Input((SIZE, SIZE, 3))
+    both = [models.ENSEMBLE_MEMBERS[arch] for arch in ("mobilenet", "densenet121")]
+    maps = [member.maps(member.preprocess(inputs)) for member in both]
+    with pytest.raises(ValueError, match="conv1_bn"):
+        keras.Model(inputs, keras.layers.Concatenate()(maps))
 
 
 def test_merge_refuses_a_member_of_another_shape():

@@ -12,12 +12,9 @@ SIZE = 64
 ARCHS = sorted(models.ARCHITECTURES)
 pytestmark = pytest.mark.filterwarnings("ignore:The structure of `inputs`:UserWarning")
 
-WEIGHTS_FILE = (
-    Path(__file__).resolve().parents[1].parent
-    / "shared"
-    / "weights"
-    / "mobilenet_0.75_224_no_top_imagenet.weights.h5"
-)
+SHARED_WEIGHTS = Path(__file__).resolve().parents[1].parent / "shared" / "weights"
+WEIGHTS_FILE = SHARED_WEIGHTS / "mobilenet_0.75_224_no_top_imagenet.weights.h5"
+DENSENET_WEIGHTS = SHARED_WEIGHTS / "densenet121_no_top_imagenet.weights.h5"
 
 
 @pytest.fixture
@@ -183,3 +180,19 @@ def test_densenet_standardises_inputs_as_its_imagenet_weights_expect(built):
     ours = keras.ops.convert_to_numpy(inside(images, training=False))
     theirs = keras.applications.densenet.preprocess_input(images.copy())
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not DENSENET_WEIGHTS.is_file(), reason=f"no local weights at {DENSENET_WEIGHTS}")
+def test_densenet_loads_its_weights_and_gives_keras_maps_from_raw_rgb():
+    """Our DenseNet121 on raw 0–255 RGB gives the same last maps as Keras' own DenseNet121
+    with the same weights on `preprocess_input`'s output: weights and preprocessing fit."""
+    ours = models.build_model("densenet121", SIZE, weights=str(DENSENET_WEIGHTS))
+    reference = keras.applications.DenseNet121(
+        include_top=False, input_shape=(SIZE, SIZE, 3), weights=str(DENSENET_WEIGHTS)
+    )
+    images = random_images(2, seed=5)
+    maps = keras.Model(ours.inputs, ours.get_layer("relu").output)(images, training=False)
+    expected = reference(keras.applications.densenet.preprocess_input(images.copy()), training=False)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(maps), keras.ops.convert_to_numpy(expected), rtol=1e-4, atol=1e-4
+    )

@@ -166,22 +166,25 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
 @dataclass(frozen=True)
 class EnsembleMember:
     """How an architecture's backbone joins an ensemble: the input preprocessing it needs
-    (raw RGB 0–255 → tensor) and its backbone's last maps from that tensor."""
+    (its name, and raw RGB 0–255 → tensor) and its backbone's last maps from that tensor."""
 
+    preprocessing: str
     preprocess: Callable[[keras.KerasTensor], keras.KerasTensor]
     maps: Callable[[keras.KerasTensor], keras.KerasTensor]
 
 
-# Architectures an ensemble can hold. Members that share a preprocessing share its layer
-# (one `to_unit_range` for both MobileNets); their backbones' layer names must differ
+# Architectures an ensemble can hold. Members of one preprocessing share its layer (one
+# `to_unit_range` for both MobileNets); their backbones' layer names must differ
 # (MobileNet's `conv1` vs MobileNetV2's `Conv1`), so the backbones sit side by side in one
-# flat graph. MobileNet v1 and DenseNet121 both name a layer `conv1_bn`: Keras refuses
-# that pair when the graph is built.
+# flat graph.
 ENSEMBLE_MEMBERS: dict[str, EnsembleMember] = {
-    "mobilenet": EnsembleMember(_unit_range, _mobilenet_maps),
-    "mobilenetv2": EnsembleMember(_unit_range, _mobilenetv2_maps),
-    "densenet121": EnsembleMember(_imagenet_standardised, _densenet121_maps),
+    "mobilenet": EnsembleMember("unit_range", _unit_range, _mobilenet_maps),
+    "mobilenetv2": EnsembleMember("unit_range", _unit_range, _mobilenetv2_maps),
+    "densenet121": EnsembleMember("imagenet_standardised", _imagenet_standardised, _densenet121_maps),
 }
+# Pairs whose backbones share layer names (both have `conv1_bn` and `conv1_relu`), so they
+# cannot sit in one graph.
+ENSEMBLE_CLASHES = (frozenset({"mobilenet", "densenet121"}),)
 ENSEMBLE_MAPS = "ensemble_maps"  # both members' last maps side by side: its Grad-CAM layer
 ENSEMBLE = "ensemble"
 
@@ -199,28 +202,36 @@ def build_ensemble(member_archs: tuple[str, ...] | list[str], input_size: int = 
     own maps.
     """
     archs = list(member_archs)
-    unknown = sorted(set(archs) - set(ENSEMBLE_MEMBERS))
-    if unknown or len(archs) < 2 or len(set(archs)) != len(archs):
-        raise ValueError(
-            f"an ensemble holds two or more different architectures of {sorted(ENSEMBLE_MEMBERS)}, "
-            f"each once; got {archs}"
-        )
+    problem = ensemble_problem(archs)
+    if problem:
+        raise ValueError(problem)
     inputs = keras.Input((input_size, input_size, 3), name="image")
-    preprocessed: dict[Callable, keras.KerasTensor] = {}  # one layer per preprocessing
+    preprocessed: dict[str, keras.KerasTensor] = {}  # one layer per preprocessing
     maps = []
     for arch in archs:
         member = ENSEMBLE_MEMBERS[arch]
-        if member.preprocess not in preprocessed:
-            preprocessed[member.preprocess] = member.preprocess(inputs)
-        maps.append(member.maps(preprocessed[member.preprocess]))
+        if member.preprocessing not in preprocessed:
+            preprocessed[member.preprocessing] = member.preprocess(inputs)
+        maps.append(member.maps(preprocessed[member.preprocessing]))
     if len({tuple(m.shape[1:3]) for m in maps}) != 1:
         shapes = [tuple(m.shape) for m in maps]
         raise ValueError(f"the members' last maps differ in size at {input_size} px: {shapes}")
     joined = layers.Concatenate(name=ENSEMBLE_MAPS)(maps)
-    try:
-        return keras.Model(inputs, _classifier_head(joined, 0.0), name=ENSEMBLE)
-    except ValueError as error:  # Keras refuses two layers of one name
-        raise ValueError(f"the members {archs} cannot share one graph: {error}") from None
+    return keras.Model(inputs, _classifier_head(joined, 0.0), name=ENSEMBLE)
+
+
+def ensemble_problem(archs: list[str]) -> str | None:
+    """Why the architectures `archs` cannot form one ensemble, or None if they can."""
+    unknown = sorted(set(archs) - set(ENSEMBLE_MEMBERS))
+    if unknown or len(archs) < 2 or len(set(archs)) != len(archs):
+        return (
+            f"an ensemble holds two or more different architectures of {sorted(ENSEMBLE_MEMBERS)}, "
+            f"each once; got {archs}"
+        )
+    for clash in ENSEMBLE_CLASHES:
+        if clash <= set(archs):
+            return f"{' and '.join(sorted(clash))} share layer names and cannot sit in one graph"
+    return None
 
 
 # The screening features: global-average-pooled activations of a frozen ImageNet MobileNet

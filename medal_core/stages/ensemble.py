@@ -5,9 +5,10 @@
 
 The members must have the same images in every role (so that no member saw the
 ensemble's selection, calibration or report images) and be different architectures of
-`architectures.ENSEMBLE_MEMBERS`; they may differ in how often each source was drawn
-(e.g. a second stage, `train --init-from`). The merged model is one flat graph
-(`modeling.ensembling.merge_members`); its Grad-CAM layer holds both members' last maps.
+`architectures.ENSEMBLE_MEMBERS` that can share one graph (`ensemble_problem`); they may
+differ in how often each source was drawn (e.g. a second stage, `train --init-from`). The
+merged model is one flat graph (`modeling.ensembling.merge_members`); its Grad-CAM layer
+holds both members' last maps.
 
 The selection set makes the ensemble choice: the stage prints and records the selection
 ROC AUC of each member and of the ensemble (their test-time views, every selection image),
@@ -60,10 +61,11 @@ def check_members(members: list[bundles.Bundle]) -> list[str]:
                 "a member could have trained on the ensemble's selection, calibration or report images"
             )
     archs = [m.manifest["architecture"] for m in members]
-    if len(set(archs)) != len(archs) or not set(archs) <= set(models.ENSEMBLE_MEMBERS):
-        raise EnsembleError(
-            f"the members' architectures {archs} must differ and be among {sorted(models.ENSEMBLE_MEMBERS)}"
-        )
+    if len(set(archs)) != len(archs):
+        raise EnsembleError(f"the members' architectures {archs} must differ")
+    problem = models.ensemble_problem(archs)
+    if problem:
+        raise EnsembleError(problem)
     return archs
 
 
