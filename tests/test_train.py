@@ -333,3 +333,16 @@ def test_the_threshold_can_be_chosen_on_one_source_of_the_calibration_set(traine
     assert entry["threshold_set"]["sources"] == [dataset_dir.name]
     manifest = bundle.read_manifest(folder)
     assert dataset_dir.name in manifest["threshold"]["method"]
+
+
+def test_training_phases_of_transfer_and_scratch_models():
+    from medal_core.stages.train import Phase, TrainConfig, training_phases
+
+    config = TrainConfig(arch="mobilenet", data=["d"], out="o", head_epochs=2, epochs=5, head_lr=1e-3)
+    assert training_phases(config, is_transfer=True) == [
+        Phase("head", 2, 1e-3, None),
+        Phase("finetune", 5, 1e-4, config.backbone_lr),
+    ]
+    no_head = TrainConfig(arch="mobilenet", data=["d"], out="o", head_epochs=0, epochs=5, head_lr=1e-3)
+    assert [phase.name for phase in training_phases(no_head, is_transfer=True)] == ["finetune"]
+    assert training_phases(config, is_transfer=False) == [Phase("scratch", 5, 1e-3, None)]

@@ -244,6 +244,26 @@ def check_fingerprint(work: Path, fingerprint: dict) -> None:
     path.write_text(json.dumps(fingerprint, indent=2))
 
 
+@dataclass(frozen=True)
+class Phase:
+    """One fit() of a run: its name (the checkpoint folder), epochs and learning rates."""
+
+    name: str
+    epochs: int
+    head_lr: float
+    backbone_lr: float | None  # None: the backbone is frozen (or the model has none)
+
+
+def training_phases(config: TrainConfig, is_transfer: bool) -> list[Phase]:
+    """A transfer model fits its head on the frozen backbone (no head phase with
+    `--head-epochs 0`, e.g. after `--init-from`), then fine-tunes everything, the head,
+    already fitted, at a tenth of its first rate. A model from scratch has one phase."""
+    if not is_transfer:
+        return [Phase("scratch", config.epochs, config.head_lr, None)]
+    head = [Phase("head", config.head_epochs, config.head_lr, None)] if config.head_epochs else []
+    return [*head, Phase("finetune", config.epochs, config.head_lr / 10, config.backbone_lr)]
+
+
 def run_phase(
     name: str,
     model: keras.Model,
@@ -337,38 +357,17 @@ def train(config: TrainConfig) -> Path:
     common = dict(
         train_ds=train_ds, val_ds=selection_ds, config=config, work=work, steps_per_epoch=steps_per_epoch
     )
-    if spec.is_transfer:
-        head_seconds = 0.0  # no head phase with --head-epochs 0 (e.g. after --init-from)
-        if config.head_epochs:
-            models.set_backbone_trainable(model, False)
-            head_seconds = run_phase(
-                "head",
-                model,
-                epochs=config.head_epochs,
-                head_lr=config.head_lr,
-                backbone_lr=None,
-                max_seconds=budget,
-                **common,
-            )
-        models.set_backbone_trainable(model, True)
-        # The head is already fitted: it moves at a tenth of its first-phase rate.
-        run_phase(
-            "finetune",
+    spent = 0.0
+    for phase in training_phases(config, spec.is_transfer):
+        if spec.is_transfer:
+            models.set_backbone_trainable(model, phase.backbone_lr is not None)
+        spent += run_phase(
+            phase.name,
             model,
-            epochs=config.epochs,
-            head_lr=config.head_lr / 10,
-            backbone_lr=config.backbone_lr,
-            max_seconds=budget and budget - head_seconds,
-            **common,
-        )
-    else:
-        run_phase(
-            "scratch",
-            model,
-            epochs=config.epochs,
-            head_lr=config.head_lr,
-            backbone_lr=None,
-            max_seconds=budget,
+            epochs=phase.epochs,
+            head_lr=phase.head_lr,
+            backbone_lr=phase.backbone_lr,
+            max_seconds=budget and budget - spent,
             **common,
         )
 
