@@ -236,6 +236,8 @@ def test_parse_args_maps_cli_flags_to_the_config():
             "1",
             "--seed",
             "7",
+            "--average-last",
+            "4",
         ]
     )
     assert config == TrainConfig(
@@ -254,6 +256,7 @@ def test_parse_args_maps_cli_flags_to_the_config():
         max_minutes=2.5,
         test_time_views=1,
         seed=7,
+        average_last=4,
     )
     recipe = parse_args(["--arch", "mobilenet", "--recipe", "r.json", "--data-root", "x", "--out", "o"])
     assert (recipe.recipe, recipe.data_root, recipe.data) == ("r.json", "x", [])
@@ -346,3 +349,69 @@ def test_training_phases_of_transfer_and_scratch_models():
     no_head = TrainConfig(arch="mobilenet", data=["d"], out="o", head_epochs=0, epochs=5, head_lr=1e-3)
     assert [phase.name for phase in training_phases(no_head, is_transfer=True)] == ["finetune"]
     assert training_phases(config, is_transfer=False) == [Phase("scratch", 5, 1e-3, None)]
+
+
+def test_average_weights_is_the_element_wise_mean_of_the_saved_epochs(tmp_path):
+    from medal_core.modeling import architectures as models
+    from medal_core.stages.train import average_weights
+
+    model = models.build_model("custom_cnn", 32, weights=None)
+    saved = []
+    for epoch, value in enumerate((1.0, 2.0, 6.0)):
+        model.set_weights(
+            [np.full(w.shape, value * (i + 1), np.float32) for i, w in enumerate(model.get_weights())]
+        )
+        saved.append(tmp_path / f"epoch_{epoch:03d}.weights.h5")
+        model.save_weights(saved[-1])
+    mean = average_weights(model, saved)
+    assert [w.shape for w in mean] == [w.shape for w in model.get_weights()]
+    for i, weight in enumerate(mean):
+        np.testing.assert_allclose(weight, 3.0 * (i + 1))
+    with pytest.raises(TrainingError, match="no epoch weights"):
+        average_weights(model, [])
+
+
+def test_weight_averaging_keeps_every_fine_tuning_epoch_and_the_better_candidate(
+    config, dataset_dir, tmp_path
+):
+    """`--average-last 2` on a transfer model: every fine-tuning epoch's weights are kept,
+    the last two are averaged, and the bundle holds whichever of the average and the
+    best epoch scored higher on the selection set, as its manifest says."""
+    from dataclasses import replace
+
+    from medal_core.modeling import architectures as models
+    from medal_core.stages.train import average_weights, epoch_weight_files
+
+    run = replace(
+        config,
+        arch="mobilenet",
+        out=str(tmp_path / "swa"),
+        head_epochs=1,
+        epochs=3,
+        average_last=2,
+        patience=9,
+    )
+    folder = train(run)
+    files = epoch_weight_files(folder / "checkpoints" / "finetune")
+    assert [f.name for f in files] == [f"epoch_{e:03d}.weights.h5" for e in range(3)]
+    assert not epoch_weight_files(folder / "checkpoints" / "head")  # only the phase that is averaged
+    averaging = bundle.read_manifest(folder)["training"]["weight_averaging"]
+    assert averaging["epochs_averaged"] == [1, 2] and averaging["views"] == run.test_time_views
+    scores = averaging["selection_auc"]
+    assert averaging["chosen"] == ("average" if scores["average"] > scores["best_epoch"] else "best_epoch")
+
+    scratch = models.build_model("mobilenet", 32, weights=None)
+    if averaging["chosen"] == "average":
+        expected = average_weights(scratch, files[-2:])
+    else:
+        scratch.load_weights(folder / "checkpoints" / "finetune" / "best.weights.h5")
+        expected = scratch.get_weights()
+    for kept, wanted in zip(bundle.load_bundle(folder).model.get_weights(), expected):
+        np.testing.assert_allclose(kept, wanted, atol=1e-6)
+
+
+def test_weight_averaging_is_refused_for_a_model_that_trains_its_batch_norms(config, tmp_path):
+    from dataclasses import replace
+
+    with pytest.raises(TrainingError, match="--average-last needs frozen batch norms"):
+        train(replace(config, out=str(tmp_path / "scratch_swa"), average_last=2))

@@ -77,6 +77,7 @@ class TrainConfig:
     max_minutes: float | None = None
     test_time_views: int = 8
     seed: int = 42
+    average_last: int = 0  # >0: also try the mean of the last N fine-tuning epochs' weights
 
     def __post_init__(self):
         if isinstance(self.data, (str, Path)):  # one folder given as a plain path
@@ -185,6 +186,42 @@ class KeepBestWeights(keras.callbacks.Callback):
             self.inner_model.load_weights(self.weights_path)
 
 
+class KeepEveryEpoch(keras.callbacks.Callback):
+    """Saves the weights after every epoch as `folder/epoch_NNN.weights.h5` (NNN from
+    0), for weight averaging; on disk so that a resumed run still has them all."""
+
+    def __init__(self, model: keras.Model, folder: Path):
+        super().__init__()
+        self.inner_model, self.folder = model, folder
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.inner_model.save_weights(self.folder / f"epoch_{epoch:03d}.weights.h5")
+
+
+def epoch_weight_files(folder: Path) -> list[Path]:
+    """The per-epoch weight files `KeepEveryEpoch` wrote in `folder`, in epoch order."""
+    return sorted(folder.glob("epoch_[0-9][0-9][0-9].weights.h5"))
+
+
+def average_weights(model: keras.Model, files: list[Path]) -> list[np.ndarray]:
+    """The element-wise mean of the weights saved in `files` (each loaded into `model`,
+    which is left holding the last), in `model.get_weights()` order.
+
+    Stochastic weight averaging (Izmailov et al., 2018): the mean of the late points of
+    one run lies nearer the centre of a wide optimum than any one of them. The moving
+    statistics of batch norm are averaged too, which is exact only when they did not
+    move (frozen, as in fine-tuning here)."""
+    if not files:
+        raise TrainingError("no epoch weights to average")
+    total: list[np.ndarray] | None = None
+    for path in files:
+        model.load_weights(path)
+        current = [np.asarray(w, np.float64) for w in model.get_weights()]
+        total = current if total is None else [t + c for t, c in zip(total, current)]
+    assert total is not None
+    return [(t / len(files)).astype(np.float32) for t in total]
+
+
 def class_weights(labels: np.ndarray, draw_probability: np.ndarray | None = None) -> dict[int, float]:
     """Weights inversely proportional to class frequency, averaging 1 over the data.
 
@@ -276,9 +313,11 @@ def run_phase(
     work: Path,
     steps_per_epoch: int,
     max_seconds: float | None,
+    keep_every_epoch: bool = False,
 ) -> float:
     """One fit() call, resumable: skipped if `work/name/done` exists. Returns the
-    seconds of training the phase took."""
+    seconds of training the phase took. With `keep_every_epoch`, each epoch's weights
+    are kept as well (`KeepEveryEpoch`)."""
     folder = work / name
     if (folder / "done").exists():
         print(f"[{name}] already finished; loading its best weights", flush=True)
@@ -303,18 +342,15 @@ def run_phase(
         f"{backbone_lr if backbone_lr else 'frozen'}",
         flush=True,
     )
-    trainer.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=epochs,
-        verbose=2,
-        callbacks=[
-            keras.callbacks.BackupAndRestore(str(folder / "backup")),
-            keeper,
-            keras.callbacks.CSVLogger(str(work / "history.csv"), append=True),
-            keras.callbacks.TensorBoard(str(work / "tensorboard" / name)),
-        ],
-    )
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(folder / "backup")),
+        keeper,
+        keras.callbacks.CSVLogger(str(work / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(work / "tensorboard" / name)),
+    ]
+    if keep_every_epoch:
+        callbacks.append(KeepEveryEpoch(model, folder))
+    trainer.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=2, callbacks=callbacks)
     keeper.restore_best()
     (folder / "done").write_text(json.dumps(keeper.state))
     return keeper.state["seconds"]
@@ -330,6 +366,11 @@ def train(config: TrainConfig) -> Path:
 
     if config.init_from and config.weights not in (None, "none"):
         raise TrainingError("give --weights or --init-from, not both: --init-from brings its own weights")
+    if config.average_last and not spec.is_transfer:
+        raise TrainingError(
+            f"--average-last needs frozen batch norms, i.e. a transfer architecture; {config.arch} "
+            "trains its own, whose averaged statistics would not match the averaged weights"
+        )
     assignment = roles.assign_roles(config.recipe_object(), config.data_root)
     check_fingerprint(work, run_fingerprint(config, assignment))
     (work / "config.json").write_text(json.dumps(asdict(config), indent=2))
@@ -368,10 +409,47 @@ def train(config: TrainConfig) -> Path:
             head_lr=phase.head_lr,
             backbone_lr=phase.backbone_lr,
             max_seconds=budget and budget - spent,
+            keep_every_epoch=bool(config.average_last) and phase.backbone_lr is not None,
             **common,
         )
-
+    if config.average_last:
+        choice = choose_weight_average(
+            model, work / "finetune", config.average_last, selection_set, config.test_time_views
+        )
+        (work / "weight_averaging.json").write_text(json.dumps(choice, indent=2))
     return write_bundle(model, config, assignment, weights, work)
+
+
+def choose_weight_average(
+    model: keras.Model, folder: Path, last: int, selection_set: data.Dataset, views: int
+) -> dict:
+    """Score, on the selection set with `views` test-time views, the best epoch's weights
+    (which `model` holds) and the mean of the last `last` epochs' weights in `folder`;
+    leave `model` holding the better of the two. Returns both scores and the choice."""
+    files = epoch_weight_files(folder)[-last:]
+    images = data.load_images(selection_set.paths, int(model.input_shape[1]))
+
+    def selection_auc() -> float:
+        return metrics.roc_auc(selection_set.labels, evaluate.mean_logits(ModelRunner(model), images, views))
+
+    best_weights = model.get_weights()
+    best_auc = selection_auc()
+    model.set_weights(average_weights(model, files))
+    averaged_auc = selection_auc()
+    chosen = "average" if averaged_auc > best_auc else "best_epoch"
+    if chosen == "best_epoch":
+        model.set_weights(best_weights)
+    print(
+        f"selection ROC AUC ({views} views): best epoch {best_auc:.4f}, mean of the last "
+        f"{len(files)} epochs {averaged_auc:.4f}; keeping the {chosen.replace('_', ' ')}",
+        flush=True,
+    )
+    return {
+        "views": views,
+        "epochs_averaged": [int(f.name[6:9]) for f in files],
+        "selection_auc": {"best_epoch": best_auc, "average": averaged_auc},
+        "chosen": chosen,
+    }
 
 
 def start_from_bundle(model: keras.Model, arch: str, folder: str, assignment: roles.RoleAssignment) -> None:
@@ -416,6 +494,7 @@ def write_bundle(
     phases = {
         p.name: json.loads((p / "done").read_text()) for p in sorted(work.iterdir()) if (p / "done").exists()
     }
+    averaging_file = work / "weight_averaging.json"
     about = {
         "architecture": config.arch,
         "backbone_weights": describe_weights(config.weights, spec.is_transfer, config.init_from),
@@ -424,6 +503,11 @@ def write_bundle(
             "config": asdict(config),
             "phases": phases,
             "selection_auc": {p: s.get("best") for p, s in phases.items()},
+            **(
+                {"weight_averaging": json.loads(averaging_file.read_text())}
+                if config.average_last and averaging_file.exists()
+                else {}
+            ),
         },
     }
     # Class weighting raises every logit by log(w1/w0); it is undone before fitting T, so
@@ -562,6 +646,13 @@ def parse_args(argv=None) -> TrainConfig:
     defaults = TrainConfig("", "")
     for name in ("input_size", "batch_size", "head_epochs", "epochs", "patience", "test_time_views", "seed"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
+    parser.add_argument(
+        "--average-last",
+        type=int,
+        default=defaults.average_last,
+        help="keep every fine-tuning epoch's weights and also try the mean of the last N "
+        "(weight averaging); the selection set keeps the better of it and the best epoch",
+    )
     for name in ("head_lr", "backbone_lr", "label_smoothing", "max_minutes"):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
     config = TrainConfig(**vars(parser.parse_args(argv)))
