@@ -1,6 +1,7 @@
 """Selection-set ROC AUC of a training checkpoint that was never made a bundle, beside a
-committed bundle and the mean of the two logits (the flat ensemble's rule). Prints
-figures only; it asserts nothing and writes nothing.
+committed bundle, the mean of the two logits (the flat ensemble's rule) and, for two
+models of one architecture, the model whose weights are the mean of theirs (a "model
+soup"). Prints figures only; it asserts nothing and writes nothing.
 
     python bench/checkpoint_selection.py --arch densenet121 \
         --weights runs/densenet121/checkpoints/finetune/best.weights.h5 \
@@ -19,6 +20,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import cast
+
+import keras
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -74,6 +78,11 @@ def main(argv: list[str] | None = None) -> None:
         bundle_name: mean_logits(ModelRunner(reference.model), images, args.views),
     }
     logits["mean of both logits"] = (logits[checkpoint_name] + logits[bundle_name]) / 2
+    if reference.manifest["architecture"] == args.arch:
+        soup = models.build_model(args.arch, size, weights=None)
+        pairs = zip(checkpoint.get_weights(), cast(keras.Model, reference.model).get_weights())
+        soup.set_weights([(mine + theirs) / 2 for mine, theirs in pairs])
+        logits["mean of both weights"] = mean_logits(ModelRunner(soup), images, args.views)
     melanomas = int(selection.labels.sum())
     print(f"selection set: {len(selection.labels)} images, {melanomas} melanomas, {args.views} views")
     for name, values in logits.items():
