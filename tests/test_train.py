@@ -172,10 +172,24 @@ def test_a_second_stage_starts_from_a_bundle_of_the_same_roles(trained, config, 
     assert not np.allclose(bundle.load_bundle(fresh).predictions.logits, first.predictions.logits, atol=1e-2)
 
 
+def test_a_second_stage_may_go_on_at_another_input_size(trained, config, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from medal_core.stages import train as training
+
+    monkeypatch.setattr(training, "run_phase", lambda *args, **kwargs: 0.0)
+    larger = bundle.load_bundle(
+        train(replace(config, out=str(tmp_path / "larger"), init_from=str(trained), input_size=48))
+    )
+    assert larger.manifest["input_size"] == 48 and larger.model.input_shape[1:] == (48, 48, 3)
+    for kept, started in zip(larger.model.get_weights(), bundle.load_bundle(trained).model.get_weights()):
+        np.testing.assert_array_equal(kept, started)
+
+
 def test_a_second_stage_from_another_architecture_or_other_roles_is_refused(trained, config, tmp_path):
     from dataclasses import replace
 
-    with pytest.raises(TrainingError, match="is a custom_cnn at 32 px; this run trains a mobilenet"):
+    with pytest.raises(TrainingError, match="is a custom_cnn; this run trains a mobilenet"):
         train(replace(config, arch="mobilenet", out=str(tmp_path / "a"), init_from=str(trained)))
     with pytest.raises(TrainingError, match="other train, selection, calibration, report images"):
         train(replace(config, seed=3, out=str(tmp_path / "b"), init_from=str(trained)))

@@ -454,17 +454,15 @@ def choose_weight_average(
 
 def start_from_bundle(model: keras.Model, arch: str, folder: str, assignment: roles.RoleAssignment) -> None:
     """Load the weights of the bundle in `folder` into `model` (an `arch`), e.g. to
-    fine-tune a model trained on every source on the app's own kind of images. Refused
-    unless the bundle has the same architecture and input size and was trained with
-    exactly these roles, so that it never saw this run's selection, calibration or
-    report images."""
+    fine-tune a model trained on every source on the app's own kind of images, or to go
+    on at a higher resolution. Refused unless the bundle has the same architecture and
+    was trained with exactly these roles, so that it never saw this run's selection,
+    calibration or report images. The input size may differ: every architecture here
+    pools its last maps globally, so no weight's shape depends on it."""
     source = bundle.load_bundle(folder, load_screen_too=False)
     manifest = source.manifest
-    if (manifest["architecture"], manifest["input_size"]) != (arch, int(model.input_shape[1])):
-        raise TrainingError(
-            f"--init-from {folder} is a {manifest['architecture']} at "
-            f"{manifest['input_size']} px; this run trains a {arch} at {model.input_shape[1]} px"
-        )
+    if manifest["architecture"] != arch:
+        raise TrainingError(f"--init-from {folder} is a {manifest['architecture']}; this run trains a {arch}")
     differ = roles.differing_roles(manifest["data"]["roles"], assignment.summary())
     if differ:
         raise TrainingError(
@@ -472,7 +470,11 @@ def start_from_bundle(model: keras.Model, arch: str, folder: str, assignment: ro
             "this run's recipe gives: it may have seen this run's held-back images"
         )
     model.set_weights(cast(keras.Model, source.model).get_weights())
-    print(f"starting from the weights of {folder} ({manifest['model_sha256'][:12]})", flush=True)
+    print(
+        f"starting from the weights of {folder} ({manifest['model_sha256'][:12]}, trained at "
+        f"{manifest['input_size']} px; this run: {model.input_shape[1]} px)",
+        flush=True,
+    )
 
 
 def role_logits(runner: ModelRunner, dataset: data.Dataset, views: int) -> np.ndarray:
