@@ -21,9 +21,13 @@ writing the bundle. The checkpoints carry a fingerprint of the configuration and
 training and selection images: resuming with another configuration or other data is
 refused, never silently continued.
 
-`--init-from BUNDLE` starts from a trained bundle's weights instead (same architecture,
-input size and roles, checked), for a second stage on another mix of the training
-images, e.g. `recipes/isic2017_second_stage.json` with `--head-epochs 0`.
+`--init-from BUNDLE` starts from a trained bundle's weights instead (same architecture
+and roles, checked), for a second stage on another mix of the training images, e.g.
+`recipes/isic2017_second_stage.json` with `--head-epochs 0`, or at another `--input-size`.
+
+`--average-last N` keeps every fine-tuning epoch's weights and, at the end, scores the
+mean of the last N (stochastic weight averaging) against the best epoch on the selection
+set with the bundle's test-time views; the better is kept and the manifest says which.
 """
 
 from __future__ import annotations
