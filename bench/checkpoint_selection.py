@@ -10,8 +10,9 @@ soup"). Prints figures only; it asserts nothing and writes nothing.
 For a run stopped before its calibration stage (the calibration and report sets are not
 touched here). The selection images are rebuilt from `--against`'s manifest; the run's
 `checkpoints/fingerprint.json` (next to the phase folder of `--weights`) must name the
-same architecture and input size as given, and the same train and selection images as
-that manifest, or nothing is scored.
+same architecture as given and the same train and selection images as that manifest, or
+nothing is scored. Each model is scored at its own input size (a second stage may have
+gone on at another: `train --init-from --input-size`).
 """
 
 from __future__ import annotations
@@ -35,18 +36,21 @@ from medal_core.modeling.runner import ModelRunner  # noqa: E402
 from medal_core.stages.evaluate import mean_logits  # noqa: E402
 
 
-def provenance_problem(weights: Path, arch: str, input_size: int, manifest: dict) -> str | None:
-    """Why the checkpoint `weights` cannot be scored beside the bundle of `manifest`, or
-    None: its run's fingerprint must exist and match the architecture, the input size,
-    and the bundle's train and selection images."""
+def run_fingerprint(weights: Path) -> dict | None:
+    """The fingerprint of the run that wrote the checkpoint `weights`, or None."""
     fingerprint_file = weights.resolve().parents[1] / "fingerprint.json"
-    if not fingerprint_file.is_file():
-        return f"no {fingerprint_file}: --weights must be a checkpoint written by `train`"
-    fingerprint = json.loads(fingerprint_file.read_text())
-    config = fingerprint["config"]
-    if (config["arch"], config["input_size"]) != (arch, input_size):
-        found = f"{config['arch']} at {config['input_size']} px"
-        return f"the checkpoint is {found}, not {arch} at {input_size} px"
+    return json.loads(fingerprint_file.read_text()) if fingerprint_file.is_file() else None
+
+
+def provenance_problem(fingerprint: dict | None, arch: str, manifest: dict) -> str | None:
+    """Why a checkpoint whose run has `fingerprint` cannot be scored beside the bundle of
+    `manifest`, or None: the fingerprint must exist and name the architecture `arch` and
+    the bundle's train and selection images. (Its input size may differ from the
+    bundle's: each model is scored at its own.)"""
+    if fingerprint is None:
+        return "no fingerprint.json beside the checkpoint: --weights must be a checkpoint written by `train`"
+    if fingerprint["config"]["arch"] != arch:
+        return f"the checkpoint is a {fingerprint['config']['arch']}, not a {arch}"
     for role in ("train", "selection"):
         if fingerprint[f"{role}_ids_sha256"] != manifest["data"]["roles"][role]["ids_sha256"]:
             return f"the checkpoint's run had other {role} images than the bundle's"
@@ -63,30 +67,33 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     reference = bundles.load_bundle(args.against, load_screen_too=False)
-    size = reference.manifest["input_size"]
-    problem = provenance_problem(Path(args.weights), args.arch, size, reference.manifest)
+    fingerprint = run_fingerprint(Path(args.weights))
+    problem = provenance_problem(fingerprint, args.arch, reference.manifest)
     if problem:
         parser.error(problem)
+    assert fingerprint is not None
     selection = roles.bundle_roles(reference.manifest, args.data_root).role("selection")
+    size, bundle_size = int(fingerprint["config"]["input_size"]), int(reference.manifest["input_size"])
     checkpoint = models.build_model(args.arch, size, weights=None)
     checkpoint.load_weights(args.weights)
 
-    images = data.load_images(selection.paths, size)
-    checkpoint_name, bundle_name = f"{args.arch} (checkpoint)", f"{reference.name} (bundle)"
+    images = {px: data.load_images(selection.paths, px) for px in {size, bundle_size}}
+    checkpoint_name = f"{args.arch} at {size} px (checkpoint)"
+    bundle_name = f"{reference.name} at {bundle_size} px (bundle)"
     logits = {
-        checkpoint_name: mean_logits(ModelRunner(checkpoint), images, args.views),
-        bundle_name: mean_logits(ModelRunner(reference.model), images, args.views),
+        checkpoint_name: mean_logits(ModelRunner(checkpoint), images[size], args.views),
+        bundle_name: mean_logits(ModelRunner(reference.model), images[bundle_size], args.views),
     }
     logits["mean of both logits"] = (logits[checkpoint_name] + logits[bundle_name]) / 2
-    if reference.manifest["architecture"] == args.arch:
+    if reference.manifest["architecture"] == args.arch:  # weights that can be averaged
         soup = models.build_model(args.arch, size, weights=None)
         pairs = zip(checkpoint.get_weights(), cast(keras.Model, reference.model).get_weights())
         soup.set_weights([(mine + theirs) / 2 for mine, theirs in pairs])
-        logits["mean of both weights"] = mean_logits(ModelRunner(soup), images, args.views)
+        logits[f"mean of both weights, {size} px"] = mean_logits(ModelRunner(soup), images[size], args.views)
     melanomas = int(selection.labels.sum())
     print(f"selection set: {len(selection.labels)} images, {melanomas} melanomas, {args.views} views")
     for name, values in logits.items():
-        print(f"  {name:<28} ROC AUC {metrics.roc_auc(selection.labels, values):.4f}")
+        print(f"  {name:<36} ROC AUC {metrics.roc_auc(selection.labels, values):.4f}")
 
 
 if __name__ == "__main__":
