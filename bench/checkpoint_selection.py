@@ -1,7 +1,7 @@
 """Selection-set ROC AUC of a training checkpoint that was never made a bundle, beside a
 committed bundle, the mean of the two logits (the flat ensemble's rule) and, for two
-models of one architecture, the model whose weights are the mean of theirs (a "model
-soup"). Prints figures only; it asserts nothing and writes nothing.
+transfer models of one architecture, the model whose weights are the mean of theirs (a
+"model soup"). Prints figures only; it asserts nothing and writes nothing.
 
     python bench/checkpoint_selection.py --arch densenet121 \
         --weights runs/densenet121/checkpoints/finetune/best.weights.h5 \
@@ -34,6 +34,7 @@ from medal_core.evaluation import metrics  # noqa: E402
 from medal_core.modeling import architectures as models  # noqa: E402
 from medal_core.modeling.runner import ModelRunner  # noqa: E402
 from medal_core.stages.evaluate import mean_logits  # noqa: E402
+from medal_core.stages.train import mean_weights  # noqa: E402
 
 
 def run_fingerprint(weights: Path) -> dict | None:
@@ -85,10 +86,12 @@ def main(argv: list[str] | None = None) -> None:
         bundle_name: mean_logits(ModelRunner(reference.model), images[bundle_size], args.views),
     }
     logits["mean of both logits"] = (logits[checkpoint_name] + logits[bundle_name]) / 2
-    if reference.manifest["architecture"] == args.arch:  # weights that can be averaged
+    # Weights can be averaged between two models of one architecture whose batch norms
+    # stayed frozen (transfer models; see `train.mean_weights`).
+    if reference.manifest["architecture"] == args.arch and models.ARCHITECTURES[args.arch].is_transfer:
         soup = models.build_model(args.arch, size, weights=None)
-        pairs = zip(checkpoint.get_weights(), cast(keras.Model, reference.model).get_weights())
-        soup.set_weights([(mine + theirs) / 2 for mine, theirs in pairs])
+        reference_weights = cast(keras.Model, reference.model).get_weights()
+        soup.set_weights(mean_weights([checkpoint.get_weights(), reference_weights]))
         logits[f"mean of both weights, {size} px"] = mean_logits(ModelRunner(soup), images[size], args.views)
     melanomas = int(selection.labels.sum())
     print(f"selection set: {len(selection.labels)} images, {melanomas} melanomas, {args.views} views")

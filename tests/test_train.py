@@ -381,8 +381,50 @@ def test_average_weights_is_the_element_wise_mean_of_the_saved_epochs(tmp_path):
     assert [w.shape for w in mean] == [w.shape for w in model.get_weights()]
     for i, weight in enumerate(mean):
         np.testing.assert_allclose(weight, 3.0 * (i + 1))
-    with pytest.raises(TrainingError, match="no epoch weights"):
+    with pytest.raises(TrainingError, match="no weights to average"):
         average_weights(model, [])
+
+
+def test_only_the_last_consecutive_epochs_are_averaged(tmp_path):
+    from medal_core.stages.train import EPOCH_WEIGHTS, last_epochs
+
+    for epoch in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10):
+        (tmp_path / EPOCH_WEIGHTS.format(epoch)).write_bytes(b"")
+    assert [f.name for f in last_epochs(tmp_path, 3)] == [EPOCH_WEIGHTS.format(e) for e in (8, 9, 10)]
+    assert len(last_epochs(tmp_path, 20)) == 11  # fewer epochs ran than asked for: all of them
+    (tmp_path / EPOCH_WEIGHTS.format(9)).unlink()
+    with pytest.raises(TrainingError, match=r"skip epochs \(\[7, 8, 10\]\)"):
+        last_epochs(tmp_path, 3)
+    with pytest.raises(TrainingError, match="no epoch weights"):
+        last_epochs(tmp_path / "nowhere", 3)
+
+
+@pytest.mark.parametrize(
+    "best_score, averaged_score, chosen",
+    [(0.8, 0.9, "average"), (0.9, 0.8, "best_epoch"), (0.85, 0.85, "best_epoch")],
+)
+def test_the_better_of_best_epoch_and_average_is_kept(tmp_path, best_score, averaged_score, chosen):
+    from medal_core.modeling import architectures as models
+    from medal_core.stages.train import choose_weight_average
+
+    model = models.build_model("custom_cnn", 32, weights=None)
+    files = []
+    for epoch, value in enumerate((1.0, 3.0)):
+        model.set_weights([np.full(w.shape, value, np.float32) for w in model.get_weights()])
+        files.append(tmp_path / f"epoch_{epoch:03d}.weights.h5")
+        model.save_weights(files[-1])
+    best = [np.full(w.shape, 7.0, np.float32) for w in model.get_weights()]
+    model.set_weights(best)
+    scores = iter((best_score, averaged_score))  # the best epoch is scored first
+
+    record = choose_weight_average(model, files, lambda candidate: next(scores))
+    assert record == {
+        "epochs_averaged": [0, 1],
+        "selection_auc": {"best_epoch": best_score, "average": averaged_score},
+        "chosen": chosen,
+    }
+    held = 2.0 if chosen == "average" else 7.0
+    assert all(np.allclose(w, held) for w in model.get_weights())
 
 
 def test_weight_averaging_keeps_every_fine_tuning_epoch_and_the_better_candidate(
@@ -410,7 +452,8 @@ def test_weight_averaging_keeps_every_fine_tuning_epoch_and_the_better_candidate
     assert [f.name for f in files] == [f"epoch_{e:03d}.weights.h5" for e in range(3)]
     assert not epoch_weight_files(folder / "checkpoints" / "head")  # only the phase that is averaged
     averaging = bundle.read_manifest(folder)["training"]["weight_averaging"]
-    assert averaging["epochs_averaged"] == [1, 2] and averaging["views"] == run.test_time_views
+    assert averaging["epochs_averaged"] == [1, 2] and averaging["requested"] == 2
+    assert averaging["views"] == run.test_time_views
     scores = averaging["selection_auc"]
     assert averaging["chosen"] == ("average" if scores["average"] > scores["best_epoch"] else "best_epoch")
 
@@ -422,6 +465,9 @@ def test_weight_averaging_keeps_every_fine_tuning_epoch_and_the_better_candidate
         expected = scratch.get_weights()
     for kept, wanted in zip(bundle.load_bundle(folder).model.get_weights(), expected):
         np.testing.assert_allclose(kept, wanted, atol=1e-6)
+    # The same command again resumes the finished run: the same files, the same choice.
+    assert train(run) == folder
+    assert bundle.read_manifest(folder)["training"]["weight_averaging"] == averaging
 
 
 def test_weight_averaging_is_refused_for_a_model_that_trains_its_batch_norms(config, tmp_path):
@@ -429,3 +475,19 @@ def test_weight_averaging_is_refused_for_a_model_that_trains_its_batch_norms(con
 
     with pytest.raises(TrainingError, match="--average-last needs frozen batch norms"):
         train(replace(config, out=str(tmp_path / "scratch_swa"), average_last=2))
+    for pointless in (-3, 1):
+        with pytest.raises(TrainingError, match="give 0 .no averaging. or 2 or more epochs"):
+            train(replace(config, arch="mobilenet", out=str(tmp_path / "n"), average_last=pointless))
+
+
+def test_runs_fingerprinted_before_weight_averaging_existed_still_resume(config):
+    """A setting added later is left out of the fingerprint at its default: the runs
+    fingerprinted before it existed keep their fingerprint."""
+    from dataclasses import replace
+
+    from medal_core.data import roles
+    from medal_core.stages.train import run_fingerprint
+
+    assignment = roles.assign_roles(config.recipe_object(), config.data_root)
+    assert "average_last" not in run_fingerprint(config, assignment)["config"]
+    assert run_fingerprint(replace(config, average_last=4), assignment)["config"]["average_last"] == 4

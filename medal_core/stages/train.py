@@ -38,7 +38,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Callable, cast
 
 import keras
 import numpy as np
@@ -54,6 +54,11 @@ from medal_core.stages import calibrate, evaluate
 
 # Settings that do not change what a run computes: they may differ on resume.
 RESUMABLE_SETTINGS = ("out", "max_minutes")
+# Settings added after runs were fingerprinted: left out at their default, so that those
+# runs can still be resumed.
+LATER_SETTINGS = {"average_last": 0}
+FINETUNE = "finetune"  # the phase whose epochs `--average-last` averages
+EPOCH_WEIGHTS = "epoch_{:03d}.weights.h5"
 FINGERPRINT_FILE = "fingerprint.json"
 
 
@@ -199,31 +204,52 @@ class KeepEveryEpoch(keras.callbacks.Callback):
         self.inner_model, self.folder = model, folder
 
     def on_epoch_end(self, epoch, logs=None):
-        self.inner_model.save_weights(self.folder / f"epoch_{epoch:03d}.weights.h5")
+        self.inner_model.save_weights(self.folder / EPOCH_WEIGHTS.format(epoch))
 
 
 def epoch_weight_files(folder: Path) -> list[Path]:
     """The per-epoch weight files `KeepEveryEpoch` wrote in `folder`, in epoch order."""
-    return sorted(folder.glob("epoch_[0-9][0-9][0-9].weights.h5"))
+    return sorted(folder.glob("epoch_*.weights.h5"), key=epoch_of)
+
+
+def epoch_of(path: Path) -> int:
+    """The epoch (from 0) of a file named by `EPOCH_WEIGHTS`."""
+    return int(path.name.split(".")[0].removeprefix("epoch_"))
+
+
+def last_epochs(folder: Path, last: int) -> list[Path]:
+    """The weight files of the last `last` epochs in `folder` (all of them if fewer ran),
+    which must be consecutive: a gap would average other epochs than asked for."""
+    files = epoch_weight_files(folder)[-last:]
+    epochs = [epoch_of(f) for f in files]
+    if not files:
+        raise TrainingError(f"no epoch weights in {folder} to average")
+    if epochs != list(range(epochs[0], epochs[0] + len(epochs))):
+        raise TrainingError(f"the epoch weights in {folder} skip epochs ({epochs}): cannot average them")
+    return files
+
+
+def mean_weights(weight_sets: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """The element-wise mean (float32) of several models' `get_weights()` lists, all of
+    one architecture: stochastic weight averaging over one run's late epochs (Izmailov
+    et al., 2018), whose mean lies nearer the centre of a wide optimum than any one of
+    them, or a "model soup" of runs from one starting point. Batch-norm statistics are
+    averaged too, which is exact only when they did not move (frozen, as in fine-tuning
+    here)."""
+    if not weight_sets:
+        raise TrainingError("no weights to average")
+    stacked = (np.stack(same_weight) for same_weight in zip(*weight_sets))
+    return [np.asarray(np.mean(values, axis=0, dtype=np.float64), np.float32) for values in stacked]
 
 
 def average_weights(model: keras.Model, files: list[Path]) -> list[np.ndarray]:
-    """The element-wise mean of the weights saved in `files` (each loaded into `model`,
-    which is left holding the last), in `model.get_weights()` order.
-
-    Stochastic weight averaging (Izmailov et al., 2018): the mean of the late points of
-    one run lies nearer the centre of a wide optimum than any one of them. The moving
-    statistics of batch norm are averaged too, which is exact only when they did not
-    move (frozen, as in fine-tuning here)."""
-    if not files:
-        raise TrainingError("no epoch weights to average")
-    total: list[np.ndarray] | None = None
+    """`mean_weights` of the weights saved in `files`, each loaded into `model` (which is
+    left holding the last), in `model.get_weights()` order."""
+    weight_sets = []
     for path in files:
         model.load_weights(path)
-        current = [np.asarray(w, np.float64) for w in model.get_weights()]
-        total = current if total is None else [t + c for t, c in zip(total, current)]
-    assert total is not None
-    return [(t / len(files)).astype(np.float32) for t in total]
+        weight_sets.append(model.get_weights())
+    return mean_weights(weight_sets)
 
 
 def class_weights(labels: np.ndarray, draw_probability: np.ndarray | None = None) -> dict[int, float]:
@@ -240,7 +266,11 @@ def class_weights(labels: np.ndarray, draw_probability: np.ndarray | None = None
 def run_fingerprint(config: TrainConfig, assignment: roles.RoleAssignment) -> dict:
     """What a run's checkpoints belong to: the settings that shape the weights and the
     exact training and selection images (sha256 of their sorted ids)."""
-    settings = {k: v for k, v in asdict(config).items() if k not in RESUMABLE_SETTINGS}
+    settings = {
+        k: v
+        for k, v in asdict(config).items()
+        if k not in RESUMABLE_SETTINGS and not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])
+    }
     if config.init_from:  # the weights it starts from, not only where they were
         settings["init_from_model_sha256"] = bundle.read_manifest(config.init_from)["model_sha256"]
     summary = assignment.summary()
@@ -302,7 +332,7 @@ def training_phases(config: TrainConfig, is_transfer: bool) -> list[Phase]:
     if not is_transfer:
         return [Phase("scratch", config.epochs, config.head_lr, None)]
     head = [Phase("head", config.head_epochs, config.head_lr, None)] if config.head_epochs else []
-    return [*head, Phase("finetune", config.epochs, config.head_lr / 10, config.backbone_lr)]
+    return [*head, Phase(FINETUNE, config.epochs, config.head_lr / 10, config.backbone_lr)]
 
 
 def run_phase(
@@ -346,14 +376,16 @@ def run_phase(
         f"{backbone_lr if backbone_lr else 'frozen'}",
         flush=True,
     )
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(folder / "backup")),
-        keeper,
-        keras.callbacks.CSVLogger(str(work / "history.csv"), append=True),
-        keras.callbacks.TensorBoard(str(work / "tensorboard" / name)),
-    ]
+    callbacks: list[keras.callbacks.Callback] = [keeper]
     if keep_every_epoch:
         callbacks.append(KeepEveryEpoch(model, folder))
+    callbacks += [
+        keras.callbacks.CSVLogger(str(work / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(work / "tensorboard" / name)),
+        # Last: an epoch counts as done only once the others have saved what it made, so
+        # a run killed in between redoes it instead of resuming without its files.
+        keras.callbacks.BackupAndRestore(str(folder / "backup")),
+    ]
     trainer.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=2, callbacks=callbacks)
     keeper.restore_best()
     (folder / "done").write_text(json.dumps(keeper.state))
@@ -370,6 +402,10 @@ def train(config: TrainConfig) -> Path:
 
     if config.init_from and config.weights not in (None, "none"):
         raise TrainingError("give --weights or --init-from, not both: --init-from brings its own weights")
+    if config.average_last < 0 or config.average_last == 1:
+        raise TrainingError(
+            f"--average-last {config.average_last}: give 0 (no averaging) or 2 or more epochs"
+        )
     if config.average_last and not spec.is_transfer:
         raise TrainingError(
             f"--average-last needs frozen batch norms, i.e. a transfer architecture; {config.arch} "
@@ -416,42 +452,41 @@ def train(config: TrainConfig) -> Path:
             keep_every_epoch=bool(config.average_last) and phase.backbone_lr is not None,
             **common,
         )
+    averaging = None
     if config.average_last:
-        choice = choose_weight_average(
-            model, work / "finetune", config.average_last, selection_set, config.test_time_views
-        )
-        (work / "weight_averaging.json").write_text(json.dumps(choice, indent=2))
-    return write_bundle(model, config, assignment, weights, work)
+        images = data.load_images(selection_set.paths, size)
+
+        def selection_auc(candidate: keras.Model) -> float:
+            logits = evaluate.mean_logits(ModelRunner(candidate), images, config.test_time_views)
+            return metrics.roc_auc(selection_set.labels, logits)
+
+        files = last_epochs(work / FINETUNE, config.average_last)
+        averaging = choose_weight_average(model, files, selection_auc)
+        averaging.update(requested=config.average_last, views=config.test_time_views)
+    return write_bundle(model, config, assignment, weights, work, averaging)
 
 
 def choose_weight_average(
-    model: keras.Model, folder: Path, last: int, selection_set: data.Dataset, views: int
+    model: keras.Model, files: list[Path], score: Callable[[keras.Model], float]
 ) -> dict:
-    """Score, on the selection set with `views` test-time views, the best epoch's weights
-    (which `model` holds) and the mean of the last `last` epochs' weights in `folder`;
-    leave `model` holding the better of the two. Returns both scores and the choice."""
-    files = epoch_weight_files(folder)[-last:]
-    images = data.load_images(selection_set.paths, int(model.input_shape[1]))
-
-    def selection_auc() -> float:
-        return metrics.roc_auc(selection_set.labels, evaluate.mean_logits(ModelRunner(model), images, views))
-
+    """Score the best epoch's weights (which `model` holds) and the mean of the weights
+    in `files` with `score` (the selection set's ROC AUC), and leave `model` holding the
+    better of the two (the best epoch on a tie). Returns both scores and the choice."""
     best_weights = model.get_weights()
-    best_auc = selection_auc()
+    best_score = score(model)
     model.set_weights(average_weights(model, files))
-    averaged_auc = selection_auc()
-    chosen = "average" if averaged_auc > best_auc else "best_epoch"
+    averaged_score = score(model)
+    chosen = "average" if averaged_score > best_score else "best_epoch"
     if chosen == "best_epoch":
         model.set_weights(best_weights)
     print(
-        f"selection ROC AUC ({views} views): best epoch {best_auc:.4f}, mean of the last "
-        f"{len(files)} epochs {averaged_auc:.4f}; keeping the {chosen.replace('_', ' ')}",
+        f"selection ROC AUC: best epoch {best_score:.4f}, mean of the last {len(files)} "
+        f"epochs {averaged_score:.4f}; keeping the {chosen.replace('_', ' ')}",
         flush=True,
     )
     return {
-        "views": views,
-        "epochs_averaged": [int(f.name[6:9]) for f in files],
-        "selection_auc": {"best_epoch": best_auc, "average": averaged_auc},
+        "epochs_averaged": [epoch_of(f) for f in files],
+        "selection_auc": {"best_epoch": best_score, "average": averaged_score},
         "chosen": chosen,
     }
 
@@ -493,14 +528,15 @@ def write_bundle(
     assignment: roles.RoleAssignment,
     weights: dict[int, float],
     work: Path,
+    weight_averaging: dict | None = None,
 ) -> Path:
     """Save the trained model as a bundle with what it is and how it was trained
-    (`save_calibrated_bundle` fits its temperature and runs the calibration stage)."""
+    (`save_calibrated_bundle` fits its temperature and runs the calibration stage).
+    `weight_averaging`: what `choose_weight_average` compared and kept, if it ran."""
     spec = models.ARCHITECTURES[config.arch]
     phases = {
         p.name: json.loads((p / "done").read_text()) for p in sorted(work.iterdir()) if (p / "done").exists()
     }
-    averaging_file = work / "weight_averaging.json"
     about = {
         "architecture": config.arch,
         "backbone_weights": describe_weights(config.weights, spec.is_transfer, config.init_from),
@@ -508,12 +544,10 @@ def write_bundle(
         "training": {
             "config": asdict(config),
             "phases": phases,
+            # The best epoch's 1-view score per phase (early stopping's); with weight
+            # averaging, both candidates' scores with the bundle's views are below.
             "selection_auc": {p: s.get("best") for p, s in phases.items()},
-            **(
-                {"weight_averaging": json.loads(averaging_file.read_text())}
-                if config.average_last and averaging_file.exists()
-                else {}
-            ),
+            **({"weight_averaging": weight_averaging} if weight_averaging else {}),
         },
     }
     # Class weighting raises every logit by log(w1/w0); it is undone before fitting T, so
