@@ -32,9 +32,9 @@ from medal_core.data import datasets as data  # noqa: E402
 from medal_core.data import roles  # noqa: E402
 from medal_core.evaluation import metrics  # noqa: E402
 from medal_core.modeling import architectures as models  # noqa: E402
+from medal_core.modeling.ensembling import mean_weights  # noqa: E402
 from medal_core.modeling.runner import ModelRunner  # noqa: E402
 from medal_core.stages.evaluate import mean_logits  # noqa: E402
-from medal_core.stages.train import mean_weights  # noqa: E402
 
 
 def run_fingerprint(weights: Path) -> dict | None:
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     logits["mean of both logits"] = (logits[checkpoint_name] + logits[bundle_name]) / 2
     # Weights can be averaged between two models of one architecture whose batch norms
-    # stayed frozen (transfer models; see `train.mean_weights`).
+    # stayed frozen (transfer models; see `ensembling.mean_weights`).
     if reference.manifest["architecture"] == args.arch and models.ARCHITECTURES[args.arch].is_transfer:
         soup = models.build_model(args.arch, size, weights=None)
         reference_weights = cast(keras.Model, reference.model).get_weights()

@@ -1,4 +1,5 @@
-"""Merge trained models into one flat ensemble graph whose logit is the mean of theirs.
+"""Merge trained models into one flat ensemble graph whose logit is the mean of theirs,
+or average their weights (`mean_weights`).
 
 The members are trained on their own (`python -m medal_core train`); merging copies
 each backbone's weights, layer by layer, into `architectures.build_ensemble`'s graph and
@@ -64,3 +65,16 @@ def mean_logit_weights(members: list[keras.Model]) -> list[np.ndarray]:
     kernels, biases = zip(*(m.get_layer(models.LOGIT_LAYER).get_weights() for m in members))
     k = len(members)
     return [np.concatenate(kernels, axis=0) / k, np.mean(biases, axis=0)]
+
+
+def mean_weights(weight_sets: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """The element-wise mean (float32) of several models' `get_weights()` lists, all of
+    one architecture: stochastic weight averaging over one run's late epochs (Izmailov
+    et al., 2018), whose mean lies nearer the centre of a wide optimum than any one of
+    them, or a "model soup" of runs from one starting point. Batch-norm statistics are
+    averaged too, which is exact only when they did not move (frozen, as in fine-tuning
+    here)."""
+    if not weight_sets:
+        raise ValueError("no weights to average")
+    stacked = (np.stack(same_weight) for same_weight in zip(*weight_sets))
+    return [np.asarray(np.mean(values, axis=0, dtype=np.float64), np.float32) for values in stacked]

@@ -49,6 +49,7 @@ from medal_core.data import datasets as data
 from medal_core.data import pipeline, roles
 from medal_core.evaluation import figures, metrics
 from medal_core.modeling import architectures as models
+from medal_core.modeling import ensembling
 from medal_core.modeling.runner import ModelRunner
 from medal_core.stages import calibrate, evaluate
 
@@ -229,27 +230,16 @@ def last_epochs(folder: Path, last: int) -> list[Path]:
     return files
 
 
-def mean_weights(weight_sets: list[list[np.ndarray]]) -> list[np.ndarray]:
-    """The element-wise mean (float32) of several models' `get_weights()` lists, all of
-    one architecture: stochastic weight averaging over one run's late epochs (Izmailov
-    et al., 2018), whose mean lies nearer the centre of a wide optimum than any one of
-    them, or a "model soup" of runs from one starting point. Batch-norm statistics are
-    averaged too, which is exact only when they did not move (frozen, as in fine-tuning
-    here)."""
-    if not weight_sets:
-        raise TrainingError("no weights to average")
-    stacked = (np.stack(same_weight) for same_weight in zip(*weight_sets))
-    return [np.asarray(np.mean(values, axis=0, dtype=np.float64), np.float32) for values in stacked]
-
-
 def average_weights(model: keras.Model, files: list[Path]) -> list[np.ndarray]:
-    """`mean_weights` of the weights saved in `files`, each loaded into `model` (which is
-    left holding the last), in `model.get_weights()` order."""
+    """`ensembling.mean_weights` of the weights saved in `files`, each loaded into `model`
+    (which is left holding the last), in `model.get_weights()` order."""
+    if not files:
+        raise TrainingError("no weights to average")
     weight_sets = []
     for path in files:
         model.load_weights(path)
         weight_sets.append(model.get_weights())
-    return mean_weights(weight_sets)
+    return ensembling.mean_weights(weight_sets)
 
 
 def class_weights(labels: np.ndarray, draw_probability: np.ndarray | None = None) -> dict[int, float]:
