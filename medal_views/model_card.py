@@ -101,8 +101,8 @@ def _ensemble_lines(ensemble: dict | None) -> list[str]:
     if not isinstance(ensemble, dict) or not ensemble.get("members"):
         return []
     names = [m.get("name", "?") for m in ensemble["members"]]
-    aucs = ensemble.get("selection_roc_auc", {})  # by member architecture, and "ensemble"
-    keys = [*(m.get("architecture", "?") for m in ensemble["members"]), "ensemble"]
+    aucs = ensemble.get("selection_roc_auc", {})  # by member key (its architecture), and "ensemble"
+    keys = [*(m.get("key", m.get("architecture", "?")) for m in ensemble["members"]), "ensemble"]
     chosen = ", ".join(f"{key} {aucs[key]:.3f}" for key in keys if key in aucs)
     return [
         f"- **Ensemble:** the mean of the logits of {' and '.join(names)}, in one graph "

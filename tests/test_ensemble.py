@@ -49,9 +49,10 @@ def _perturbed(model: keras.Model, seed: int) -> keras.Model:
     return model
 
 
-# The pairs whose merged graph is checked: the one measured, and DenseNet121 (another
-# input preprocessing) with MobileNetV2.
-PAIRS = [ARCHS, ["densenet121", "mobilenetv2"]]
+# The pairs whose merged graph is checked: the one measured, DenseNet121 (another input
+# preprocessing) with MobileNetV2, and two MobileNetV2s (two runs of one architecture,
+# whose second backbone's layers are renamed).
+PAIRS = [ARCHS, ["densenet121", "mobilenetv2"], ["mobilenetv2", "mobilenetv2"]]
 
 
 @pytest.fixture(scope="module", params=PAIRS, ids="+".join)
@@ -71,7 +72,11 @@ def merged(members, pair):
 
 # Both members' pooled features side by side (MobileNet 0.75: 768, MobileNetV2: 1280,
 # DenseNet121: 1024 channels).
-WIDTH = {"mobilenet+mobilenetv2": 768 + 1280, "densenet121+mobilenetv2": 1024 + 1280}
+WIDTH = {
+    "mobilenet+mobilenetv2": 768 + 1280,
+    "densenet121+mobilenetv2": 1024 + 1280,
+    "mobilenetv2+mobilenetv2": 1280 + 1280,
+}
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +102,7 @@ def test_ensemble_is_one_flat_graph_that_loads_in_safe_mode(merged, pair, images
     expected = {
         "mobilenet+mobilenetv2": ["to_unit_range"],
         "densenet121+mobilenetv2": ["imagenet_standardise", "to_unit_interval", "to_unit_range"],
+        "mobilenetv2+mobilenetv2": ["to_unit_range"],
     }
     assert preprocessing == expected["+".join(pair)]
     merged.save(tmp_path / "model.keras")
@@ -119,12 +125,20 @@ def test_ensemble_grad_cam_is_half_the_sum_of_the_members_raw_maps(members, merg
     assert heatmap.shape == (SIZE, SIZE) and 0 <= heatmap.min() and heatmap.max() <= 1
 
 
+def test_a_second_member_of_one_architecture_gets_its_own_layer_names(merged, pair):
+    assert models.member_prefixes(["mobilenetv2", "mobilenet", "mobilenetv2"]) == ["", "", "mobilenetv2_2_"]
+    assert models.member_keys(["mobilenetv2", "mobilenetv2"]) == ["mobilenetv2", "mobilenetv2_2"]
+    names = [layer.name for layer in merged.layers]
+    assert len(names) == len(set(names))
+    if pair == ["mobilenetv2", "mobilenetv2"]:  # the first keeps Keras' names, the second is prefixed
+        assert {"Conv1", "out_relu", "mobilenetv2_2_Conv1", "mobilenetv2_2_out_relu"} <= set(names)
+
+
 @pytest.mark.parametrize(
-    "archs",
-    [["mobilenet"], ["mobilenet", "mobilenet"], ["mobilenet", "custom_cnn"], ["efficientnetb0", "mobilenet"]],
+    "archs", [["mobilenet"], ["mobilenet", "custom_cnn"], ["efficientnetb0", "mobilenet"]]
 )
 def test_build_ensemble_refuses_members_it_cannot_hold(archs):
-    with pytest.raises(ValueError, match="different architectures"):
+    with pytest.raises(ValueError, match="two or more members of the architectures"):
         models.build_ensemble(archs, SIZE)
 
 
@@ -134,7 +148,7 @@ def test_build_ensemble_refuses_members_whose_layer_names_clash():
     # The declared clash is real: Keras itself refuses the two backbones in one graph.
     inputs = keras.Input((SIZE, SIZE, 3))
     both = [models.ENSEMBLE_MEMBERS[arch] for arch in ("mobilenet", "densenet121")]
-    maps = [member.maps(member.preprocess(inputs)) for member in both]
+    maps = [member.backbone(member.preprocess(inputs)).output for member in both]
     with pytest.raises(ValueError, match="conv1_bn"):
         keras.Model(inputs, keras.layers.Concatenate()(maps))
 
@@ -199,6 +213,7 @@ def test_stage_writes_an_ensemble_bundle_the_app_can_load(trained_members, tmp_p
     assert manifest["gradcam_layer"] == models.ENSEMBLE_MAPS
     record = manifest["ensemble"]
     assert [m["name"] for m in record["members"]] == ARCHS
+    assert [m["key"] for m in record["members"]] == ARCHS
     assert set(record["selection_roc_auc"]) == {*ARCHS, models.ENSEMBLE}
     assert record["max_logit_difference_from_members_mean"] < 1e-3
     first = bundle.read_manifest(trained_members[0])
@@ -229,14 +244,17 @@ def test_a_second_stage_of_a_transfer_model_skips_its_head_phase(trained_members
         training.train(dataclasses.replace(config, init_from=str(trained_members[0]), weights="imagenet"))
 
 
-def test_stage_refuses_members_of_other_roles_or_the_same_architecture(trained_members):
+def test_stage_refuses_members_of_other_roles_or_one_model_twice(trained_members):
     members = [bundle.load_bundle(f, load_model=False) for f in trained_members]
     assert stage.check_members(members) == ARCHS
     other = dataclasses.replace(members[1], manifest=_with_report_ids(members[1].manifest, "0" * 64))
     with pytest.raises(stage.EnsembleError, match="different report images"):
         stage.check_members([members[0], other])
-    with pytest.raises(stage.EnsembleError, match="must differ"):
+    with pytest.raises(stage.EnsembleError, match="holds the same model as .* must differ"):
         stage.check_members([members[0], members[0]])
+    # Two runs of one architecture (other weights, the same roles) may be members.
+    second_run = dataclasses.replace(members[1], manifest={**members[1].manifest, "model_sha256": "f" * 64})
+    assert stage.check_members([members[1], second_run]) == ["mobilenetv2", "mobilenetv2"]
     with pytest.raises(stage.EnsembleError, match="at least two"):
         stage.check_members(members[:1])
 

@@ -57,29 +57,27 @@ def _image_in_unit_range(input_size: int) -> tuple[keras.KerasTensor, keras.Kera
     return inputs, _unit_range(inputs)
 
 
-def _mobilenet_maps(scaled, weights: str | None = None, alpha: float = 0.75) -> keras.KerasTensor:
-    """MobileNet v1's last activation maps (conv_pw_13_relu), its layers added to the
-    graph of `scaled` (flat: no nested sub-model)."""
-    backbone = keras.applications.MobileNet(
+def _mobilenet_backbone(scaled, weights: str | None = None, alpha: float = 0.75) -> keras.Model:
+    """MobileNet v1 up to its last activation maps (conv_pw_13_relu, the `.output`), its
+    layers added to the graph of `scaled` (flat: no nested sub-model)."""
+    return keras.applications.MobileNet(
         input_tensor=scaled, alpha=alpha, include_top=False, weights=_weights_argument(weights)
     )
-    return backbone.output
 
 
-def _mobilenetv2_maps(scaled, weights: str | None = None, alpha: float = 1.0) -> keras.KerasTensor:
-    """MobileNetV2's last activation maps (out_relu), its layers added to the graph of
-    `scaled`."""
-    backbone = keras.applications.MobileNetV2(
+def _mobilenetv2_backbone(scaled, weights: str | None = None, alpha: float = 1.0) -> keras.Model:
+    """MobileNetV2 up to its last activation maps (out_relu), its layers added to the
+    graph of `scaled`."""
+    return keras.applications.MobileNetV2(
         input_tensor=scaled, alpha=alpha, include_top=False, weights=_weights_argument(weights)
     )
-    return backbone.output
 
 
 def build_mobilenet(input_size: int = 256, weights: str | None = None, alpha: float = 0.75) -> keras.Model:
     """MobileNet v1 (alpha 0.75, the ImageNet weights available offline in
     `../shared/weights`), global average pooling, dropout 0.3, one sigmoid unit."""
     inputs, scaled = _image_in_unit_range(input_size)
-    maps = _mobilenet_maps(scaled, weights, alpha)
+    maps = _mobilenet_backbone(scaled, weights, alpha).output
     return keras.Model(inputs, _classifier_head(maps, 0.3), name="mobilenet")
 
 
@@ -87,7 +85,7 @@ def build_mobilenetv2(input_size: int = 224, weights: str | None = None, alpha: 
     """MobileNetV2 (alpha 1.0: about the compute of MobileNet 0.75, with inverted residual
     blocks), global average pooling, dropout 0.3, one sigmoid unit."""
     inputs, scaled = _image_in_unit_range(input_size)
-    maps = _mobilenetv2_maps(scaled, weights, alpha)
+    maps = _mobilenetv2_backbone(scaled, weights, alpha).output
     return keras.Model(inputs, _classifier_head(maps, 0.3), name="mobilenetv2")
 
 
@@ -106,13 +104,12 @@ def _imagenet_standardised(inputs) -> keras.KerasTensor:
     )(x)
 
 
-def _densenet121_maps(standardised, weights: str | None = None) -> keras.KerasTensor:
-    """DenseNet121's last activation maps (relu), its layers added to the graph of
+def _densenet121_backbone(standardised, weights: str | None = None) -> keras.Model:
+    """DenseNet121 up to its last activation maps (relu), its layers added to the graph of
     `standardised` (the output of `_imagenet_standardised`)."""
-    backbone = keras.applications.DenseNet121(
+    return keras.applications.DenseNet121(
         input_tensor=standardised, include_top=False, weights=_weights_argument(weights)
     )
-    return backbone.output
 
 
 def build_densenet121(input_size: int = 224, weights: str | None = None) -> keras.Model:
@@ -120,7 +117,7 @@ def build_densenet121(input_size: int = 224, weights: str | None = None) -> kera
     dropout 0.3, one sigmoid unit. Inputs are standardised inside the model as its
     ImageNet weights expect."""
     inputs = keras.Input((input_size, input_size, 3), name="image")
-    maps = _densenet121_maps(_imagenet_standardised(inputs), weights)
+    maps = _densenet121_backbone(_imagenet_standardised(inputs), weights).output
     return keras.Model(inputs, _classifier_head(maps, 0.3), name="densenet121")
 
 
@@ -166,21 +163,23 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
 @dataclass(frozen=True)
 class EnsembleMember:
     """How an architecture's backbone joins an ensemble: the input preprocessing it needs
-    (its name, and raw RGB 0–255 → tensor) and its backbone's last maps from that tensor."""
+    (its name, and raw RGB 0–255 → tensor) and its backbone, up to its last maps (the
+    backbone's `.output`), built on that tensor."""
 
     preprocessing: str
     preprocess: Callable[[keras.KerasTensor], keras.KerasTensor]
-    maps: Callable[[keras.KerasTensor], keras.KerasTensor]
+    backbone: Callable[[keras.KerasTensor], keras.Model]
 
 
 # Architectures an ensemble can hold. Members of one preprocessing share its layer (one
-# `to_unit_range` for both MobileNets); their backbones' layer names must differ
-# (MobileNet's `conv1` vs MobileNetV2's `Conv1`), so the backbones sit side by side in one
-# flat graph.
+# `to_unit_range` for both MobileNets). Backbones of different architectures keep their
+# Keras layer names (MobileNet's `conv1` vs MobileNetV2's `Conv1`), so they sit side by
+# side in one flat graph; a second member of one architecture gets its layers prefixed
+# (`member_prefixes`).
 ENSEMBLE_MEMBERS: dict[str, EnsembleMember] = {
-    "mobilenet": EnsembleMember("unit_range", _unit_range, _mobilenet_maps),
-    "mobilenetv2": EnsembleMember("unit_range", _unit_range, _mobilenetv2_maps),
-    "densenet121": EnsembleMember("imagenet_standardised", _imagenet_standardised, _densenet121_maps),
+    "mobilenet": EnsembleMember("unit_range", _unit_range, _mobilenet_backbone),
+    "mobilenetv2": EnsembleMember("unit_range", _unit_range, _mobilenetv2_backbone),
+    "densenet121": EnsembleMember("imagenet_standardised", _imagenet_standardised, _densenet121_backbone),
 }
 # Pairs whose backbones share layer names (both have `conv1_bn` and `conv1_relu`), so they
 # cannot sit in one graph.
@@ -189,10 +188,30 @@ ENSEMBLE_MAPS = "ensemble_maps"  # both members' last maps side by side: its Gra
 ENSEMBLE = "ensemble"
 
 
+def member_prefixes(archs: list[str]) -> list[str]:
+    """The prefix of each member's backbone layer names in an ensemble graph, in member
+    order: none for the first member of an architecture (its layers keep their Keras
+    names, as in the member's own model) and `{arch}_{n}_` for its n-th (n ≥ 2), since two
+    backbones of one architecture would share every layer name."""
+    seen: dict[str, int] = {}
+    prefixes = []
+    for arch in archs:
+        seen[arch] = seen.get(arch, 0) + 1
+        prefixes.append("" if seen[arch] == 1 else f"{arch}_{seen[arch]}_")
+    return prefixes
+
+
+def member_keys(archs: list[str]) -> list[str]:
+    """A name for each member, unique within the ensemble: its architecture, with `_{n}`
+    for the n-th member of that architecture (e.g. mobilenetv2, mobilenetv2_2)."""
+    return [prefix.rstrip("_") or arch for arch, prefix in zip(archs, member_prefixes(archs))]
+
+
 def build_ensemble(member_archs: tuple[str, ...] | list[str], input_size: int = 224) -> keras.Model:
-    """One flat graph holding several transfer backbones (keys of `ENSEMBLE_MEMBERS`, each
-    at most once), untrained: image → each backbone's last maps → their concatenation
-    `ensemble_maps` (h, w, Σc) → `avg_pool` → `logit` → `probability`.
+    """One flat graph holding several transfer backbones (keys of `ENSEMBLE_MEMBERS`; an
+    architecture may come more than once, its later backbones' layers prefixed as
+    `member_prefixes` says), untrained: image → each backbone's last maps → their
+    concatenation `ensemble_maps` (h, w, Σc) → `avg_pool` → `logit` → `probability`.
 
     Pooling is per channel, so the pooled concatenation is the members' pooled features
     side by side, and a `logit` whose kernel is each member's kernel divided by the
@@ -208,11 +227,16 @@ def build_ensemble(member_archs: tuple[str, ...] | list[str], input_size: int = 
     inputs = keras.Input((input_size, input_size, 3), name="image")
     preprocessed: dict[str, keras.KerasTensor] = {}  # one layer per preprocessing
     maps = []
-    for arch in archs:
+    for arch, prefix in zip(archs, member_prefixes(archs)):
         member = ENSEMBLE_MEMBERS[arch]
         if member.preprocessing not in preprocessed:
             preprocessed[member.preprocessing] = member.preprocess(inputs)
-        maps.append(member.maps(preprocessed[member.preprocessing]))
+        backbone = member.backbone(preprocessed[member.preprocessing])
+        if prefix:  # renamed before the ensemble's graph is made, which reads the names
+            for layer in backbone.layers:
+                if is_backbone_layer(layer):
+                    layer.name = prefix + layer.name
+        maps.append(backbone.output)
     if len({tuple(m.shape[1:3]) for m in maps}) != 1:
         shapes = [tuple(m.shape) for m in maps]
         raise ValueError(f"the members' last maps differ in size at {input_size} px: {shapes}")
@@ -223,10 +247,10 @@ def build_ensemble(member_archs: tuple[str, ...] | list[str], input_size: int = 
 def ensemble_problem(archs: list[str]) -> str | None:
     """Why the architectures `archs` cannot form one ensemble, or None if they can."""
     unknown = sorted(set(archs) - set(ENSEMBLE_MEMBERS))
-    if unknown or len(archs) < 2 or len(set(archs)) != len(archs):
+    if unknown or len(archs) < 2:
         return (
-            f"an ensemble holds two or more different architectures of {sorted(ENSEMBLE_MEMBERS)}, "
-            f"each once; got {archs}"
+            f"an ensemble holds two or more members of the architectures {sorted(ENSEMBLE_MEMBERS)}; "
+            f"got {archs}"
         )
     for clash in ENSEMBLE_CLASHES:
         if clash <= set(archs):

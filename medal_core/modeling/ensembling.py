@@ -18,7 +18,8 @@ from medal_core.modeling import architectures as models
 
 def merge_members(members: list[keras.Model], archs: list[str]) -> keras.Model:
     """The ensemble of `members` (trained models built by `architectures.build_model` for
-    `archs`, one per member, all of one input size): its logit is the mean of theirs.
+    `archs`, one per member, all of one input size; an architecture may come twice, e.g.
+    two runs of it): its logit is the mean of theirs.
 
     Raises ValueError when a member's layers do not fit its architecture's backbone
     (another alpha or input size), so a mismatch can never pass silently.
@@ -30,23 +31,24 @@ def merge_members(members: list[keras.Model], archs: list[str]) -> keras.Model:
         raise ValueError(f"the members take different input sizes: {sorted(sizes)}")
     ensemble = models.build_ensemble(archs, sizes.pop())
     copied: set[str] = set()
-    for member in members:
+    for member, prefix in zip(members, models.member_prefixes(archs)):
         for layer in member.layers:
             # The input, its scaling and the pooling have no weights and the same names
             # in every member; the logit is merged below. Other layers without weights
             # (DenseNet's padding) may carry names Keras numbered as they were built.
             if not models.is_backbone_layer(layer) or not layer.weights:
                 continue
+            name = prefix + layer.name  # its name in the ensemble's graph
             try:
-                target = ensemble.get_layer(layer.name)
+                target = ensemble.get_layer(name)
             except ValueError:
                 raise ValueError(
                     f"layer '{layer.name}' of member '{member.name}' has no place in the ensemble"
                 ) from None
-            if layer.name in copied:
-                raise ValueError(f"two members have a layer named '{layer.name}'")
+            if name in copied:
+                raise ValueError(f"two members have a layer named '{name}'")
             target.set_weights(layer.get_weights())  # raises on a shape mismatch
-            copied.add(layer.name)
+            copied.add(name)
     missing = [
         layer.name
         for layer in ensemble.layers

@@ -5,8 +5,9 @@
 
 The members must have the same images in every role (so that no member saw the
 ensemble's selection, calibration or report images) and be different architectures of
-`architectures.ENSEMBLE_MEMBERS` that can share one graph (`ensemble_problem`); they may
-differ in how often each source was drawn (e.g. a second stage, `train --init-from`). The
+`architectures.ENSEMBLE_MEMBERS` that can share one graph (`ensemble_problem`), two runs
+of one architecture included; they may differ in how often each source was drawn (e.g. a
+second stage, `train --init-from`). The
 merged model is one flat graph (`modeling.ensembling.merge_members`); its Grad-CAM layer
 holds both members' last maps.
 
@@ -42,8 +43,9 @@ class EnsembleError(RuntimeError):
 
 def check_members(members: list[bundles.Bundle]) -> list[str]:
     """The members' architectures, after checking that they can form one ensemble: the
-    same images in every role, input size and test-time views, and no architecture
-    twice. Raises EnsembleError saying what differs."""
+    same images in every role, input size and test-time views, and no model twice (an
+    architecture may come twice, as two runs of it). Raises EnsembleError saying what
+    differs."""
     if len(members) < 2:
         raise EnsembleError("an ensemble needs at least two --member bundles")
     first = members[0].manifest
@@ -60,9 +62,16 @@ def check_members(members: list[bundles.Bundle]) -> list[str]:
                 f"'{member.name}' and '{members[0].name}' have different {', '.join(differ)} images: "
                 "a member could have trained on the ensemble's selection, calibration or report images"
             )
+    # Two runs of one architecture may be members, one model twice may not (it would
+    # only cost twice the compute).
+    model_hashes = [m.manifest["model_sha256"] for m in members]
+    for i, model_hash in enumerate(model_hashes):
+        if model_hash in model_hashes[:i]:
+            earlier = members[model_hashes.index(model_hash)].name
+            raise EnsembleError(
+                f"'{members[i].name}' holds the same model as '{earlier}': the members must differ"
+            )
     archs = [m.manifest["architecture"] for m in members]
-    if len(set(archs)) != len(archs):
-        raise EnsembleError(f"the members' architectures {archs} must differ")
     problem = models.ensemble_problem(archs)
     if problem:
         raise EnsembleError(problem)
@@ -100,18 +109,20 @@ def build_ensemble_bundle(
     model = ensembling.merge_members([m.model for m in members], archs)
     views = members[0].manifest["test_time_views"]
 
-    # Keyed by architecture, which check_members made unique (folder names need not be).
-    runners = {arch: ModelRunner(m.model) for arch, m in zip(archs, members)}
+    # Keyed by architecture, numbered for a second member of one (folder names need not
+    # differ).
+    keys = models.member_keys(archs)
+    runners = {key: ModelRunner(m.model) for key, m in zip(keys, members)}
     runners[models.ENSEMBLE] = ModelRunner(model)
     aucs, logits = selection_aucs(runners, assignment.role("selection"), views)
-    mean_of_members = np.mean([logits[arch] for arch in archs], axis=0)
+    mean_of_members = np.mean([logits[key] for key in keys], axis=0)
     # The merge is exact up to float rounding; anything more is a wrong weight copy.
     worst = float(np.max(np.abs(logits[models.ENSEMBLE] - mean_of_members)))
     if worst > 1e-3:
         raise EnsembleError(f"the merged model's logits differ from the members' mean by {worst:.2g}")
     for name, auc in aucs.items():
         print(f"selection ROC AUC ({views} views) {name:<14} {auc:.4f}", flush=True)
-    best_member = max(aucs[arch] for arch in archs)
+    best_member = max(aucs[key] for key in keys)
     if aucs[models.ENSEMBLE] <= best_member and not keep_if_not_better:
         raise EnsembleError(
             f"the ensemble's selection AUC {aucs[models.ENSEMBLE]:.4f} does not beat its best member's "
@@ -131,15 +142,16 @@ def build_ensemble_bundle(
             "members": [
                 {
                     "name": m.name,
+                    "key": key,  # its entry in selection_roc_auc
                     "architecture": arch,
                     "model_sha256": m.manifest["model_sha256"],
                     "logit_offset": m.logit_offset,
                     "training": m.manifest.get("training"),
                     "report_roc_auc": m.manifest.get("report_metrics", {}).get("roc_auc"),
                 }
-                for arch, m in zip(archs, members)
+                for key, arch, m in zip(keys, archs, members)
             ],
-            "selection_roc_auc": aucs,  # by architecture, and "ensemble"
+            "selection_roc_auc": aucs,  # by member key, and "ensemble"
             "selection_views": views,
             "max_logit_difference_from_members_mean": worst,
         },
