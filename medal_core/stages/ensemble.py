@@ -4,12 +4,11 @@
         --data-root ../shared/data --threshold-on isic2017 --out models/ensemble
 
 The members must have the same images in every role (so that no member saw the
-ensemble's selection, calibration or report images) and be different architectures of
-`architectures.ENSEMBLE_MEMBERS` that can share one graph (`ensemble_problem`), two runs
-of one architecture included; they may differ in how often each source was drawn (e.g. a
-second stage, `train --init-from`). The
-merged model is one flat graph (`modeling.ensembling.merge_members`); its Grad-CAM layer
-holds both members' last maps.
+ensemble's selection, calibration or report images) and be architectures of
+`architectures.ENSEMBLE_MEMBERS` that can share one graph (`ensemble_problem`): different
+ones, or two runs of one. They may differ in how often each source was drawn (e.g. a
+second stage, `train --init-from`). The merged model is one flat graph
+(`modeling.ensembling.merge_members`); its Grad-CAM layer holds the members' last maps.
 
 The selection set makes the ensemble choice: the stage prints and records the selection
 ROC AUC of each member and of the ensemble (their test-time views, every selection image),
