@@ -63,13 +63,14 @@ def check_members(members: list[bundles.Bundle]) -> list[str]:
             )
     # Two runs of one architecture may be members, one model twice may not (it would
     # only cost twice the compute).
-    model_hashes = [m.manifest["model_sha256"] for m in members]
-    for i, model_hash in enumerate(model_hashes):
-        if model_hash in model_hashes[:i]:
-            earlier = members[model_hashes.index(model_hash)].name
+    holder_of: dict[str, str] = {}  # model sha256 -> the first member holding it
+    for member in members:
+        model_hash = member.manifest["model_sha256"]
+        if model_hash in holder_of:
             raise EnsembleError(
-                f"'{members[i].name}' holds the same model as '{earlier}': the members must differ"
+                f"'{member.name}' holds the same model as '{holder_of[model_hash]}': the members must differ"
             )
+        holder_of[model_hash] = member.name
     archs = [m.manifest["architecture"] for m in members]
     problem = models.ensemble_problem(archs)
     if problem:
