@@ -48,6 +48,9 @@ def verify_sha256(path: Path, expected: str) -> None:
 def load_keras_model(path: Path):
     import keras  # deferred: reading manifests and predictions must not need TensorFlow
 
+    # Registers the project's own layers (ShadesOfGrey), which safe mode loads by name.
+    import medal_core.modeling.colour  # noqa: F401
+
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # Keras raises many types for a bad archive; all mean "unusable"

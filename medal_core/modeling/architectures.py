@@ -16,6 +16,8 @@ from typing import Callable
 import keras
 from keras import layers
 
+from medal_core.modeling.colour import COLOUR_CONSTANCY_LAYER, ShadesOfGrey
+
 LOGIT_LAYER = "logit"
 PROBABILITY_LAYER = "probability"
 FEATURE_LAYER = "avg_pool"  # pooled features (the activation maps and tests read them)
@@ -89,6 +91,22 @@ def build_mobilenetv2(input_size: int = 224, weights: str | None = None, alpha: 
     return keras.Model(inputs, _classifier_head(maps, 0.3), name="mobilenetv2")
 
 
+def _colour_constant_unit_range(inputs) -> keras.KerasTensor:
+    """Raw RGB 0–255 → its illuminant made grey (`ShadesOfGrey`) → [-1, 1]."""
+    return _unit_range(ShadesOfGrey(name=COLOUR_CONSTANCY_LAYER)(inputs))
+
+
+def build_mobilenetv2_cc(
+    input_size: int = 224, weights: str | None = None, alpha: float = 1.0
+) -> keras.Model:
+    """`build_mobilenetv2` with shades-of-grey colour constancy first ("cc"): each image's
+    illuminant is made grey inside the model (`medal_core.modeling.colour`), so images
+    from differently lit dermatoscopes look alike to the backbone."""
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    maps = _mobilenetv2_backbone(_colour_constant_unit_range(inputs), weights, alpha).output
+    return keras.Model(inputs, _classifier_head(maps, 0.3), name="mobilenetv2_cc")
+
+
 # DenseNet121 was trained on ImageNet with "torch" preprocessing: RGB scaled to [0, 1], then
 # standardised per channel with ImageNet's mean and standard deviation.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -151,6 +169,7 @@ def build_custom_cnn(
 ARCHITECTURES: dict[str, ArchitectureSpec] = {
     "mobilenet": ArchitectureSpec(build_mobilenet, 256, "conv_pw_13_relu", True),
     "mobilenetv2": ArchitectureSpec(build_mobilenetv2, 224, "out_relu", True),
+    "mobilenetv2_cc": ArchitectureSpec(build_mobilenetv2_cc, 224, "out_relu", True),
     "densenet121": ArchitectureSpec(build_densenet121, 224, "relu", True),
     "efficientnetb0": ArchitectureSpec(build_efficientnetb0, 224, "top_activation", True),
     "custom_cnn": ArchitectureSpec(build_custom_cnn, 192, "block5_gelu", False),
@@ -301,6 +320,7 @@ def is_backbone_layer(layer: keras.layers.Layer) -> bool:
     """True for layers of a pretrained backbone, False for the input and the head."""
     return layer.name not in {
         "image",
+        COLOUR_CONSTANCY_LAYER,
         "to_unit_range",
         "to_unit_interval",
         "imagenet_standardise",
