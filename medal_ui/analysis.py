@@ -4,6 +4,7 @@ prediction and Grad-CAM heatmaps each run once per image, bundle, layer and dire
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import streamlit as st
@@ -15,6 +16,9 @@ from medal_core.serving.client import RemoteGradCAM, RemotePredictor
 from medal_core.serving.prediction import Prediction
 from medal_ui import caches, session
 from medal_views.images import downscale
+
+if TYPE_CHECKING:  # TensorFlow is imported later, once the first page is drawn
+    from medal_core.explain.gradcam import CamPair
 
 DISPLAY_SIDE = 1024  # the on-screen copy (and the report's source) is at most this big
 
@@ -28,6 +32,9 @@ class Analysis:
     model_rgb: np.ndarray  # resized to the model's input size, for Grad-CAM
     notes: tuple[str, ...]  # what intake did to the image
     prediction: Prediction
+    # Grad-CAM at the bundle's own layer, from the prediction's pass; None when it
+    # needs a gradient pass of its own (custom_cnn) or the service answered.
+    cam: CamPair | None = None
 
 
 def analyse(context: session.AppContext, upload: session.Upload) -> Analysis:
@@ -41,11 +48,12 @@ def analyse(context: session.AppContext, upload: session.Upload) -> Analysis:
             return error
         predictor = context.predictor()
         model_rgb = resize_for_model(image.rgb, predictor.input_size)  # once: also for Grad-CAM
+        cam = None
         if isinstance(predictor, RemotePredictor):  # the service decodes the file itself
             prediction = _or_stop(lambda: predictor.predict_file(upload.data))
         else:
-            prediction = predictor.predict(image.rgb, resized=model_rgb)
-        return Analysis(downscale(image.rgb, DISPLAY_SIDE), model_rgb, image.notes, prediction)
+            prediction, cam = predictor.predict_and_explain(image.rgb, resized=model_rgb)
+        return Analysis(downscale(image.rgb, DISPLAY_SIDE), model_rgb, image.notes, prediction, cam)
 
     result = session.memo(upload.digest, ("analysis", context.folder, context.sha), compute)
     if isinstance(result, IntakeError):
@@ -79,7 +87,10 @@ def heatmap(
 ) -> np.ndarray:
     """Grad-CAM heatmap (s, s) in [0, 1] at `layer` that explains the estimate shown:
     averaged over the 8 rotated/mirrored copies, malignant and benign on one scale
-    (computed once per image, bundle and layer; both directions at once)."""
+    (computed once per image, bundle and layer; both directions at once). At the
+    bundle's own layer it usually came with the prediction (`Analysis.cam`)."""
+    if analysis.cam is not None and layer == context.bundle.manifest["gradcam_layer"]:
+        return analysis.cam[direction]
     pair = session.memo(
         upload.digest,
         ("cam", context.folder, context.sha, layer),

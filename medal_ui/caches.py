@@ -155,9 +155,11 @@ _warm_ups_lock = threading.Lock()
 
 
 def warm_up_in_background(bundle: Bundle) -> None:
-    """Load a bundle's model and trace its Grad-CAM in a background thread, once per
+    """Load a bundle's model and trace its pass in a background thread, once per
     process: the first page is drawn and the user picks a file meanwhile, instead of
-    waiting for both after the upload. A page that needs them first simply waits for
+    waiting for both after the upload. The pass also gives the Grad-CAM maps at the
+    bundle's layer (`Predictor.predict_and_explain`); only a bundle whose layer needs a
+    gradient pass (custom_cnn) has its Grad-CAM traced here too. A page that needs them first simply waits for
     this thread (the caches hold one lock per entry), and errors are left for the page
     to report when it loads the bundle itself."""
     if service_url() is not None:
@@ -170,7 +172,8 @@ def warm_up_in_background(bundle: Bundle) -> None:
 
     def warm_up():
         try:
-            get_gradcam(folder, signature, bundle.manifest["gradcam_layer"]).warm_up()
+            if not get_predictor(folder, signature).explains_with_its_pass:
+                get_gradcam(folder, signature, bundle.manifest["gradcam_layer"]).warm_up()
         except Exception:  # noqa: BLE001 — reported by the page that loads the bundle
             pass
 

@@ -252,3 +252,31 @@ def test_colour_scale_runs_from_cold_to_warm():
     strip = overlay.colour_scale(64, 8)
     assert strip.shape == (8, 64, 3) and strip.dtype == np.uint8
     assert strip[0, 0, 2] > strip[0, 0, 0] and strip[0, -1, 0] > strip[0, -1, 2]  # blue → red
+
+
+@pytest.mark.parametrize("arch", sorted(models.ARCHITECTURES))
+def test_the_prediction_pass_gives_grad_cam_where_the_classifier_pools(untrained_architectures, arch):
+    # At the maps the classifier pools, the logit's gradient is the head's kernel / (h·w)
+    # everywhere, so the prediction pass's logit maps are Grad-CAM's signed maps: the
+    # pair built from them must be the gradient pass's own (on every architecture whose
+    # Grad-CAM layer that is; custom_cnn's sits before its last pooling).
+    from medal_core.modeling.runner import ModelRunner
+
+    model = untrained_architectures[arch]
+    runner = ModelRunner(model)
+    layer = models.ARCHITECTURES[arch].gradcam_layer
+    if runner.pooled_maps_layer != layer:
+        assert arch == "custom_cnn" and runner.pooled_maps_layer == "block5_pool"
+        return
+    image = np.random.default_rng(5).uniform(0, 255, (64, 64, 3)).astype(np.float32)
+    _, logit_maps = runner.views_and_logit_maps(image[None])
+    from_pass = gradcam.averaged_cam_pair(logit_maps[0], (64, 64))
+    from_gradients = gradcam.GradCAM(model, layer).explain_estimate(image)
+    assert from_pass.scale == pytest.approx(from_gradients.scale, rel=1e-4, abs=1e-7)
+    for direction in gradcam.DIRECTIONS:
+        np.testing.assert_allclose(from_pass[direction], from_gradients[direction], atol=2e-4)
+
+
+def test_averaged_cam_pair_needs_eight_maps():
+    with pytest.raises(ValueError, match=r"expected 8 maps"):
+        gradcam.averaged_cam_pair(np.zeros((4, 7, 7)), (32, 32))

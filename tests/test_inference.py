@@ -135,3 +135,16 @@ def test_each_pass_is_traced_once_whatever_the_batch_size(tiny_keras_model):
     assert runner.tracing_count == 2
     runner.batched(asymmetric_images(11), views=1, batch_size=4)
     assert runner.tracing_count == 2
+
+
+def test_logit_maps_come_from_the_views_pass_and_sum_to_each_views_logit(tiny_keras_model):
+    runner = ModelRunner(tiny_keras_model)
+    images = asymmetric_images(3)
+    view_logits, logit_maps = runner.views_and_logit_maps(images)
+    np.testing.assert_allclose(view_logits, runner(images, views=DIHEDRAL_VIEWS)[0], atol=1e-6)
+    assert logit_maps.shape[:2] == (3, DIHEDRAL_VIEWS) and logit_maps.ndim == 4
+    bias = float(np.asarray(tiny_keras_model.get_layer("logit").bias)[0])
+    np.testing.assert_allclose(logit_maps.sum(axis=(2, 3)) + bias, view_logits, atol=1e-5)
+    assert runner.tracing_count == 2  # its own pass, then `runner(images, 8)`'s
+    runner.views_and_logit_maps(asymmetric_images(5))
+    assert runner.tracing_count == 2

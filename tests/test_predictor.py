@@ -213,6 +213,16 @@ def test_threshold_outside_zero_one_is_refused(predictor, threshold):
         predictor.predict_batch([photo(32, 32)], threshold)
 
 
+def test_custom_cnn_gets_its_grad_cam_from_a_gradient_pass_not_the_prediction(predictor):
+    # Its Grad-CAM layer (block5_gelu) sits before its last max pooling, where the
+    # logit's gradient is not the head's kernel: the page asks GradCAM instead.
+    image = photo(60, 80)
+    prediction, pair = predictor.predict_and_explain(image)
+    assert not predictor.explains_with_its_pass and pair is None
+    assert prediction.probability == predictor.predict(image).probability
+    assert predictor.runner.tracing_count == 1  # the one pass serves both
+
+
 def test_predict_batch_equals_predict_one_by_one(predictor):
     images = [
         photo(h, w, seed=i) for i, (h, w) in enumerate([(32, 32), (64, 48), (20, 90), (256, 256), (33, 31)])

@@ -157,3 +157,24 @@ def test_the_apps_first_choice_of_bundle_is_committed_and_usable():
     found = catalog.scan(MODELS_DIR)
     assert found.broken == []
     assert found.default_name() == catalog.PREFERRED_BUNDLES[0]
+
+
+def test_the_apps_default_bundle_explains_with_its_prediction_pass():
+    """The Triage page's heatmap for the default bundle comes with the prediction
+    (`Predictor.predict_and_explain`): it must be the gradient pass's Grad-CAM."""
+    from medal_core.data.datasets import resize_for_model
+    from medal_core.explain.gradcam import DIRECTIONS, GradCAM
+    from medal_core.serving.predictor import Predictor
+    from medal_views import catalog
+
+    predictor = Predictor.from_folder(MODELS_DIR / catalog.PREFERRED_BUNDLES[0])
+    assert predictor.explains_with_its_pass
+    image = np.random.default_rng(7).uniform(60, 220, (300, 400, 3)).astype(np.uint8)
+    resized = resize_for_model(image, predictor.input_size)
+    prediction, pair = predictor.predict_and_explain(image, resized=resized)
+    assert prediction.probability == predictor.predict(image).probability
+    cam = GradCAM(predictor.bundle.model, predictor.bundle.manifest["gradcam_layer"])
+    reference = cam.explain_estimate(resized)
+    assert pair is not None and pair.scale == pytest.approx(reference.scale, rel=1e-4)
+    for direction in DIRECTIONS:
+        np.testing.assert_allclose(pair[direction], reference[direction], atol=1e-4)

@@ -32,6 +32,8 @@ import numpy as np
 import tensorflow as tf
 
 from medal_core.modeling.architectures import ARCHITECTURES, LOGIT_LAYER
+from medal_core.modeling.colour import ShadesOfGrey
+from medal_core.modeling.runner import DIHEDRAL_VIEWS
 
 DIRECTIONS = ("malignant", "benign")
 
@@ -41,6 +43,7 @@ _NOT_FEATURE_LAYERS = (
     keras.layers.Rescaling,
     keras.layers.Normalization,
     keras.layers.ZeroPadding2D,
+    ShadesOfGrey,
 )
 
 
@@ -310,17 +313,33 @@ class BaseCAM:
         activations, grads, _ = self._extractor.gradients(tf.constant(views), tf.constant(1.0))
         activations, grads = activations.numpy(), grads.numpy()
         signed = np.einsum("nhwc,nc->nhw", activations, self.channel_weights(activations, grads))
-        size = batch.shape[1:3]
-        malignant = undo_dihedral(_resize(np.maximum(signed, 0.0), *size)).mean(axis=0)
-        benign = undo_dihedral(_resize(np.maximum(-signed, 0.0), *size)).mean(axis=0)
-        scale = float(max(malignant.max(), benign.max()))
-        if scale <= 0:
-            return CamPair(np.zeros_like(malignant), np.zeros_like(benign), 0.0)
-        return CamPair(
-            np.clip(malignant / scale, 0, 1).astype(np.float32),
-            np.clip(benign / scale, 0, 1).astype(np.float32),
-            scale,
-        )
+        return averaged_cam_pair(signed, batch.shape[1:3])
+
+
+def averaged_cam_pair(signed_maps: np.ndarray, size: tuple[int, int]) -> "CamPair":
+    """The `CamPair` explaining an 8-view estimate, from each view's signed map
+    (8, h, w) in `dihedral_stack` order (before the ReLU: positive where the evidence
+    raises the logit). Each direction's maps are upsampled to `size` (height, width),
+    turned back onto the original orientation and averaged; the stronger direction is
+    scaled to 1, the other shares its scale.
+
+    `BaseCAM.explain_estimate` gives it the channel-weighted activations of a layer;
+    `ModelRunner.views_and_logit_maps` gives the same for the layer the classifier pools,
+    from the prediction's own pass (no gradients: see `Predictor.predict_and_explain`).
+    """
+    signed_maps = np.asarray(signed_maps, dtype=np.float32)
+    if signed_maps.ndim != 3 or len(signed_maps) != DIHEDRAL_VIEWS:
+        raise ValueError(f"expected {DIHEDRAL_VIEWS} maps (8, h, w), got shape {signed_maps.shape}")
+    malignant = undo_dihedral(_resize(np.maximum(signed_maps, 0.0), *size)).mean(axis=0)
+    benign = undo_dihedral(_resize(np.maximum(-signed_maps, 0.0), *size)).mean(axis=0)
+    scale = float(max(malignant.max(), benign.max()))
+    if scale <= 0:
+        return CamPair(np.zeros_like(malignant), np.zeros_like(benign), 0.0)
+    return CamPair(
+        np.clip(malignant / scale, 0, 1).astype(np.float32),
+        np.clip(benign / scale, 0, 1).astype(np.float32),
+        scale,
+    )
 
 
 class GradCAM(BaseCAM):

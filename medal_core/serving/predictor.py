@@ -20,6 +20,7 @@ import numpy as np
 from medal_core.bundles.bundle import Bundle, load_bundle
 from medal_core.data.datasets import resize_for_model
 from medal_core.evaluation import decision
+from medal_core.explain.gradcam import CamPair, averaged_cam_pair
 from medal_core.modeling.runner import DIHEDRAL_VIEWS, ModelRunner
 from medal_core.screening.quality import assess_quality
 from medal_core.screening.screen import ScreenScores
@@ -38,7 +39,7 @@ class Predictor:
         self.runner = ModelRunner(bundle.model)
         self.input_size = self.runner.input_size
         # Trace now, so the first person to upload does not wait for it.
-        self.runner(np.zeros((1, self.input_size, self.input_size, 3), np.float32), DIHEDRAL_VIEWS)
+        self.runner.views_and_logit_maps(np.zeros((1, self.input_size, self.input_size, 3), np.float32))
         if bundle.screen is not None:
             bundle.screen.scores(
                 np.zeros((1, bundle.screen.input_size, bundle.screen.input_size, 3), np.uint8)
@@ -66,6 +67,28 @@ class Predictor:
         has it, so that it is not resized twice."""
         return self.predict_batch([rgb], threshold, resized=None if resized is None else [resized])[0]
 
+    def predict_and_explain(
+        self, rgb: np.ndarray, threshold: float | None = None, resized: np.ndarray | None = None
+    ) -> tuple[Prediction, CamPair | None]:
+        """`predict`, and the Grad-CAM maps that explain its estimate at the bundle's
+        Grad-CAM layer, from the same pass: where that layer is the one the classifier
+        pools (the transfer models and ensembles), the logit's gradient there is the
+        head's kernel / (h·w) at every position, so Grad-CAM needs no gradient pass and
+        no model of its own (`ModelRunner.views_and_logit_maps`; equal to
+        `GradCAM.explain_estimate` up to float rounding). The maps are None for a bundle
+        whose layer is another (`custom_cnn`'s, before its last pooling): use `GradCAM`."""
+        copies = None if resized is None else [resized]
+        predictions, logit_maps = self._predict_with_maps([rgb], threshold, 1, copies)
+        if not self.explains_with_its_pass:
+            return predictions[0], None
+        return predictions[0], averaged_cam_pair(logit_maps[0], (self.input_size, self.input_size))
+
+    @property
+    def explains_with_its_pass(self) -> bool:
+        """Whether `predict_and_explain` gives the Grad-CAM maps: the bundle's Grad-CAM
+        layer is the one its classifier pools."""
+        return self.bundle.manifest["gradcam_layer"] == self.runner.pooled_maps_layer
+
     def predict_batch(
         self,
         images: list[np.ndarray],
@@ -77,6 +100,16 @@ class Predictor:
         quality checks read the images themselves, the model their resized copies)."""
         if len(images) == 0:
             return []
+        return self._predict_with_maps(images, threshold, batch_size, resized)[0]
+
+    def _predict_with_maps(
+        self,
+        images: list[np.ndarray],
+        threshold: float | None,
+        batch_size: int,
+        resized: list[np.ndarray] | None,
+    ) -> tuple[list[Prediction], np.ndarray]:
+        """`predict_batch`'s predictions and the (n, 8, h, w) logit maps of its pass."""
         threshold = self.default_threshold if threshold is None else float(threshold)
         if not 0 <= threshold <= 1:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
@@ -89,7 +122,7 @@ class Predictor:
                 f"resized must hold one ({self.input_size}, {self.input_size}, 3) copy per image"
             )
         batch = np.stack(resized)
-        view_logits, _ = self.runner.batched(batch, DIHEDRAL_VIEWS, batch_size)
+        view_logits, logit_maps = self._views(batch, batch_size)
         logits = self.estimate_logits(view_logits)
         screened = self.screen(images, batch)
         return [
@@ -105,7 +138,16 @@ class Predictor:
                 clinical_limit=1.0 if screened is None else screened.clinical_limit,
             )
             for i in range(len(images))
+        ], logit_maps
+
+    def _views(self, batch: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(n, 8) view logits and (n, 8, h, w) logit maps, `batch_size` images at a time,
+        from the one traced pass (`ModelRunner.views_and_logit_maps`)."""
+        parts = [
+            self.runner.views_and_logit_maps(batch[i : i + batch_size])
+            for i in range(0, len(batch), batch_size)
         ]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def screen(self, images: list[np.ndarray], model_sized: np.ndarray) -> ScreenScores | None:
         """The shared screen's scores (None for a bundle calibrated without one), on
