@@ -10,7 +10,10 @@ Per bundle (time.perf_counter, every path warmed up first):
   folded, compiled pass);
 * per upload: `predictor.predict(rgb)` on a 640×480 picture (resize, 8 views, the shared
   screen, quality checks), what the app runs;
-* Grad-CAM: `explain_estimate` on the manifest's layer (8 views, as the app draws it);
+* Grad-CAM with a gradient pass: `GradCAM.explain_estimate` on the manifest's layer (8
+  views), as the app drew it until it came from the prediction's pass;
+* per upload with Grad-CAM: `predictor.predict_and_explain(rgb)`, what the app runs now
+  (the same maps from the prediction's own pass, where the bundle's layer allows);
 * batch throughput: `runner.batched` over 128 images at the bundle's input size, 1 view,
   batches of 64.
 """
@@ -53,6 +56,7 @@ def main(argv=None) -> None:
             "one view": lambda r=predictor.runner, x=x: r(x, views=1),
             "per upload": lambda p=predictor: p.predict(rgb),
             "Grad-CAM (8 views)": lambda c=cam, x=x: c.explain_estimate(x[0]),
+            "upload + Grad-CAM": lambda p=predictor: p.predict_and_explain(rgb),
             "batch of 128": lambda r=predictor.runner, b=batch: r.batched(b, views=1, batch_size=64),
         }
     for functions in paths.values():

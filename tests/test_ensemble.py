@@ -128,6 +128,11 @@ def test_ensemble_grad_cam_is_half_the_sum_of_the_members_raw_maps(members, merg
 def test_a_second_member_of_one_architecture_gets_its_own_layer_names(merged, pair):
     assert models.member_prefixes(["mobilenetv2", "mobilenet", "mobilenetv2"]) == ["", "", "mobilenetv2_2_"]
     assert models.member_keys(["mobilenetv2", "mobilenetv2"]) == ["mobilenetv2", "mobilenetv2_2"]
+    # The colour-constant MobileNetV2 shares the plain one's backbone, so its layers are
+    # prefixed too, whichever comes first.
+    assert models.member_prefixes(["mobilenetv2", "mobilenetv2_cc"]) == ["", "mobilenetv2_cc_"]
+    assert models.member_prefixes(["mobilenetv2_cc", "mobilenetv2"]) == ["", "mobilenetv2_"]
+    assert models.member_keys(["mobilenetv2_cc", "mobilenetv2"]) == ["mobilenetv2_cc", "mobilenetv2"]
     names = [layer.name for layer in merged.layers]
     assert len(names) == len(set(names))
     if pair == ["mobilenetv2", "mobilenetv2"]:  # the first keeps Keras' names, the second is prefixed

@@ -21,6 +21,7 @@ from medal_core.modeling.colour import COLOUR_CONSTANCY_LAYER, ShadesOfGrey
 LOGIT_LAYER = "logit"
 PROBABILITY_LAYER = "probability"
 FEATURE_LAYER = "avg_pool"  # pooled features (the activation maps and tests read them)
+COLOUR_CONSTANT_UNIT_RANGE = "colour_constant_to_unit_range"  # an ensemble member's scaling
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,13 @@ class EnsembleMember:
     backbone: Callable[[keras.KerasTensor], keras.Model]
 
 
+def _colour_constant_member_input(inputs) -> keras.KerasTensor:
+    """`_colour_constant_unit_range` for an ensemble member: its scaling has a name of its
+    own, beside the plain members' `to_unit_range`."""
+    grey_lit = ShadesOfGrey(name=COLOUR_CONSTANCY_LAYER)(inputs)
+    return layers.Rescaling(1 / 127.5, offset=-1, name=COLOUR_CONSTANT_UNIT_RANGE)(grey_lit)
+
+
 # Architectures an ensemble can hold. Members of one preprocessing share its layer (one
 # `to_unit_range` for both MobileNets). Backbones of different architectures keep their
 # Keras layer names (MobileNet's `conv1` vs MobileNetV2's `Conv1`), so they sit side by
@@ -198,6 +206,9 @@ class EnsembleMember:
 ENSEMBLE_MEMBERS: dict[str, EnsembleMember] = {
     "mobilenet": EnsembleMember("unit_range", _unit_range, _mobilenet_backbone),
     "mobilenetv2": EnsembleMember("unit_range", _unit_range, _mobilenetv2_backbone),
+    "mobilenetv2_cc": EnsembleMember(
+        "colour_constant_unit_range", _colour_constant_member_input, _mobilenetv2_backbone
+    ),
     "densenet121": EnsembleMember("imagenet_standardised", _imagenet_standardised, _densenet121_backbone),
 }
 # Pairs whose backbones share layer names (both have `conv1_bn` and `conv1_relu`), so they
@@ -207,23 +218,30 @@ ENSEMBLE_MAPS = "ensemble_maps"  # both members' last maps side by side: its Gra
 ENSEMBLE = "ensemble"
 
 
-def member_prefixes(archs: list[str]) -> list[str]:
-    """The prefix of each member's backbone layer names in an ensemble graph, in member
-    order: none for the first member of an architecture (its layers keep their Keras
-    names, as in the member's own model) and `{arch}_{n}_` for its n-th (n ≥ 2), since two
-    backbones of one architecture would share every layer name."""
-    seen: dict[str, int] = {}
-    prefixes = []
-    for arch in archs:
-        seen[arch] = seen.get(arch, 0) + 1
-        prefixes.append("" if seen[arch] == 1 else f"{arch}_{seen[arch]}_")
-    return prefixes
-
-
 def member_keys(archs: list[str]) -> list[str]:
     """A name for each member, unique within the ensemble: its architecture, with `_{n}`
     for the n-th member of that architecture (e.g. mobilenetv2, mobilenetv2_2)."""
-    return [prefix.rstrip("_") or arch for arch, prefix in zip(archs, member_prefixes(archs))]
+    seen: dict[str, int] = {}
+    keys = []
+    for arch in archs:
+        seen[arch] = seen.get(arch, 0) + 1
+        keys.append(arch if seen[arch] == 1 else f"{arch}_{seen[arch]}")
+    return keys
+
+
+def member_prefixes(archs: list[str]) -> list[str]:
+    """The prefix of each member's backbone layer names in an ensemble graph, in member
+    order: none for the first member of a backbone (its layers keep their Keras names,
+    as in the member's own model) and its key and `_` for a later one (`mobilenetv2_2_`,
+    `mobilenetv2_cc_`), since two backbones of one kind would share every layer name.
+    `mobilenetv2` and `mobilenetv2_cc` share one backbone."""
+    seen: set = set()
+    prefixes = []
+    for arch, key in zip(archs, member_keys(archs)):
+        backbone = ENSEMBLE_MEMBERS[arch].backbone
+        prefixes.append(key + "_" if backbone in seen else "")
+        seen.add(backbone)
+    return prefixes
 
 
 def build_ensemble(member_archs: tuple[str, ...] | list[str], input_size: int = 224) -> keras.Model:
@@ -321,6 +339,7 @@ def is_backbone_layer(layer: keras.layers.Layer) -> bool:
     return layer.name not in {
         "image",
         COLOUR_CONSTANCY_LAYER,
+        COLOUR_CONSTANT_UNIT_RANGE,
         "to_unit_range",
         "to_unit_interval",
         "imagenet_standardise",
