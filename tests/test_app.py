@@ -299,13 +299,14 @@ def test_widget_changes_do_not_rerun_the_model(good_models, monkeypatch):
     from medal_core.serving import predictor as predictor_module
 
     calls = []
-    original = predictor_module.Predictor.predict_batch
+    # Every prediction (one upload's, with its Grad-CAM, or a batch's) runs through it.
+    original = predictor_module.Predictor._predict_with_maps
 
     def counting(self, images, *args, **kwargs):
         calls.append(len(images))
         return original(self, images, *args, **kwargs)
 
-    monkeypatch.setattr(predictor_module.Predictor, "predict_batch", counting)
+    monkeypatch.setattr(predictor_module.Predictor, "_predict_with_maps", counting)
     at = start(good_models, monkeypatch)
     upload(at, "lesion.png", png(synthetic_lesion(3)))
     assert len(calls) == 1
