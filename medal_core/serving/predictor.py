@@ -83,6 +83,15 @@ class Predictor:
             return predictions[0], None
         return predictions[0], averaged_cam_pair(logit_maps[0], (self.input_size, self.input_size))
 
+    def explain_estimate(self, resized: np.ndarray) -> CamPair:
+        """Only the maps of `predict_and_explain`, for one image already at the model's
+        size (s, s, 3): the model's pass alone, without the screen and quality checks a
+        prediction adds. Needs `explains_with_its_pass`."""
+        if not self.explains_with_its_pass:
+            raise ValueError("this bundle's Grad-CAM layer needs a gradient pass: use GradCAM")
+        _, logit_maps = self.runner.views_and_logit_maps(np.asarray(resized)[None])
+        return averaged_cam_pair(logit_maps[0], (self.input_size, self.input_size))
+
     @property
     def explains_with_its_pass(self) -> bool:
         """Whether `predict_and_explain` gives the Grad-CAM maps: the bundle's Grad-CAM

@@ -85,16 +85,17 @@ class LocalBackend:
 def explain_maps(predictor, cams: dict, rgb: np.ndarray, layer: str) -> tuple[np.ndarray, np.ndarray]:
     """Grad-CAM maps at `layer` that explain the estimate (averaged over the 8 views):
     at the bundle's own layer from the prediction pass where it can
-    (`Predictor.predict_and_explain`), else with one GradCAM per layer kept in `cams`."""
+    (`Predictor.explain_estimate`), else with one GradCAM per layer kept in `cams`."""
     from medal_core.data.datasets import resize_for_model
     from medal_core.explain.gradcam import GradCAM
 
+    resized = resize_for_model(rgb, predictor.input_size)
     if layer == predictor.bundle.manifest["gradcam_layer"] and predictor.explains_with_its_pass:
-        _, from_pass = predictor.predict_and_explain(rgb)
-        return from_pass.malignant, from_pass.benign
+        pair = predictor.explain_estimate(resized)
+        return pair.malignant, pair.benign
     if layer not in cams:
         cams[layer] = GradCAM(predictor.bundle.model, layer)
-    pair = cams[layer].explain_estimate(resize_for_model(rgb, predictor.input_size))
+    pair = cams[layer].explain_estimate(resized)
     return pair.malignant, pair.benign
 
 
