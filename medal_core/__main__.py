@@ -1,7 +1,7 @@
 """`python -m medal_core COMMAND ...`: one entry point for every stage and service.
 
     python -m medal_core train --arch mobilenet --recipe recipes/dermoscopic.json ...
-    python -m medal_core serve --bundle models/mobilenetv2_ensemble --replicas 2
+    python -m medal_core serve --bundle models/mobilenetv2_cc_ensemble --replicas 2
     python -m medal_core COMMAND --help
 
 Each command is a module with a `main(argv)`; it is imported only when asked for, so

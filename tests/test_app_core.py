@@ -69,14 +69,16 @@ def test_scan_separates_good_and_broken_bundles(tmp_path, one_bundle):
     assert found.default_name() == "alpha"
 
 
-def test_default_bundle_prefers_the_ensemble_then_mobilenetv2_then_mobilenet(tmp_path, one_bundle):
+def test_default_bundle_prefers_the_ensemble_then_the_single_models_by_selection_auc(tmp_path, one_bundle):
     for name in ("alpha", "mobilenet", "zeta"):
         shutil.copytree(one_bundle / "alpha", tmp_path / name)
     assert catalog.scan(tmp_path).default_name() == "mobilenet"
     shutil.copytree(one_bundle / "alpha", tmp_path / "mobilenetv2")
     assert catalog.scan(tmp_path).default_name() == "mobilenetv2"
-    shutil.copytree(one_bundle / "alpha", tmp_path / "mobilenetv2_ensemble")
-    assert catalog.scan(tmp_path).default_name() == "mobilenetv2_ensemble"
+    shutil.copytree(one_bundle / "alpha", tmp_path / "mobilenetv2_cc")
+    assert catalog.scan(tmp_path).default_name() == "mobilenetv2_cc"
+    shutil.copytree(one_bundle / "alpha", tmp_path / "mobilenetv2_cc_ensemble")
+    assert catalog.scan(tmp_path).default_name() == "mobilenetv2_cc_ensemble"
 
 
 @pytest.mark.parametrize("exists", [True, False])

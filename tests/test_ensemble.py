@@ -49,10 +49,11 @@ def _perturbed(model: keras.Model, seed: int) -> keras.Model:
     return model
 
 
-# The pairs whose merged graph is checked: the one measured, DenseNet121 (another input
-# preprocessing) with MobileNetV2, and two MobileNetV2s (two runs of one architecture,
-# whose second backbone's layers are renamed).
-PAIRS = [ARCHS, ["densenet121", "mobilenetv2"], ["mobilenetv2", "mobilenetv2"]]
+# The pairs whose merged graph is checked: MobileNet 0.75 with MobileNetV2, DenseNet121
+# (another input preprocessing) with MobileNetV2, and the shipped default, the colour-constant
+# MobileNetV2 with the plain one (one backbone twice, so the second one's layers are renamed,
+# and a scaling layer of its own after the colour constancy).
+PAIRS = [ARCHS, ["densenet121", "mobilenetv2"], ["mobilenetv2_cc", "mobilenetv2"]]
 
 
 @pytest.fixture(scope="module", params=PAIRS, ids="+".join)
@@ -75,7 +76,7 @@ def merged(members, pair):
 WIDTH = {
     "mobilenet+mobilenetv2": 768 + 1280,
     "densenet121+mobilenetv2": 1024 + 1280,
-    "mobilenetv2+mobilenetv2": 1280 + 1280,
+    "mobilenetv2_cc+mobilenetv2": 1280 + 1280,
 }
 
 
@@ -102,7 +103,7 @@ def test_ensemble_is_one_flat_graph_that_loads_in_safe_mode(merged, pair, images
     expected = {
         "mobilenet+mobilenetv2": ["to_unit_range"],
         "densenet121+mobilenetv2": ["imagenet_standardise", "to_unit_interval", "to_unit_range"],
-        "mobilenetv2+mobilenetv2": ["to_unit_range"],
+        "mobilenetv2_cc+mobilenetv2": ["colour_constant_to_unit_range", "to_unit_range"],
     }
     assert preprocessing == expected["+".join(pair)]
     merged.save(tmp_path / "model.keras")
@@ -135,8 +136,9 @@ def test_a_second_member_of_one_architecture_gets_its_own_layer_names(merged, pa
     assert models.member_keys(["mobilenetv2_cc", "mobilenetv2"]) == ["mobilenetv2_cc", "mobilenetv2"]
     names = [layer.name for layer in merged.layers]
     assert len(names) == len(set(names))
-    if pair == ["mobilenetv2", "mobilenetv2"]:  # the first keeps Keras' names, the second is prefixed
-        assert {"Conv1", "out_relu", "mobilenetv2_2_Conv1", "mobilenetv2_2_out_relu"} <= set(names)
+    if pair == ["mobilenetv2_cc", "mobilenetv2"]:  # the first keeps Keras' names, the second is prefixed
+        assert {"Conv1", "out_relu", "mobilenetv2_Conv1", "mobilenetv2_out_relu"} <= set(names)
+        assert "colour_constancy" in names
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """Archive-scale batch scoring on Ray Data: `python -m medal_core batch`.
 
-    python -m medal_core batch --input DIR_OR_CSV --out results.csv [--bundle models/mobilenetv2_ensemble]
+    python -m medal_core batch --input DIR_OR_CSV --out results.csv [--bundle models/mobilenetv2_cc_ensemble]
         [--threshold T] [--address RAY_ADDRESS] [--workers N] [--batch-size 16]
 
 `--input` is a folder (searched recursively for image files) or a CSV manifest with a
@@ -153,7 +153,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--input", required=True, help="folder of images, or a CSV with a 'path' column")
     parser.add_argument("--out", required=True, help="CSV file to write")
-    parser.add_argument("--bundle", default="models/mobilenetv2_ensemble")
+    parser.add_argument("--bundle", default="models/mobilenetv2_cc_ensemble")
     parser.add_argument(
         "--threshold", type=float, default=None, help="decision threshold (default: the bundle's own)"
     )

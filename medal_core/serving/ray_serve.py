@@ -1,6 +1,6 @@
 """The inference service on Ray Serve: `python -m medal_core serve`.
 
-    python -m medal_core serve --bundle models/mobilenetv2_ensemble [--port 8000] [--host 127.0.0.1]
+    python -m medal_core serve --bundle models/mobilenetv2_cc_ensemble [--port 8000] [--host 127.0.0.1]
         [--replicas N] [--address RAY_ADDRESS] [--max-batch-size 8] [--no-batching]
 
 Two deployments make one application:
@@ -114,7 +114,7 @@ def build_application(
 def build_from_args(args: dict):
     """Application builder for Serve config files and a KubeRay RayService:
     `import_path: medal_core.serving.ray_serve:build_from_args` with
-    `args: {bundle: models/mobilenetv2_ensemble, replicas: 2, max_batch_size: 8}`. The bearer token
+    `args: {bundle: models/mobilenetv2_cc_ensemble, replicas: 2, max_batch_size: 8}`. The bearer token
     comes from MEDAL_API_TOKEN in the replicas' environment."""
     from medal_core.serving.service import token_from_env
 
@@ -191,7 +191,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         prog="python -m medal_core serve", description="Serve a bundle over HTTP with Ray Serve."
     )
     parser.add_argument(
-        "--bundle", required=True, help="bundle folder, e.g. models/mobilenetv2_ensemble (the app's default)"
+        "--bundle",
+        required=True,
+        help="bundle folder, e.g. models/mobilenetv2_cc_ensemble (the app's default)",
     )
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument(
