@@ -8,8 +8,9 @@ nothing.
         --bundle models/mobilenetv2 --bundle runs/mobilenetv2_cc_seed13 \
         --data-root ../shared/data
 
-The bundles must share their train and selection images (the selection images are rebuilt
-from the first one's manifest; a bundle whose manifest names other ones is refused). Only
+The bundles must be able to form one ensemble (`stages.ensemble.check_members`: the same
+images in every role, input size and views; the selection images are rebuilt from the
+first one's manifest). Only
 the selection set is read: the calibration and report sets are not touched.
 """
 
@@ -28,18 +29,7 @@ from medal_core.bundles import bundle as bundles  # noqa: E402
 from medal_core.data import roles  # noqa: E402
 from medal_core.evaluation import metrics  # noqa: E402
 from medal_core.modeling.runner import ModelRunner  # noqa: E402
-from medal_core.stages.ensemble import selection_aucs  # noqa: E402
-
-
-def shared_roles_problem(manifests: dict[str, dict]) -> str | None:
-    """Why bundles with these manifests (by name) cannot be compared on one selection set,
-    or None: each must have the first one's train and selection images."""
-    first_name, first = next(iter(manifests.items()))
-    for name, manifest in manifests.items():
-        for role in ("train", "selection"):
-            if manifest["data"]["roles"][role]["ids_sha256"] != first["data"]["roles"][role]["ids_sha256"]:
-                return f"{name} has other {role} images than {first_name}"
-    return None
+from medal_core.stages.ensemble import EnsembleError, check_members, selection_aucs  # noqa: E402
 
 
 def combination_aucs(labels: np.ndarray, logits: dict[str, np.ndarray], up_to: int) -> dict[str, float]:
@@ -63,9 +53,10 @@ def main(argv=None) -> None:
 
     loaded = [bundles.load_bundle(folder, load_screen_too=False) for folder in args.bundle]
     names = [Path(folder).name for folder in args.bundle]
-    problem = shared_roles_problem({name: b.manifest for name, b in zip(names, loaded)})
-    if problem:
-        parser.error(problem)
+    try:  # the ensemble stage's own checks: same roles, input size and views; compatible backbones
+        check_members(loaded)
+    except EnsembleError as error:
+        parser.error(str(error))
     views = loaded[0].manifest["test_time_views"]
     selection = roles.bundle_roles(loaded[0].manifest, args.data_root).role("selection")
     runners = {name: ModelRunner(b.model) for name, b in zip(names, loaded)}
