@@ -15,6 +15,20 @@ hypothesis_settings.register_profile("nightly", derandomize=False, database=None
 hypothesis_settings.load_profile("ci")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist turns the groups into node ids
+def pytest_collection_modifyitems(config, items):
+    """Groups for pytest-xdist (`-n ... --dist loadgroup`, in pytest.ini): each test module
+    runs whole on one worker, so its module-scoped fixtures (trained bundles, built
+    models) are made once; and the tests that drive a real browser run one after another
+    on one worker, because the privacy test compares the repository's files before and
+    after its flow and the other browser tests write screenshots there."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        group = "browser" if item.get_closest_marker("browser") else item.path.stem
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture
 def image_writer():
     """The `write_image` helper, for tests that prefer fixtures to imports."""

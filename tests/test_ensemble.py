@@ -49,11 +49,12 @@ def _perturbed(model: keras.Model, seed: int) -> keras.Model:
     return model
 
 
-# The pairs whose merged graph is checked: MobileNet 0.75 with MobileNetV2, DenseNet121
-# (another input preprocessing) with MobileNetV2, and the shipped default, the colour-constant
-# MobileNetV2 with the plain one (one backbone twice, so the second one's layers are renamed,
-# and a scaling layer of its own after the colour constancy).
-PAIRS = [ARCHS, ["densenet121", "mobilenetv2"], ["mobilenetv2_cc", "mobilenetv2"]]
+# The pairs whose merged graph is checked in full: MobileNet 0.75 with MobileNetV2, and the
+# shipped default, the colour-constant MobileNetV2 with the plain one (one backbone twice, so
+# the second one's layers are renamed, and a scaling layer of its own after the colour
+# constancy). DenseNet121 (another input preprocessing) with MobileNetV2 has a test of its
+# own below: its graph takes seconds per pass, and only its preprocessing differs.
+PAIRS = [ARCHS, ["mobilenetv2_cc", "mobilenetv2"]]
 
 
 @pytest.fixture(scope="module", params=PAIRS, ids="+".join)
@@ -71,11 +72,10 @@ def merged(members, pair):
     return merge_members(members, pair)
 
 
-# Both members' pooled features side by side (MobileNet 0.75: 768, MobileNetV2: 1280,
-# DenseNet121: 1024 channels).
+# Both members' pooled features side by side (MobileNet 0.75: 768, MobileNetV2: 1280
+# channels).
 WIDTH = {
     "mobilenet+mobilenetv2": 768 + 1280,
-    "densenet121+mobilenetv2": 1024 + 1280,
     "mobilenetv2_cc+mobilenetv2": 1280 + 1280,
 }
 
@@ -86,12 +86,31 @@ def images():
 
 
 def test_merged_logit_is_the_mean_of_the_members_logits(members, merged, pair, images):
+    member_runners = [ModelRunner(m, fold=False) for m in members]
+    ensemble_runner = ModelRunner(merged)  # folded, as the app runs it
     for views in (1, 8):
-        member_logits = [ModelRunner(m, fold=False)(images, views)[0] for m in members]
+        member_logits = [runner(images, views)[0] for runner in member_runners]
         assert not np.allclose(member_logits[0], member_logits[1])  # a real mean is tested
-        ensemble_logits, features = ModelRunner(merged)(images, views)  # folded, as the app runs it
+        ensemble_logits, features = ensemble_runner(images, views)
         np.testing.assert_allclose(ensemble_logits, np.mean(member_logits, axis=0), atol=1e-4)
     assert features.shape == (3, WIDTH["+".join(pair)])
+
+
+def test_a_member_that_standardises_its_input_merges_exactly(images):
+    """DenseNet121 standardises with ImageNet's channel statistics where the MobileNets
+    scale to [-1, 1]: each member reads its own preprocessing in the merged graph, so the
+    logit is still the members' mean, and its pooled features sit beside the other's."""
+    pair = ["densenet121", "mobilenetv2"]
+    members = [_perturbed(models.build_model(arch, SIZE), seed) for seed, arch in enumerate(pair)]
+    merged = merge_members(members, pair)
+    kinds = (keras.layers.Rescaling, keras.layers.Normalization)
+    preprocessing = sorted(layer.name for layer in merged.layers if isinstance(layer, kinds))
+    assert preprocessing == ["imagenet_standardise", "to_unit_interval", "to_unit_range"]
+    member_logits = [ModelRunner(m, fold=False)(images)[0] for m in members]
+    assert not np.allclose(member_logits[0], member_logits[1])
+    ensemble_logits, features = ModelRunner(merged)(images)
+    np.testing.assert_allclose(ensemble_logits, np.mean(member_logits, axis=0), atol=1e-4)
+    assert features.shape == (3, 1024 + 1280)
 
 
 def test_ensemble_is_one_flat_graph_that_loads_in_safe_mode(merged, pair, images, tmp_path):
@@ -102,7 +121,6 @@ def test_ensemble_is_one_flat_graph_that_loads_in_safe_mode(merged, pair, images
     preprocessing = sorted(layer.name for layer in merged.layers if isinstance(layer, kinds))
     expected = {
         "mobilenet+mobilenetv2": ["to_unit_range"],
-        "densenet121+mobilenetv2": ["imagenet_standardise", "to_unit_interval", "to_unit_range"],
         "mobilenetv2_cc+mobilenetv2": ["colour_constant_to_unit_range", "to_unit_range"],
     }
     assert preprocessing == expected["+".join(pair)]
