@@ -10,8 +10,8 @@ nothing.
 
 The bundles must be able to form one ensemble (`stages.ensemble.check_members`: the same
 images in every role, input size and views; the selection images are rebuilt from the
-first one's manifest). Only
-the selection set is read: the calibration and report sets are not touched.
+first one's manifest). Only the selection set is read: the calibration and report sets
+are not touched.
 """
 
 from __future__ import annotations

@@ -62,9 +62,13 @@ def pair(request) -> list[str]:
     return request.param
 
 
+def _perturbed_members(pair: list[str]) -> list[keras.Model]:
+    return [_perturbed(models.build_model(arch, SIZE), seed) for seed, arch in enumerate(pair)]
+
+
 @pytest.fixture(scope="module")
 def members(pair):
-    return [_perturbed(models.build_model(arch, SIZE), seed) for seed, arch in enumerate(pair)]
+    return _perturbed_members(pair)
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +82,10 @@ WIDTH = {
     "mobilenet+mobilenetv2": 768 + 1280,
     "mobilenetv2_cc+mobilenetv2": 1280 + 1280,
 }
+
+
+# The layers that scale or standardise a member's input.
+PREPROCESSING = (keras.layers.Rescaling, keras.layers.Normalization)
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +109,9 @@ def test_a_member_that_standardises_its_input_merges_exactly(images):
     scale to [-1, 1]: each member reads its own preprocessing in the merged graph, so the
     logit is still the members' mean, and its pooled features sit beside the other's."""
     pair = ["densenet121", "mobilenetv2"]
-    members = [_perturbed(models.build_model(arch, SIZE), seed) for seed, arch in enumerate(pair)]
+    members = _perturbed_members(pair)
     merged = merge_members(members, pair)
-    kinds = (keras.layers.Rescaling, keras.layers.Normalization)
-    preprocessing = sorted(layer.name for layer in merged.layers if isinstance(layer, kinds))
+    preprocessing = sorted(layer.name for layer in merged.layers if isinstance(layer, PREPROCESSING))
     assert preprocessing == ["imagenet_standardise", "to_unit_interval", "to_unit_range"]
     member_logits = [ModelRunner(m, fold=False)(images)[0] for m in members]
     assert not np.allclose(member_logits[0], member_logits[1])
@@ -117,8 +124,7 @@ def test_ensemble_is_one_flat_graph_that_loads_in_safe_mode(merged, pair, images
     assert not any(isinstance(layer, keras.Model) for layer in merged.layers)
     assert merged.get_layer(models.ENSEMBLE_MAPS).output.shape[1:] == (2, 2, WIDTH["+".join(pair)])
     # One preprocessing layer per kind: both MobileNets read one `to_unit_range`.
-    kinds = (keras.layers.Rescaling, keras.layers.Normalization)
-    preprocessing = sorted(layer.name for layer in merged.layers if isinstance(layer, kinds))
+    preprocessing = sorted(layer.name for layer in merged.layers if isinstance(layer, PREPROCESSING))
     expected = {
         "mobilenet+mobilenetv2": ["to_unit_range"],
         "mobilenetv2_cc+mobilenetv2": ["colour_constant_to_unit_range", "to_unit_range"],
