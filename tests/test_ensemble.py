@@ -84,8 +84,10 @@ WIDTH = {
 }
 
 
-# The layers that scale or standardise a member's input.
-PREPROCESSING = (keras.layers.Rescaling, keras.layers.Normalization)
+def _preprocessing_layer_names(model: keras.Model) -> list[str]:
+    """Sorted names of the layers that scale or standardise a member's input."""
+    kinds = (keras.layers.Rescaling, keras.layers.Normalization)
+    return sorted(layer.name for layer in model.layers if isinstance(layer, kinds))
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +113,7 @@ def test_a_member_that_standardises_its_input_merges_exactly(images):
     pair = ["densenet121", "mobilenetv2"]
     members = _perturbed_members(pair)
     merged = merge_members(members, pair)
-    preprocessing = sorted(layer.name for layer in merged.layers if isinstance(layer, PREPROCESSING))
-    assert preprocessing == ["imagenet_standardise", "to_unit_interval", "to_unit_range"]
+    assert _preprocessing_layer_names(merged) == ["imagenet_standardise", "to_unit_interval", "to_unit_range"]
     member_logits = [ModelRunner(m, fold=False)(images)[0] for m in members]
     assert not np.allclose(member_logits[0], member_logits[1])
     ensemble_logits, features = ModelRunner(merged)(images)
@@ -124,12 +125,11 @@ def test_ensemble_is_one_flat_graph_that_loads_in_safe_mode(merged, pair, images
     assert not any(isinstance(layer, keras.Model) for layer in merged.layers)
     assert merged.get_layer(models.ENSEMBLE_MAPS).output.shape[1:] == (2, 2, WIDTH["+".join(pair)])
     # One preprocessing layer per kind: both MobileNets read one `to_unit_range`.
-    preprocessing = sorted(layer.name for layer in merged.layers if isinstance(layer, PREPROCESSING))
     expected = {
         "mobilenet+mobilenetv2": ["to_unit_range"],
         "mobilenetv2_cc+mobilenetv2": ["colour_constant_to_unit_range", "to_unit_range"],
     }
-    assert preprocessing == expected["+".join(pair)]
+    assert _preprocessing_layer_names(merged) == expected["+".join(pair)]
     merged.save(tmp_path / "model.keras")
     loaded = load_keras_model(tmp_path / "model.keras")
     np.testing.assert_allclose(ModelRunner(loaded)(images)[0], ModelRunner(merged)(images)[0], atol=1e-5)
