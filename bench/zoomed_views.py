@@ -61,10 +61,10 @@ def main(argv=None) -> None:
     print(f"selection set: {len(selection.labels)} images, {melanomas} melanomas, {views} views each")
     for name, values in logits.items():
         print(f"  {name:<40} ROC AUC {metrics.roc_auc(selection.labels, values):.4f}")
-    for count in range(2, len(logits) + 1):
-        for names in itertools.combinations(logits, count):
-            if names[0] != "whole image":
-                continue
+    zooms = [name for name in logits if name != "whole image"]
+    for count in range(1, len(zooms) + 1):  # the whole image with every subset of the zooms
+        for names in itertools.combinations(zooms, count):
+            names = ("whole image", *names)
             mean = np.mean([logits[name] for name in names], axis=0)
             label = " + ".join(names)
             print(f"  {label:<40} ROC AUC {metrics.roc_auc(selection.labels, mean):.4f}")
