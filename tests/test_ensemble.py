@@ -49,16 +49,19 @@ def _perturbed(model: keras.Model, seed: int) -> keras.Model:
     return model
 
 
-# The pairs whose merged graph is checked in full: MobileNet 0.75 with MobileNetV2, and the
-# shipped default, the colour-constant MobileNetV2 with the plain one (one backbone twice, so
-# the second one's layers are renamed, and a scaling layer of its own after the colour
-# constancy). DenseNet121 (another input preprocessing) with MobileNetV2 has a test of its
-# own below: its graph takes seconds per pass, and only its preprocessing differs.
-PAIRS = [ARCHS, ["mobilenetv2_cc", "mobilenetv2"]]
+# The member lists whose merged graph is checked in full: MobileNet 0.75 with MobileNetV2;
+# the shipped default, the colour-constant MobileNetV2 with the plain one (one backbone
+# twice, so the second one's layers are renamed, and a scaling layer of its own after the
+# colour constancy); and those two with a second colour-constant run (one architecture
+# twice, so the third member's key is `mobilenetv2_cc_2`). DenseNet121 (another input
+# preprocessing) with MobileNetV2 has a test of its own below: its graph takes seconds per
+# pass, and only its preprocessing differs.
+MEMBER_LISTS = [ARCHS, ["mobilenetv2_cc", "mobilenetv2"], ["mobilenetv2_cc", "mobilenetv2", "mobilenetv2_cc"]]
 
 
-@pytest.fixture(scope="module", params=PAIRS, ids="+".join)
+@pytest.fixture(scope="module", params=MEMBER_LISTS, ids="+".join)
 def pair(request) -> list[str]:
+    """The members' architectures, in member order (two or three, despite the name)."""
     return request.param
 
 
@@ -81,6 +84,7 @@ def merged(members, pair):
 WIDTH = {
     "mobilenet+mobilenetv2": 768 + 1280,
     "mobilenetv2_cc+mobilenetv2": 1280 + 1280,
+    "mobilenetv2_cc+mobilenetv2+mobilenetv2_cc": 3 * 1280,
 }
 
 
@@ -100,7 +104,8 @@ def test_merged_logit_is_the_mean_of_the_members_logits(members, merged, pair, i
     ensemble_runner = ModelRunner(merged)  # folded, as the app runs it
     for views in (1, 8):
         member_logits = [runner(images, views)[0] for runner in member_runners]
-        assert not np.allclose(member_logits[0], member_logits[1])  # a real mean is tested
+        for other in member_logits[1:]:
+            assert not np.allclose(member_logits[0], other)  # a real mean is tested
         ensemble_logits, features = ensemble_runner(images, views)
         np.testing.assert_allclose(ensemble_logits, np.mean(member_logits, axis=0), atol=1e-4)
     assert features.shape == (3, WIDTH["+".join(pair)])
@@ -128,6 +133,7 @@ def test_ensemble_is_one_flat_graph_that_loads_in_safe_mode(merged, pair, images
     expected = {
         "mobilenet+mobilenetv2": ["to_unit_range"],
         "mobilenetv2_cc+mobilenetv2": ["colour_constant_to_unit_range", "to_unit_range"],
+        "mobilenetv2_cc+mobilenetv2+mobilenetv2_cc": ["colour_constant_to_unit_range", "to_unit_range"],
     }
     assert _preprocessing_layer_names(merged) == expected["+".join(pair)]
     merged.save(tmp_path / "model.keras")
@@ -135,15 +141,15 @@ def test_ensemble_is_one_flat_graph_that_loads_in_safe_mode(merged, pair, images
     np.testing.assert_allclose(ModelRunner(loaded)(images)[0], ModelRunner(merged)(images)[0], atol=1e-5)
 
 
-def test_ensemble_grad_cam_is_half_the_sum_of_the_members_raw_maps(members, merged, pair, images):
+def test_ensemble_grad_cam_is_the_mean_of_the_members_raw_maps(members, merged, pair, images):
     def raw_cam(model, layer):
         """Grad-CAM before its ReLU and scaling: channels weighted by their mean gradient."""
         activations, grads, _ = activations_and_logit(model, layer).gradients(images, np.float32(1.0))
         weights = grads.numpy().mean(axis=(1, 2))
         return np.einsum("nhwc,nc->nhw", activations.numpy(), weights)
 
-    expected = 0.5 * sum(
-        raw_cam(m, models.ARCHITECTURES[arch].gradcam_layer) for m, arch in zip(members, pair)
+    expected = np.mean(
+        [raw_cam(m, models.ARCHITECTURES[arch].gradcam_layer) for m, arch in zip(members, pair)], axis=0
     )
     np.testing.assert_allclose(raw_cam(merged, models.ENSEMBLE_MAPS), expected, rtol=1e-3, atol=1e-5)
     heatmap = GradCAM(merged, models.ENSEMBLE_MAPS)(images[0])
@@ -160,9 +166,13 @@ def test_a_second_member_of_one_architecture_gets_its_own_layer_names(merged, pa
     assert models.member_keys(["mobilenetv2_cc", "mobilenetv2"]) == ["mobilenetv2_cc", "mobilenetv2"]
     names = [layer.name for layer in merged.layers]
     assert len(names) == len(set(names))
-    if pair == ["mobilenetv2_cc", "mobilenetv2"]:  # the first keeps Keras' names, the second is prefixed
+    if pair[:2] == ["mobilenetv2_cc", "mobilenetv2"]:  # the first keeps Keras' names, later ones are prefixed
         assert {"Conv1", "out_relu", "mobilenetv2_Conv1", "mobilenetv2_out_relu"} <= set(names)
         assert "colour_constancy" in names
+    if len(pair) == 3:  # the second colour-constant run: its key, and one colour constancy for both
+        assert models.member_prefixes(pair) == ["", "mobilenetv2_", "mobilenetv2_cc_2_"]
+        assert {"mobilenetv2_cc_2_Conv1", "mobilenetv2_cc_2_out_relu"} <= set(names)
+        assert sum("colour_constancy" in name for name in names) == 1
 
 
 @pytest.mark.parametrize(
