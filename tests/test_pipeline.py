@@ -134,3 +134,52 @@ def test_sample_weights_ride_along_as_a_third_element(non_square_dataset):
     batches = list(pipeline.make_pipeline(non_square_dataset, SIZE, batch_size=5, sample_weights=weights))
     ((_, labels, got),) = batches
     np.testing.assert_array_equal(got.numpy(), weights)
+
+
+def test_cutmix_pastes_a_box_of_the_partner_and_mixes_label_and_weight_by_its_area():
+    """Two flat images, 0 and 255: every pixel of a mixed image is one of the two, the
+    255 pixels form one rectangle, and label and weight move by exactly their share."""
+    import tensorflow as tf
+
+    n, side = 64, 16
+    values = np.where(np.arange(n) < n // 2, 0.0, 255.0).astype(np.float32)
+    images = tf.constant(np.broadcast_to(values[:, None, None, None], (n, side, side, 3)).copy())
+    labels = tf.constant((values > 0).astype(np.float32)[:, None])
+    weights = tf.constant(np.where(values > 0, 4.0, 1.0).astype(np.float32))
+    rng = tf.random.Generator.from_seed(5)
+    outputs = pipeline.cutmix_batch(images, labels, weights, 0.5, rng)
+    mixed, got_labels, got_weights = (t.numpy() for t in outputs)
+
+    assert set(np.unique(mixed)) <= {0.0, 255.0}
+    changed = 0
+    for i in range(n):
+        partner = n - 1 - i
+        own = values[i]
+        pasted = mixed[i, :, :, 0] != own
+        share = pasted.mean()
+        if share:
+            changed += 1
+            rows, cols = np.nonzero(pasted.any(axis=1))[0], np.nonzero(pasted.any(axis=0))[0]
+            assert pasted[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].all()  # one box
+            assert values[partner] != own  # the pasted pixels are the partner's
+        partner_label = float(values[partner] > 0)
+        expected_label = (1 - share) * float(own > 0) + share * partner_label
+        assert got_labels[i, 0] == pytest.approx(expected_label, abs=1e-6)
+        expected_weight = (1 - share) * (4.0 if own else 1.0) + share * (4.0 if values[partner] else 1.0)
+        assert got_weights[i] == pytest.approx(expected_weight, abs=1e-5)
+    assert 16 <= changed <= 48  # about half the images, at probability 0.5
+
+
+def test_cutmix_in_the_training_pipeline_yields_soft_labels_and_weights(tmp_path):
+    paths = [str(write_image(tmp_path / f"{i}.png", value=0 if i % 2 else 250)) for i in range(16)]
+    dataset = data.Dataset(np.array(paths), np.array([0, 1] * 8, np.int32), np.array([""] * 16))
+    training = pipeline.make_pipeline(dataset, 8, batch_size=16, training=True, seed=2, cutmix=1.0)
+    labels = np.concatenate([y.numpy() for _ in range(3) for _, y, _ in training])
+    assert ((labels > 0) & (labels < 1)).any()  # some labels mixed
+    assert labels.min() >= 0 and labels.max() <= 1
+
+
+@pytest.mark.parametrize("kwargs", [{"cutmix": 0.5}, {"cutmix": 1.5, "training": True}])
+def test_cutmix_is_refused_outside_training_or_outside_0_1(non_square_dataset, kwargs):
+    with pytest.raises(ValueError, match="cutmix"):
+        pipeline.make_pipeline(non_square_dataset, SIZE, **kwargs)

@@ -252,6 +252,8 @@ def test_parse_args_maps_cli_flags_to_the_config():
             "7",
             "--average-last",
             "4",
+            "--cutmix",
+            "0.5",
         ]
     )
     assert config == TrainConfig(
@@ -271,6 +273,7 @@ def test_parse_args_maps_cli_flags_to_the_config():
         test_time_views=1,
         seed=7,
         average_last=4,
+        cutmix=0.5,
     )
     recipe = parse_args(["--arch", "mobilenet", "--recipe", "r.json", "--data-root", "x", "--out", "o"])
     assert (recipe.recipe, recipe.data_root, recipe.data) == ("r.json", "x", [])
@@ -491,3 +494,17 @@ def test_runs_fingerprinted_before_weight_averaging_existed_still_resume(config)
     assignment = roles.assign_roles(config.recipe_object(), config.data_root)
     assert "average_last" not in run_fingerprint(config, assignment)["config"]
     assert run_fingerprint(replace(config, average_last=4), assignment)["config"]["average_last"] == 4
+    assert "cutmix" not in run_fingerprint(config, assignment)["config"]
+    assert run_fingerprint(replace(config, cutmix=0.5), assignment)["config"]["cutmix"] == 0.5
+
+
+def test_a_cutmix_run_trains_on_soft_labels_and_records_its_setting(config, tmp_path):
+    """CutMix makes labels soft and brings sample weights: the fit must take them, and
+    the manifest says the run used it."""
+    from dataclasses import replace
+
+    folder = train(replace(config, out=str(tmp_path / "cutmix"), epochs=1, cutmix=0.5))
+    assert bundle.read_manifest(folder)["training"]["config"]["cutmix"] == 0.5
+    for wrong in (-0.1, 1.5):
+        with pytest.raises(TrainingError, match="--cutmix"):
+            train(replace(config, out=str(tmp_path / "wrong"), cutmix=wrong))

@@ -2,6 +2,8 @@
 
 Augmentation runs on training images only, one image at a time (each image draws its
 own flip, quarter turn, crop and colour change), and is never part of a saved model.
+With `cutmix`, a share of the training images also gets a box pasted from another image
+of its batch (CutMix), the label mixed by area.
 """
 
 from __future__ import annotations
@@ -74,6 +76,41 @@ def augment_image(image: tf.Tensor, size: int, rng: tf.random.Generator) -> tf.T
     return random_colour(image, rng)
 
 
+def cutmix_batch(
+    images: tf.Tensor,
+    labels: tf.Tensor,
+    weights: tf.Tensor,
+    probability: float,
+    rng: tf.random.Generator,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """CutMix on one batch: images (n, s, s, 3), labels (n, 1) and sample weights (n,).
+
+    With `probability`, image i gets a box of the batch's reversed order's image i
+    pasted in (its area share drawn uniformly from 0-1 as in CutMix's Beta(1, 1), the
+    box clipped at the border); its label and weight become the area-weighted mean of
+    the two images'. Mixing by area keeps the label the share of melanoma the model is
+    shown, so a pasted melanoma patch is neither ignored nor taken for a whole one.
+    """
+    n, side = tf.shape(images)[0], tf.shape(images)[1]
+    side_f = tf.cast(side, tf.float32)
+    mixed = rng.uniform([n]) < probability
+    box_side = tf.sqrt(rng.uniform([n])) * side_f  # share of the area before clipping
+    centre_y, centre_x = rng.uniform([n]) * side_f, rng.uniform([n]) * side_f
+    top = tf.clip_by_value(centre_y - box_side / 2, 0.0, side_f)
+    bottom = tf.clip_by_value(centre_y + box_side / 2, 0.0, side_f)
+    left = tf.clip_by_value(centre_x - box_side / 2, 0.0, side_f)
+    right = tf.clip_by_value(centre_x + box_side / 2, 0.0, side_f)
+    grid = tf.cast(tf.range(side), tf.float32) + 0.5  # pixel centres
+    rows = (grid[None, :] >= top[:, None]) & (grid[None, :] < bottom[:, None])  # (n, s)
+    cols = (grid[None, :] >= left[:, None]) & (grid[None, :] < right[:, None])
+    box = rows[:, :, None] & cols[:, None, :] & mixed[:, None, None]  # (n, s, s)
+    share = tf.reduce_mean(tf.cast(box, tf.float32), axis=[1, 2])  # (n,), actual area
+    images = tf.where(box[..., None], tf.reverse(images, [0]), images)
+    labels = (1 - share[:, None]) * labels + share[:, None] * tf.reverse(labels, [0])
+    weights = (1 - share) * weights + share * tf.reverse(weights, [0])
+    return images, labels, weights
+
+
 def make_pipeline(
     dataset: Dataset,
     image_size: int,
@@ -82,6 +119,7 @@ def make_pipeline(
     seed: int = 0,
     draw_probability: np.ndarray | None = None,
     sample_weights: np.ndarray | None = None,
+    cutmix: float = 0.0,
 ) -> tf.data.Dataset:
     """Batches of (images float32 (n, s, s, 3) in 0–255, labels float32 (n, 1)[, weights (n,)]).
 
@@ -90,8 +128,16 @@ def make_pipeline(
     is augmented on its own, and image i takes part in an epoch with probability
     `draw_probability[i]` (default 1): a source can count for less without being
     dropped. `sample_weights` (n,), when given, is yielded as a third element (e.g.
-    class weights).
+    class weights). `cutmix` > 0 (training only) applies `cutmix_batch` with that
+    probability per image; labels are then soft (0-1) and weights are yielded (1 when
+    none are given).
     """
+    if cutmix and not training:
+        raise ValueError("cutmix is a training augmentation: give training=True")
+    if not 0.0 <= cutmix <= 1.0:
+        raise ValueError(f"cutmix is a probability per image, in 0-1; got {cutmix}")
+    if cutmix and sample_weights is None:
+        sample_weights = np.ones(len(dataset), np.float32)
     load_size = int(round(image_size * CROP_MARGIN)) if training else image_size
 
     def decode(path):
@@ -128,7 +174,13 @@ def make_pipeline(
         pipeline = pipeline.map(
             lambda image, label, p, *w: (tf.cast(image, tf.float32), label, *w), num_parallel_calls=AUTOTUNE
         )
-    return pipeline.batch(batch_size).prefetch(AUTOTUNE)
+    pipeline = pipeline.batch(batch_size)
+    if cutmix:
+        pipeline = pipeline.map(
+            lambda images, labels, weights: cutmix_batch(images, labels, weights, cutmix, rng),
+            num_parallel_calls=AUTOTUNE,
+        )
+    return pipeline.prefetch(AUTOTUNE)
 
 
 def expected_batches(draw_probability: np.ndarray, batch_size: int) -> int:

@@ -25,6 +25,9 @@ refused, never silently continued.
 and roles, checked), for a second stage on another mix of the training images, e.g.
 `recipes/isic2017_second_stage.json` with `--head-epochs 0`, or at another `--input-size`.
 
+`--cutmix P` pastes, with probability P per training image, a box of another image of
+its batch in (CutMix), the label mixed by area.
+
 `--average-last N` keeps every fine-tuning epoch's weights and, at the end, scores the
 mean of the last N (stochastic weight averaging) against the best epoch on the selection
 set with the bundle's test-time views; the better is kept and the manifest says which.
@@ -57,7 +60,7 @@ from medal_core.stages import calibrate, evaluate
 RESUMABLE_SETTINGS = ("out", "max_minutes")
 # Settings added after runs were fingerprinted: left out at their default, so that those
 # runs can still be resumed.
-LATER_SETTINGS = {"average_last": 0}
+LATER_SETTINGS = {"average_last": 0, "cutmix": 0.0}
 FINETUNE = "finetune"  # the phase whose epochs `--average-last` averages
 EPOCH_WEIGHTS = "epoch_{:03d}.weights.h5"
 FINGERPRINT_FILE = "fingerprint.json"
@@ -83,6 +86,7 @@ class TrainConfig:
     head_lr: float = 1e-3
     backbone_lr: float = 5e-5
     label_smoothing: float = 0.0
+    cutmix: float = 0.0  # probability per training image of a CutMix box (0: none)
     patience: int = 6
     max_minutes: float | None = None
     test_time_views: int = 8
@@ -396,6 +400,8 @@ def train(config: TrainConfig) -> Path:
         raise TrainingError(
             f"--average-last {config.average_last}: give 0 (no averaging) or 2 or more epochs"
         )
+    if not 0.0 <= config.cutmix <= 1.0:
+        raise TrainingError(f"--cutmix {config.cutmix}: give a probability per image, 0-1 (0: none)")
     if config.average_last and not spec.is_transfer:
         raise TrainingError(
             f"--average-last needs frozen batch norms, i.e. a transfer architecture; {config.arch} "
@@ -417,6 +423,7 @@ def train(config: TrainConfig) -> Path:
         seed=config.seed,
         draw_probability=draw,
         sample_weights=np.array([weights[c] for c in train_set.labels]),
+        cutmix=config.cutmix,
     )
     selection_ds = pipeline.make_pipeline(selection_set, size, 64)
     steps_per_epoch = pipeline.expected_batches(draw, config.batch_size)
@@ -685,6 +692,13 @@ def parse_args(argv=None) -> TrainConfig:
     )
     for name in ("head_lr", "backbone_lr", "label_smoothing", "max_minutes"):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
+    parser.add_argument(
+        "--cutmix",
+        type=float,
+        default=defaults.cutmix,
+        help="probability per training image of a box pasted from another image of its "
+        "batch (CutMix), the label mixed by area; 0 (the default) for none",
+    )
     config = TrainConfig(**vars(parser.parse_args(argv)))
     if not config.recipe and not config.data:
         parser.error("give the data: --recipe FILE (with --data-root) or --data DIR")
