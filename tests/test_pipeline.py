@@ -136,47 +136,82 @@ def test_sample_weights_ride_along_as_a_third_element(non_square_dataset):
     np.testing.assert_array_equal(got.numpy(), weights)
 
 
-def test_cutmix_pastes_a_box_of_the_partner_and_mixes_label_and_weight_by_its_area():
-    """Two flat images, 0 and 255: every pixel of a mixed image is one of the two, the
-    255 pixels form one rectangle, and label and weight move by exactly their share."""
+def cutmix_once(values, labels, weights, probability=0.5, seed=5, side=16):
+    """`cutmix_batch` on flat images, image i of grey level values[i]; NumPy out."""
     import tensorflow as tf
 
-    n, side = 64, 16
-    values = np.where(np.arange(n) < n // 2, 0.0, 255.0).astype(np.float32)
-    images = tf.constant(np.broadcast_to(values[:, None, None, None], (n, side, side, 3)).copy())
-    labels = tf.constant((values > 0).astype(np.float32)[:, None])
-    weights = tf.constant(np.where(values > 0, 4.0, 1.0).astype(np.float32))
-    rng = tf.random.Generator.from_seed(5)
-    outputs = pipeline.cutmix_batch(images, labels, weights, 0.5, rng)
-    mixed, got_labels, got_weights = (t.numpy() for t in outputs)
+    n = len(values)
+    images = np.broadcast_to(np.asarray(values, np.float32)[:, None, None, None], (n, side, side, 3))
+    outputs = pipeline.cutmix_batch(
+        tf.constant(images.copy()),
+        tf.constant(np.asarray(labels, np.float32)[:, None]),
+        tf.constant(np.asarray(weights, np.float32)),
+        probability,
+        tf.random.Generator.from_seed(seed),
+    )
+    return tuple(t.numpy() for t in outputs)
 
-    assert set(np.unique(mixed)) <= {0.0, 255.0}
+
+@pytest.mark.parametrize("n", [63, 64])
+def test_cutmix_pastes_one_box_of_the_next_image_and_mixes_the_two_losses(n):
+    """Flat images of distinct grey levels: a mixed image holds its own level and its
+    partner's (the next image's) only, the partner's pixels form one rectangle, and
+    weight and label are those of the mixed loss (1-s)·w_i·BCE(y_i) + s·w_j·BCE(y_j)."""
+    values = np.arange(n, dtype=np.float32) * 4  # 0, 4, ..., distinct levels
+    labels = (np.arange(n) % 3 == 0).astype(np.float32)
+    weights = np.where(labels > 0, 4.0, 1.0)
+    mixed, got_labels, got_weights = cutmix_once(values, labels, weights)
+
     changed = 0
     for i in range(n):
-        partner = n - 1 - i
-        own = values[i]
-        pasted = mixed[i, :, :, 0] != own
+        j = (i + 1) % n  # the partner
+        pasted = mixed[i, :, :, 0] != values[i]
+        assert set(np.unique(mixed[i])) <= {values[i], values[j]}
         share = pasted.mean()
         if share:
             changed += 1
             rows, cols = np.nonzero(pasted.any(axis=1))[0], np.nonzero(pasted.any(axis=0))[0]
             assert pasted[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].all()  # one box
-            assert values[partner] != own  # the pasted pixels are the partner's
-        partner_label = float(values[partner] > 0)
-        expected_label = (1 - share) * float(own > 0) + share * partner_label
-        assert got_labels[i, 0] == pytest.approx(expected_label, abs=1e-6)
-        expected_weight = (1 - share) * (4.0 if own else 1.0) + share * (4.0 if values[partner] else 1.0)
-        assert got_weights[i] == pytest.approx(expected_weight, abs=1e-5)
-    assert 16 <= changed <= 48  # about half the images, at probability 0.5
+        own, other = (1 - share) * weights[i], share * weights[j]
+        assert got_weights[i] == pytest.approx(own + other, abs=1e-5)
+        assert got_labels[i, 0] == pytest.approx(
+            (own * labels[i] + other * labels[j]) / (own + other), abs=1e-6
+        )
+    assert n / 4 <= changed <= 3 * n / 4  # about half the images, at probability 0.5
 
 
-def test_cutmix_in_the_training_pipeline_yields_soft_labels_and_weights(tmp_path):
+def test_cutmix_keeps_the_class_weighted_optimum_of_the_unmixed_loss():
+    """With the weighted label, a benign image carrying a fraction s of a melanoma (class
+    weight w) is best predicted at odds w·s / (1 - s): the class weights' logit offset,
+    log w, as without CutMix (the calibration stage removes it)."""
+    values, labels, weights = [0.0, 255.0], [0.0, 1.0], [1.0, 5.0]
+    mixed, got_labels, _ = cutmix_once(values, labels, weights, probability=1.0, seed=3, side=32)
+    share = (mixed[0, :, :, 0] != 0).mean()
+    assert 0 < share < 1
+    odds = got_labels[0, 0] / (1 - got_labels[0, 0])
+    assert odds == pytest.approx(5.0 * share / (1 - share), rel=1e-4)
+
+
+def test_a_batch_of_one_is_left_as_it_is():
+    mixed, labels, weights = cutmix_once([8.0], [1.0], [3.0], probability=1.0)
+    assert (mixed == 8.0).all() and labels[0, 0] == pytest.approx(1.0) and weights[0] == pytest.approx(3.0)
+
+
+def test_cutmix_in_the_training_pipeline_yields_soft_labels_and_mixed_weights(tmp_path):
     paths = [str(write_image(tmp_path / f"{i}.png", value=0 if i % 2 else 250)) for i in range(16)]
     dataset = data.Dataset(np.array(paths), np.array([0, 1] * 8, np.int32), np.array([""] * 16))
-    training = pipeline.make_pipeline(dataset, 8, batch_size=16, training=True, seed=2, cutmix=1.0)
-    labels = np.concatenate([y.numpy() for _ in range(3) for _, y, _ in training])
+    weights = np.where(dataset.labels == 1, 3.0, 1.0)
+    training = pipeline.make_pipeline(
+        dataset, 8, batch_size=16, training=True, seed=2, sample_weights=weights, cutmix=1.0
+    )
+    batches = [(y.numpy(), w.numpy()) for _ in range(3) for _, y, w in training]
+    labels = np.concatenate([y for y, _ in batches])
+    got_weights = np.concatenate([w for _, w in batches])
     assert ((labels > 0) & (labels < 1)).any()  # some labels mixed
     assert labels.min() >= 0 and labels.max() <= 1
+    assert ((got_weights > 1) & (got_weights < 3)).any() and got_weights.min() >= 1 and got_weights.max() <= 3
+    unweighted = pipeline.make_pipeline(dataset, 8, batch_size=16, training=True, seed=2, cutmix=1.0)
+    assert all(len(batch) == 3 for batch in unweighted)  # weights of 1 come along
 
 
 @pytest.mark.parametrize("kwargs", [{"cutmix": 0.5}, {"cutmix": 1.5, "training": True}])

@@ -499,8 +499,8 @@ def test_runs_fingerprinted_before_weight_averaging_existed_still_resume(config)
 
 
 def test_a_cutmix_run_trains_on_soft_labels_and_records_its_setting(config, tmp_path):
-    """CutMix makes labels soft and brings sample weights: the fit must take them, and
-    the manifest says the run used it."""
+    """CutMix makes labels soft and brings sample weights: a run with it goes through to
+    its bundle, whose manifest says it used CutMix; out-of-range values are refused."""
     from dataclasses import replace
 
     folder = train(replace(config, out=str(tmp_path / "cutmix"), epochs=1, cutmix=0.5))

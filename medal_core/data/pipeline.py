@@ -3,10 +3,12 @@
 Augmentation runs on training images only, one image at a time (each image draws its
 own flip, quarter turn, crop and colour change), and is never part of a saved model.
 With `cutmix`, a share of the training images also gets a box pasted from another image
-of its batch (CutMix), the label mixed by area.
+of its batch (CutMix), its loss the area-weighted mix of the two images' losses.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import tensorflow as tf
@@ -85,16 +87,21 @@ def cutmix_batch(
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """CutMix on one batch: images (n, s, s, 3), labels (n, 1) and sample weights (n,).
 
-    With `probability`, image i gets a box of the batch's reversed order's image i
-    pasted in (its area share drawn uniformly from 0-1 as in CutMix's Beta(1, 1), the
-    box clipped at the border); its label and weight become the area-weighted mean of
-    the two images'. Mixing by area keeps the label the share of melanoma the model is
-    shown, so a pasted melanoma patch is neither ignored nor taken for a whole one.
+    With `probability`, image i gets a box of image i+1's pasted in (the batch rolled by
+    one, so no image is its own partner when n > 1). The box's area share is drawn
+    uniformly from 0-1 (CutMix's Beta(1, 1)) before it is clipped at the border; what
+    counts is the area actually pasted, `share`. The sample's loss is then the mix of
+    the two images' weighted losses, (1 - share) * w_i * BCE(y_i) + share * w_j * BCE(y_j),
+    which, binary cross-entropy being linear in the label, is one weighted loss
+    W * BCE(y) with W = (1 - share) * w_i + share * w_j and
+    y = ((1 - share) * w_i * y_i + share * w_j * y_j) / W. Mixing the label by weight
+    too keeps the class weights' logit offset the same as without CutMix, which the
+    calibration stage removes before fitting the temperature.
     """
     n, side = tf.shape(images)[0], tf.shape(images)[1]
     side_f = tf.cast(side, tf.float32)
     mixed = rng.uniform([n]) < probability
-    box_side = tf.sqrt(rng.uniform([n])) * side_f  # share of the area before clipping
+    box_side = tf.sqrt(rng.uniform([n])) * side_f  # area share before clipping: uniform
     centre_y, centre_x = rng.uniform([n]) * side_f, rng.uniform([n]) * side_f
     top = tf.clip_by_value(centre_y - box_side / 2, 0.0, side_f)
     bottom = tf.clip_by_value(centre_y + box_side / 2, 0.0, side_f)
@@ -104,11 +111,15 @@ def cutmix_batch(
     rows = (grid[None, :] >= top[:, None]) & (grid[None, :] < bottom[:, None])  # (n, s)
     cols = (grid[None, :] >= left[:, None]) & (grid[None, :] < right[:, None])
     box = rows[:, :, None] & cols[:, None, :] & mixed[:, None, None]  # (n, s, s)
-    share = tf.reduce_mean(tf.cast(box, tf.float32), axis=[1, 2])  # (n,), actual area
-    images = tf.where(box[..., None], tf.reverse(images, [0]), images)
-    labels = (1 - share[:, None]) * labels + share[:, None] * tf.reverse(labels, [0])
-    weights = (1 - share) * weights + share * tf.reverse(weights, [0])
-    return images, labels, weights
+    share = tf.reduce_mean(tf.cast(box, tf.float32), axis=[1, 2])  # (n,), area pasted
+    partner = functools.partial(tf.roll, shift=-1, axis=0)  # image i+1 (the first for the last)
+    images = tf.where(box[..., None], partner(images), images)
+    own_part, partner_part = (1 - share) * weights, share * partner(weights)
+    mixed_weights = own_part + partner_part
+    labels = tf.math.divide_no_nan(
+        own_part[:, None] * labels + partner_part[:, None] * partner(labels), mixed_weights[:, None]
+    )
+    return images, labels, mixed_weights
 
 
 def make_pipeline(

@@ -26,7 +26,7 @@ and roles, checked), for a second stage on another mix of the training images, e
 `recipes/isic2017_second_stage.json` with `--head-epochs 0`, or at another `--input-size`.
 
 `--cutmix P` pastes, with probability P per training image, a box of another image of
-its batch in (CutMix), the label mixed by area.
+its batch in (CutMix); its loss is the area-weighted mix of the two images' losses.
 
 `--average-last N` keeps every fine-tuning epoch's weights and, at the end, scores the
 mean of the last N (stochastic weight averaging) against the best epoch on the selection
@@ -697,7 +697,7 @@ def parse_args(argv=None) -> TrainConfig:
         type=float,
         default=defaults.cutmix,
         help="probability per training image of a box pasted from another image of its "
-        "batch (CutMix), the label mixed by area; 0 (the default) for none",
+        "batch (CutMix), the loss mixed by area; 0 (the default) for none",
     )
     config = TrainConfig(**vars(parser.parse_args(argv)))
     if not config.recipe and not config.data:
