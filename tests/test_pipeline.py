@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from helpers import write_image
 
 from medal_core.data import datasets as data
@@ -138,8 +139,6 @@ def test_sample_weights_ride_along_as_a_third_element(non_square_dataset):
 
 def cutmix_once(values, labels, weights, probability=0.5, seed=5, side=16):
     """`cutmix_batch` on flat images, image i of grey level values[i]; NumPy out."""
-    import tensorflow as tf
-
     n = len(values)
     images = np.broadcast_to(np.asarray(values, np.float32)[:, None, None, None], (n, side, side, 3))
     outputs = pipeline.cutmix_batch(
